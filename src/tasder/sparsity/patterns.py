@@ -1,0 +1,245 @@
+"""Sparsity pattern types: dense, G:H, hierarchical structured (HSS), unstructured, and TASD series.
+
+Patterns are small immutable values. They know their density and their canonical notation
+(``str(pattern)``); what a pattern does to a tensor lives in :mod:`tasder.sparsity.masks`.
+
+Vocabulary (DESIGN.md §2): *density* is the fraction of nonzeros, *sparsity* is 1 − density.
+A G:H rule allows at most G nonzeros in every block of H consecutive elements of one rank.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+__all__ = [
+    "Dense",
+    "GH",
+    "HSS",
+    "Pattern",
+    "Rank",
+    "Series",
+    "StructuredPattern",
+    "Unstructured",
+]
+
+
+def _check_gh(g: object, h: object, where: str) -> None:
+    # bool is an int subclass; "True:4" is never what anyone meant.
+    if not (isinstance(g, int) and isinstance(h, int)) or isinstance(g, bool) or isinstance(h, bool):
+        raise ValueError(f"{where}: G and H must be integers; got G={g!r}, H={h!r}")
+    if g <= 0 or h <= 0 or g > h:
+        raise ValueError(f"{where}: a G:H rule needs integers 0 < G <= H; got G={g}, H={h}")
+
+
+class Pattern:
+    """Base class of every sparsity pattern (a single term of a TASD series)."""
+
+    @property
+    def density(self) -> float:
+        """Fraction of the elements the pattern may keep."""
+        raise NotImplementedError
+
+    @property
+    def sparsity(self) -> float:
+        """1 − density."""
+        return 1.0 - self.density
+
+    @property
+    def is_structured(self) -> bool:
+        """True for patterns with a fixed per-block budget (G:H and HSS)."""
+        return False
+
+
+@dataclass(frozen=True)
+class Dense(Pattern):
+    """The identity pattern: every element is kept."""
+
+    @property
+    def density(self) -> float:
+        return 1.0
+
+    def __str__(self) -> str:
+        return "dense"
+
+
+@dataclass(frozen=True)
+class Unstructured(Pattern):
+    """Keep the largest ``density`` fraction of the elements anywhere in the tensor."""
+
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)):
+            raise ValueError(f"unstructured density must be a number in (0, 1]; got {self.fraction!r}")
+        if not (0.0 < float(self.fraction) <= 1.0):
+            raise ValueError(f"unstructured density must be in (0, 1]; got {self.fraction!r}")
+        object.__setattr__(self, "fraction", float(self.fraction))
+
+    @property
+    def density(self) -> float:
+        return self.fraction
+
+    def __str__(self) -> str:
+        return f"unstructured({self.fraction!r})"
+
+
+@dataclass(frozen=True)
+class Rank:
+    """One rank of a structured pattern: at most ``g`` non-empty children in every ``h``.
+
+    ``name`` is the fibertree rank name from the notation (``K1``, ``C0``...), kept only so the
+    canonical string reads as the user wrote it; it does not change the behaviour.
+    """
+
+    g: int
+    h: int
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_gh(self.g, self.h, f"rank {self.name or ''}({self.g}:{self.h})")
+
+    @property
+    def fraction(self) -> Fraction:
+        return Fraction(self.g, self.h)
+
+    @property
+    def index_bits(self) -> int:
+        """Bits needed to store a position inside one block of ``h`` (CP metadata width)."""
+        return max(1, math.ceil(math.log2(self.h)))
+
+    def __str__(self) -> str:
+        body = f"{self.g}:{self.h}"
+        return f"{self.name}({body})" if self.name else body
+
+
+class StructuredPattern(Pattern):
+    """A pattern built from G:H ranks along one dimension (a G:H, or an HSS of several ranks).
+
+    ``ranks`` are stored highest rank first, as written; ``ranks_lowest_first`` is the order in
+    which masks are built (thesis §5.2.2).
+    """
+
+    ranks: tuple[Rank, ...]
+
+    @property
+    def is_structured(self) -> bool:
+        return True
+
+    @property
+    def ranks_lowest_first(self) -> tuple[Rank, ...]:
+        return tuple(reversed(self.ranks))
+
+    @property
+    def block_size(self) -> int:
+        """Number of consecutive elements one outermost block spans (the product of the H's)."""
+        return math.prod(r.h for r in self.ranks)
+
+    @property
+    def kept_per_block(self) -> int:
+        """Maximum nonzeros in one outermost block (the product of the G's)."""
+        return math.prod(r.g for r in self.ranks)
+
+    @property
+    def exact_density(self) -> Fraction:
+        return math.prod((r.fraction for r in self.ranks), start=Fraction(1))
+
+    @property
+    def density(self) -> float:
+        return float(self.exact_density)
+
+
+@dataclass(frozen=True)
+class GH(StructuredPattern):
+    """G:H (also written N:M): at most ``g`` nonzeros in every ``h`` consecutive elements."""
+
+    g: int
+    h: int
+
+    def __post_init__(self) -> None:
+        _check_gh(self.g, self.h, f"pattern {self.g}:{self.h}")
+
+    @property
+    def ranks(self) -> tuple[Rank, ...]:  # type: ignore[override]
+        return (Rank(self.g, self.h),)
+
+    def __str__(self) -> str:
+        return f"{self.g}:{self.h}"
+
+
+@dataclass(frozen=True)
+class HSS(StructuredPattern):
+    """Hierarchical structured sparsity: G:H rules on several ranks of one split dimension.
+
+    ``HSS((Rank(3, 4, "K1"), Rank(2, 4, "K0")))`` is ``K1(3:4)->K0(2:4)``: K is cut into
+    blocks of 4 (at most 2 nonzeros each) and groups of 4 blocks keep at most 3 non-empty ones.
+    """
+
+    ranks: tuple[Rank, ...]
+
+    def __post_init__(self) -> None:
+        ranks = tuple(self.ranks)
+        if len(ranks) < 1 or not all(isinstance(r, Rank) for r in ranks):
+            raise ValueError(f"HSS needs one or more Rank objects, highest rank first; got {self.ranks!r}")
+        object.__setattr__(self, "ranks", ranks)
+
+    def __str__(self) -> str:
+        return "->".join(str(r) for r in self.ranks)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A TASD series (configuration): an ordered tuple of patterns, one per term.
+
+    The approximation of a tensor is the sum of its terms; ``dense`` alone is the identity
+    configuration.
+    """
+
+    terms: tuple[Pattern, ...]
+
+    def __post_init__(self) -> None:
+        terms = tuple(self.terms)
+        if not terms:
+            raise ValueError("a TASD series needs at least one term; got an empty series")
+        for t in terms:
+            if not isinstance(t, Pattern):
+                raise ValueError(f"series terms must be patterns; got {t!r}")
+        if len(terms) > 1 and any(isinstance(t, Dense) for t in terms):
+            raise ValueError(
+                f"'dense' keeps everything, so it can only stand alone as a series; got "
+                f"{'+'.join(map(str, terms))!r}"
+            )
+        object.__setattr__(self, "terms", terms)
+
+    @property
+    def order(self) -> int:
+        """Number of terms."""
+        return len(self.terms)
+
+    @property
+    def effective_density(self) -> float:
+        """Sum of the term densities: the fraction of MACs the hardware executes (capped at 1)."""
+        return min(1.0, sum(t.density for t in self.terms))
+
+    @property
+    def density(self) -> float:
+        return self.effective_density
+
+    @property
+    def approximated_sparsity(self) -> float:
+        """1 − the sum of the term densities (the TASD paper's "approximated sparsity")."""
+        return 1.0 - self.effective_density
+
+    @property
+    def is_dense(self) -> bool:
+        return len(self.terms) == 1 and isinstance(self.terms[0], Dense)
+
+    def __str__(self) -> str:
+        return "+".join(str(t) for t in self.terms)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)

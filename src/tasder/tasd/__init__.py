@@ -1,0 +1,12 @@
+"""TASD: tensor approximation by a series of structured-sparse terms.
+
+>>> import torch, tasder
+>>> r = tasder.decompose(torch.randn(64, 64), "2:8+1:8")
+>>> len(r.terms), r.series.effective_density
+(2, 0.375)
+"""
+
+from tasder.tasd.decompose import Backend, TASDResult, decompose
+from tasder.tasd.metrics import TASDMetrics, gemm_output_error, packed_nbytes
+
+__all__ = ["Backend", "TASDMetrics", "TASDResult", "decompose", "gemm_output_error", "packed_nbytes"]

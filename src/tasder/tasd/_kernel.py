@@ -1,0 +1,312 @@
+"""Compiled (numba) TASD kernel for series of G:H and HSS terms under the default |x| score.
+
+Why a kernel: the decomposition is memory-bound, and the PyTorch reference makes a dozen passes
+over the tensor per term (sort, scatter, where...). This kernel reads each row once, runs every
+term of the series on a row buffer that stays in cache, and writes each output once.
+
+It works on the *bit patterns* of the floats (int16/32/64 views): moving bits is exact for every
+dtype, bfloat16 and float16 included (numba has no native half types), and the bit pattern with
+the sign cleared orders exactly like ``|x|`` with NaN above Inf — the same key the reference path
+(:func:`tasder.sparsity.masks.magnitude_key`) sorts by, so both select identical elements.
+Upper HSS ranks score blocks by float64 sums of ``|x|`` taken in index order, as the reference does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from tasder.sparsity.patterns import Series, StructuredPattern
+
+try:  # numba is a hard dependency, but keep the package importable (torch path) without it.
+    import numba
+    from numba import njit, prange
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    AVAILABLE = False
+
+__all__ = ["AVAILABLE", "decompose_structured", "supports"]
+
+# dtype -> (integer view, mask clearing the sign bit, bit pattern of +Inf)
+_BITS = {
+    torch.float16: (torch.int16, 0x7FFF, 0x7C00),
+    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
+    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
+    torch.float64: (torch.int64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000),
+}
+
+_NP_INT = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
+
+# Above this many picks (or drops) per block, selection sorts instead of scanning repeatedly.
+_SCAN_LIMIT = 16
+
+
+def supports(series: Series) -> bool:
+    """True when the kernel can run ``series``: numba present and only G:H / HSS terms."""
+    return AVAILABLE and all(isinstance(t, StructuredPattern) for t in series.terms)
+
+
+if AVAILABLE:
+
+    @njit(cache=True, nogil=True)
+    def _select_int(key, keep, start, h, g):  # pragma: no cover - compiled
+        """keep[start:start+h] = the g largest keys (ties to the lower index)."""
+        if g >= h:
+            for i in range(start, start + h):
+                keep[i] = True
+            return
+        if g <= _SCAN_LIMIT and 2 * g <= h:
+            for i in range(start, start + h):
+                keep[i] = False
+            for _ in range(g):
+                best = -1
+                for i in range(start, start + h):
+                    if not keep[i] and (best < 0 or key[i] > key[best]):
+                        best = i
+                keep[best] = True
+        elif h - g <= _SCAN_LIMIT:
+            for i in range(start, start + h):
+                keep[i] = True
+            for _ in range(h - g):
+                # The last element in (key desc, index asc) order is the smallest key with the
+                # highest index: "<=" walks to it.
+                worst = -1
+                for i in range(start, start + h):
+                    if keep[i] and (worst < 0 or key[i] <= key[worst]):
+                        worst = i
+                keep[worst] = False
+        else:
+            order = np.argsort(-key[start : start + h], kind="mergesort")
+            for i in range(start, start + h):
+                keep[i] = False
+            for r in range(g):
+                keep[start + order[r]] = True
+
+    @njit(cache=True, nogil=True)
+    def _greater(a, b):  # pragma: no cover - compiled
+        # NaN ranks above everything, like torch.sort does.
+        if a != a:
+            return b == b
+        return a > b
+
+    @njit(cache=True, nogil=True)
+    def _select_float(score, keep, start, h, g):  # pragma: no cover - compiled
+        """Same as _select_int for float64 block scores (HSS upper ranks are few and short)."""
+        for i in range(start, start + h):
+            keep[i] = False
+        for _ in range(min(g, h)):
+            best = -1
+            for i in range(start, start + h):
+                if not keep[i] and (best < 0 or _greater(score[i], score[best])):
+                    best = i
+            keep[best] = True
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _decompose_rows(
+        bits, vals, out, ranks_g, ranks_h, n_ranks, row_len_max, no_sign, inf_bits, need_mag
+    ):  # pragma: no cover - compiled
+        """bits: (outer, L, inner) input; out: (T+1, outer, L, inner) terms then residual.
+
+        ranks_g/ranks_h: (T, max_ranks) per term, lowest rank first. Returns the NaN/Inf count.
+        """
+        outer, length, inner = bits.shape
+        n_terms = ranks_g.shape[0]
+        rows = outer * inner
+        n_chunks = min(rows, 1024)
+        bad = np.zeros(n_chunks, dtype=np.int64)
+        for c in prange(n_chunks):
+            row = np.zeros(row_len_max, dtype=bits.dtype)
+            key = np.zeros(row_len_max, dtype=bits.dtype)
+            mag = np.zeros(row_len_max if need_mag else 1, dtype=np.float64)
+            keep = np.zeros(row_len_max, dtype=np.bool_)
+            block_score = np.zeros(row_len_max, dtype=np.float64)
+            block_keep = np.zeros(row_len_max, dtype=np.bool_)
+            level_keep = np.zeros(row_len_max, dtype=np.bool_)
+            count = 0
+            for rix in range(c * rows // n_chunks, (c + 1) * rows // n_chunks):
+                o = rix // inner
+                j = rix % inner
+                for i in range(length):
+                    v = bits[o, i, j]
+                    row[i] = v
+                    if (v & no_sign) >= inf_bits:
+                        count += 1
+                    if need_mag:
+                        mag[i] = abs(np.float64(vals[o, i, j]))
+                for i in range(length, row_len_max):
+                    row[i] = 0
+                    if need_mag:
+                        mag[i] = 0.0
+                for t in range(n_terms):
+                    block = 1
+                    for r in range(n_ranks[t]):
+                        block *= ranks_h[t, r]
+                    padded = (length + block - 1) // block * block
+                    for i in range(padded):
+                        key[i] = row[i] & no_sign
+                    h0 = ranks_h[t, 0]
+                    g0 = ranks_g[t, 0]
+                    for b in range(0, padded, h0):
+                        _select_int(key, keep, b, h0, g0)
+                    if n_ranks[t] > 1:
+                        n_blocks = padded // h0
+                        for b in range(n_blocks):
+                            s = 0.0
+                            for i in range(b * h0, (b + 1) * h0):
+                                if keep[i]:
+                                    s += mag[i]
+                            block_score[b] = s
+                            block_keep[b] = True
+                        children = 1
+                        n_cur = n_blocks
+                        for r in range(1, n_ranks[t]):
+                            hr = ranks_h[t, r]
+                            for b in range(0, n_cur, hr):
+                                _select_float(block_score, level_keep, b, hr, ranks_g[t, r])
+                            for b in range(n_blocks):
+                                if not level_keep[b // children]:
+                                    block_keep[b] = False
+                            # Next rank's block scores: ordered sums of the kept children.
+                            n_next = n_cur // hr
+                            for b in range(n_next):
+                                s = 0.0
+                                for q in range(b * hr, (b + 1) * hr):
+                                    if level_keep[q]:
+                                        s += block_score[q]
+                                block_score[b] = s
+                            n_cur = n_next
+                            children *= hr
+                        for i in range(padded):
+                            if not block_keep[i // h0]:
+                                keep[i] = False
+                    for i in range(length):
+                        v = row[i]
+                        zero = v if (v & no_sign) == 0 else 0  # keep a signed zero's sign
+                        if keep[i]:
+                            out[t, o, i, j] = v
+                            row[i] = zero
+                            if need_mag:
+                                mag[i] = 0.0
+                        else:
+                            out[t, o, i, j] = zero
+                for i in range(length):
+                    out[n_terms, o, i, j] = row[i]
+            bad[c] = count
+        return bad.sum()
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _decompose_rows_same_h(bits, out, h, cum_g, no_sign, inf_bits):  # pragma: no cover - compiled
+        """Fast path: every term is one-rank G:H with the same H (2:8+1:8, 4:8+2:8, 2:4...).
+
+        Then term t takes exactly the elements ranked [cum_g[t-1], cum_g[t]) in the block's
+        (|x| desc, index asc) order: after a term takes its picks they become zeros, which rank
+        below every remaining nonzero. (A later term may "take" such a zero instead of a real
+        zero, but a zero moved or not leaves the same bits, so the outputs are identical to the
+        term-by-term definition.) One rank per element replaces a selection per term.
+        """
+        outer, length, inner = bits.shape
+        n_terms = cum_g.shape[0]
+        rows = outer * inner
+        n_chunks = min(rows, 1024)
+        bad = np.zeros(n_chunks, dtype=np.int64)
+        for c in prange(n_chunks):
+            key = np.zeros(h, dtype=bits.dtype)
+            count = 0
+            for rix in range(c * rows // n_chunks, (c + 1) * rows // n_chunks):
+                o = rix // inner
+                j = rix % inner
+                for b in range(0, length, h):
+                    # A short tail block ranks only its real elements: padding zeros would rank
+                    # after all of them and never matter.
+                    n = min(h, length - b)
+                    for i in range(n):
+                        v = bits[o, b + i, j]
+                        k = v & no_sign
+                        key[i] = k
+                        if k >= inf_bits:
+                            count += 1
+                    for i in range(n):
+                        ki = key[i]
+                        rank = 0
+                        for q in range(i):
+                            rank += key[q] >= ki
+                        for q in range(i + 1, n):
+                            rank += key[q] > ki
+                        who = n_terms
+                        for t in range(n_terms):
+                            if rank < cum_g[t]:
+                                who = t
+                                break
+                        v = bits[o, b + i, j]
+                        zero = v if key[i] == 0 else 0
+                        for t in range(n_terms + 1):
+                            out[t, o, b + i, j] = v if t == who else zero
+            bad[c] = count
+        return bad.sum()
+
+
+def decompose_structured(
+    x: torch.Tensor, series: Series, dim: int
+) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+    """Run ``series`` on ``x`` along ``dim``; returns (terms, residual, count of NaN/Inf in x)."""
+    int_dtype, no_sign, inf_bits = _BITS[x.dtype]
+    np_int = _NP_INT[int_dtype]
+    shape = tuple(x.shape)
+    length = shape[dim]
+    outer = math.prod(shape[:dim])
+    inner = math.prod(shape[dim + 1 :])
+    n_terms = series.order
+    # NumPy allocates large buffers with transparent huge pages (madvise) where the OS offers
+    # them; first-touch page faults otherwise cost more than the decomposition itself.
+    out_np = np.empty((n_terms + 1, outer, length, inner), dtype=np_int)
+    nonfinite = 0
+    if x.numel() > 0:
+        xc = x.contiguous()
+        bits = xc.view(int_dtype).reshape(outer, length, inner).numpy()
+        patterns = [t for t in series.terms if isinstance(t, StructuredPattern)]
+        hs = {p.block_size for p in patterns}
+        if all(len(p.ranks) == 1 for p in patterns) and len(hs) == 1:
+            cum_g = np.cumsum([p.ranks[0].g for p in patterns]).astype(np.int64)
+            nonfinite = _decompose_rows_same_h(
+                bits, out_np, hs.pop(), cum_g, np_int(no_sign), np_int(inf_bits)
+            )
+        else:
+            nonfinite = _run_general(xc, bits, out_np, patterns, length, np_int(no_sign), np_int(inf_bits))
+    as_float = torch.from_numpy(out_np).view(x.dtype)
+    terms = [as_float[t].reshape(shape) for t in range(n_terms)]
+    return terms, as_float[n_terms].reshape(shape), int(nonfinite)
+
+
+def _run_general(xc, bits, out_np, patterns, length, no_sign, inf_bits) -> int:  # type: ignore[no-untyped-def]
+    """Term-by-term kernel: mixed block sizes and HSS terms."""
+    outer, _, inner = bits.shape
+    n_terms = len(patterns)
+    max_ranks = max(len(p.ranks) for p in patterns)
+    ranks_g = np.ones((n_terms, max_ranks), dtype=np.int64)
+    ranks_h = np.ones((n_terms, max_ranks), dtype=np.int64)
+    n_ranks = np.zeros(n_terms, dtype=np.int64)
+    for t, p in enumerate(patterns):
+        for r, rank in enumerate(p.ranks_lowest_first):
+            ranks_g[t, r] = rank.g
+            ranks_h[t, r] = rank.h
+        n_ranks[t] = len(p.ranks)
+    row_len_max = max(-(-length // p.block_size) * p.block_size for p in patterns)
+    need_mag = max_ranks > 1
+    if need_mag:
+        # Upper ranks need |x| as a float: a zero-copy view for float32/64, an exact upcast
+        # for the half types.
+        wide = xc if xc.dtype in (torch.float32, torch.float64) else xc.float()
+        vals = wide.reshape(outer, length, inner).numpy()
+    else:
+        vals = np.zeros((1, 1, 1), dtype=np.float32)
+    return _decompose_rows(
+        bits, vals, out_np, ranks_g, ranks_h, n_ranks, row_len_max, no_sign, inf_bits, need_mag
+    )
+
+
+if AVAILABLE:
+    # Use every core numba was configured with; documented here so profiles are not a surprise.
+    THREADS = numba.get_num_threads()
