@@ -82,23 +82,24 @@ def structured_mask_last(
     k = _pad_last(key, block, pad_key)
     lead = k.shape[:-1]
     r0 = ranks_lowest_first[0]
-    mask = _keep_top(k.reshape(*lead, -1, r0.h), r0.g)  # (..., n0, H0)
+    # Explicit block counts (not -1): a zero-size leading dim makes -1 ambiguous for reshape.
+    mask = _keep_top(k.reshape(*lead, k.shape[-1] // r0.h, r0.h), r0.g)  # (..., n0, H0)
     if len(ranks_lowest_first) > 1:
         assert magnitude is not None
-        mag = _pad_last(magnitude, block, 0.0).reshape(*lead, -1, r0.h)
+        mag = _pad_last(magnitude, block, 0.0).reshape(mask.shape)
         block_score = _ordered_sum(torch.where(mask, mag, 0.0))  # (..., n0)
         children = 1  # how many lowest-rank blocks one block of the current rank spans
         block_keep = torch.ones_like(block_score, dtype=torch.bool)
         for rank in ranks_lowest_first[1:]:
-            grouped = block_score.reshape(*lead, -1, rank.h)
+            grouped = block_score.reshape(*lead, block_score.shape[-1] // rank.h, rank.h)
             keep = _keep_top(grouped, rank.g)
             block_score = _ordered_sum(torch.where(keep, grouped, 0.0))
             # Expand this rank's decision to the lowest-rank blocks it covers.
-            children_keep = keep.reshape(*lead, -1).repeat_interleave(children, dim=-1)
+            children_keep = keep.reshape(*lead, grouped.shape[-2] * rank.h).repeat_interleave(children, dim=-1)
             block_keep &= children_keep
             children *= rank.h
         mask &= block_keep.unsqueeze(-1)
-    return mask.reshape(*lead, -1)[..., :length]
+    return mask.reshape(k.shape)[..., :length]
 
 
 def _unstructured_mask(key: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -151,7 +152,7 @@ def satisfies(x: torch.Tensor, pattern: str | Pattern, dim: int = -1) -> bool:
     nz = _pad_last(nonzero.movedim(d, -1), p.block_size, False)
     occupied = nz
     for rank in p.ranks_lowest_first:
-        grouped = occupied.reshape(*occupied.shape[:-1], -1, rank.h)
+        grouped = occupied.reshape(*occupied.shape[:-1], occupied.shape[-1] // rank.h, rank.h)
         if bool((grouped.sum(dim=-1) > rank.g).any()):
             return False
         occupied = grouped.any(dim=-1)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 __all__ = [
-    "Dense",
     "GH",
     "HSS",
+    "Dense",
     "Pattern",
     "Rank",
     "Series",

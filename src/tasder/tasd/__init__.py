@@ -8,5 +8,16 @@
 
 from tasder.tasd.decompose import Backend, TASDResult, decompose
 from tasder.tasd.metrics import TASDMetrics, gemm_output_error, packed_nbytes
+from tasder.tasd.packing import PackedTensor, pack, unpack
 
-__all__ = ["Backend", "TASDMetrics", "TASDResult", "decompose", "gemm_output_error", "packed_nbytes"]
+__all__ = [
+    "Backend",
+    "PackedTensor",
+    "TASDMetrics",
+    "TASDResult",
+    "decompose",
+    "gemm_output_error",
+    "pack",
+    "packed_nbytes",
+    "unpack",
+]

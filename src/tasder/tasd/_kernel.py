@@ -40,8 +40,6 @@ _BITS = {
 
 _NP_INT = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
 
-# Above this many picks (or drops) per block, selection sorts instead of scanning repeatedly.
-_SCAN_LIMIT = 16
 
 
 def supports(series: Series) -> bool:
@@ -52,49 +50,57 @@ def supports(series: Series) -> bool:
 if AVAILABLE:
 
     @njit(cache=True, nogil=True)
-    def _select_int(key, keep, start, h, g):  # pragma: no cover - compiled
-        """keep[start:start+h] = the g largest keys (ties to the lower index)."""
-        if g >= h:
-            for i in range(start, start + h):
-                keep[i] = True
-            return
-        if g <= _SCAN_LIMIT and 2 * g <= h:
-            for i in range(start, start + h):
-                keep[i] = False
-            for _ in range(g):
-                best = -1
-                for i in range(start, start + h):
-                    if not keep[i] and (best < 0 or key[i] > key[best]):
-                        best = i
-                keep[best] = True
-        elif h - g <= _SCAN_LIMIT:
-            for i in range(start, start + h):
-                keep[i] = True
-            for _ in range(h - g):
-                # The last element in (key desc, index asc) order is the smallest key with the
-                # highest index: "<=" walks to it.
-                worst = -1
-                for i in range(start, start + h):
-                    if keep[i] and (worst < 0 or key[i] <= key[worst]):
-                        worst = i
-                keep[worst] = False
-        else:
-            order = np.argsort(-key[start : start + h], kind="mergesort")
-            for i in range(start, start + h):
-                keep[i] = False
-            for r in range(g):
-                keep[start + order[r]] = True
+    def _load_row(bits, o, j, row, no_sign, inf_bits):  # pragma: no cover - compiled
+        """Copy one row (the decomposed dim) into ``row``, zero the padding; count NaN/Inf."""
+        length = bits.shape[1]
+        bad = 0
+        for i in range(length):
+            v = bits[o, i, j]
+            row[i] = v
+            bad += (v & no_sign) >= inf_bits
+        for i in range(length, row.shape[0]):
+            row[i] = 0
+        return bad
+
+    @njit(cache=True, nogil=True)
+    def _block_ranks(row, padded, h, no_sign, key_t, rank_t, rank):  # pragma: no cover - compiled
+        """rank[i] = place of element i within its block of ``h`` in (|x| desc, index asc) order.
+
+        Keys are laid out transposed (position-in-block major) so that every comparison loop
+        runs over consecutive blocks: LLVM turns it into SIMD compares, which is what makes the
+        kernel memory-bound instead of compute-bound. Padding zeros rank after every real
+        element of their block (equal key, higher index), so they never displace one.
+        """
+        n_blocks = padded // h
+        for b in range(n_blocks):
+            for i in range(h):
+                key_t[i * n_blocks + b] = row[b * h + i] & no_sign
+        for i in range(h):
+            ri = i * n_blocks
+            for b in range(n_blocks):
+                rank_t[ri + b] = 0
+            for q in range(h):
+                rq = q * n_blocks
+                if q < i:  # an equal key at a lower index ranks first
+                    for b in range(n_blocks):
+                        rank_t[ri + b] += key_t[rq + b] >= key_t[ri + b]
+                elif q > i:
+                    for b in range(n_blocks):
+                        rank_t[ri + b] += key_t[rq + b] > key_t[ri + b]
+        for i in range(h):
+            for b in range(n_blocks):
+                rank[b * h + i] = rank_t[i * n_blocks + b]
 
     @njit(cache=True, nogil=True)
     def _greater(a, b):  # pragma: no cover - compiled
-        # NaN ranks above everything, like torch.sort does.
+        # NaN ranks above everything, as torch.sort does.
         if a != a:
             return b == b
         return a > b
 
     @njit(cache=True, nogil=True)
     def _select_float(score, keep, start, h, g):  # pragma: no cover - compiled
-        """Same as _select_int for float64 block scores (HSS upper ranks are few and short)."""
+        """keep[start:start+h] = the g best block scores (ties to the lower index)."""
         for i in range(start, start + h):
             keep[i] = False
         for _ in range(min(g, h)):
@@ -105,12 +111,53 @@ if AVAILABLE:
             keep[best] = True
 
     @njit(parallel=True, cache=True, nogil=True)
-    def _decompose_rows(
-        bits, vals, out, ranks_g, ranks_h, n_ranks, row_len_max, no_sign, inf_bits, need_mag
-    ):  # pragma: no cover - compiled
-        """bits: (outer, L, inner) input; out: (T+1, outer, L, inner) terms then residual.
+    def _decompose_same_h(bits, out, h, cum_g, padded, no_sign, inf_bits):  # pragma: no cover
+        """Fast path: every term is a one-rank G:H with the same H (2:8+1:8, 4:8+2:8, 2:4...).
 
-        ranks_g/ranks_h: (T, max_ranks) per term, lowest rank first. Returns the NaN/Inf count.
+        Term t then takes exactly the elements ranked [cum_g[t-1], cum_g[t]) in their block:
+        once a term takes its picks they are zeros, which rank below every remaining nonzero.
+        (A later term may "take" such a zero instead of a real zero, but a zero moved or not
+        leaves the same bits, so the outputs equal the term-by-term definition.) One ranking
+        per element replaces a selection per term.
+        """
+        outer, length, inner = bits.shape
+        n_terms = cum_g.shape[0]
+        rows = outer * inner
+        n_chunks = min(rows, 1024)
+        bad = np.zeros(n_chunks, dtype=np.int64)
+        for c in prange(n_chunks):
+            row = np.empty(padded, dtype=bits.dtype)
+            key_t = np.empty(padded, dtype=bits.dtype)
+            rank_t = np.empty(padded, dtype=bits.dtype)
+            rank = np.empty(padded, dtype=bits.dtype)
+            who = np.empty(padded, dtype=np.uint8)
+            count = 0
+            for rix in range(c * rows // n_chunks, (c + 1) * rows // n_chunks):
+                o = rix // inner
+                j = rix % inner
+                count += _load_row(bits, o, j, row, no_sign, inf_bits)
+                _block_ranks(row, padded, h, no_sign, key_t, rank_t, rank)
+                for i in range(length):
+                    w = 0
+                    for t in range(n_terms):
+                        w += rank[i] >= cum_g[t]
+                    who[i] = w
+                for t in range(n_terms + 1):
+                    for i in range(length):
+                        v = row[i]
+                        # Where x is a (signed) zero every output holds that same zero.
+                        out[t, o, i, j] = v if (who[i] == t or (v & no_sign) == 0) else 0
+            bad[c] = count
+        return bad.sum()
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _decompose_general(
+        bits, vals, out, ranks_g, ranks_h, n_ranks, padded_max, no_sign, inf_bits, need_mag
+    ):  # pragma: no cover - compiled
+        """Term by term: mixed block sizes (2:4+2:8+2:16) and HSS terms.
+
+        ranks_g/ranks_h: (T, max_ranks), lowest rank first. Upper HSS ranks score each block
+        of the rank below by the float64 sum of the |x| it still holds, summed in index order.
         """
         outer, length, inner = bits.shape
         n_terms = ranks_g.shape[0]
@@ -118,39 +165,35 @@ if AVAILABLE:
         n_chunks = min(rows, 1024)
         bad = np.zeros(n_chunks, dtype=np.int64)
         for c in prange(n_chunks):
-            row = np.zeros(row_len_max, dtype=bits.dtype)
-            key = np.zeros(row_len_max, dtype=bits.dtype)
-            mag = np.zeros(row_len_max if need_mag else 1, dtype=np.float64)
-            keep = np.zeros(row_len_max, dtype=np.bool_)
-            block_score = np.zeros(row_len_max, dtype=np.float64)
-            block_keep = np.zeros(row_len_max, dtype=np.bool_)
-            level_keep = np.zeros(row_len_max, dtype=np.bool_)
+            row = np.empty(padded_max, dtype=bits.dtype)
+            key_t = np.empty(padded_max, dtype=bits.dtype)
+            rank_t = np.empty(padded_max, dtype=bits.dtype)
+            rank = np.empty(padded_max, dtype=bits.dtype)
+            mag = np.zeros(padded_max if need_mag else 1, dtype=np.float64)
+            keep = np.zeros(padded_max, dtype=np.bool_)
+            block_score = np.zeros(padded_max, dtype=np.float64)
+            block_keep = np.zeros(padded_max, dtype=np.bool_)
+            level_keep = np.zeros(padded_max, dtype=np.bool_)
             count = 0
             for rix in range(c * rows // n_chunks, (c + 1) * rows // n_chunks):
                 o = rix // inner
                 j = rix % inner
-                for i in range(length):
-                    v = bits[o, i, j]
-                    row[i] = v
-                    if (v & no_sign) >= inf_bits:
-                        count += 1
-                    if need_mag:
+                count += _load_row(bits, o, j, row, no_sign, inf_bits)
+                if need_mag:
+                    for i in range(length):
                         mag[i] = abs(np.float64(vals[o, i, j]))
-                for i in range(length, row_len_max):
-                    row[i] = 0
-                    if need_mag:
+                    for i in range(length, padded_max):
                         mag[i] = 0.0
                 for t in range(n_terms):
                     block = 1
                     for r in range(n_ranks[t]):
                         block *= ranks_h[t, r]
                     padded = (length + block - 1) // block * block
-                    for i in range(padded):
-                        key[i] = row[i] & no_sign
                     h0 = ranks_h[t, 0]
                     g0 = ranks_g[t, 0]
-                    for b in range(0, padded, h0):
-                        _select_int(key, keep, b, h0, g0)
+                    _block_ranks(row, padded, h0, no_sign, key_t, rank_t, rank)
+                    for i in range(padded):
+                        keep[i] = rank[i] < g0
                     if n_ranks[t] > 1:
                         n_blocks = padded // h0
                         for b in range(n_blocks):
@@ -160,7 +203,7 @@ if AVAILABLE:
                                     s += mag[i]
                             block_score[b] = s
                             block_keep[b] = True
-                        children = 1
+                        children = 1  # lowest-rank blocks spanned by one block of rank r
                         n_cur = n_blocks
                         for r in range(1, n_ranks[t]):
                             hr = ranks_h[t, r]
@@ -169,9 +212,8 @@ if AVAILABLE:
                             for b in range(n_blocks):
                                 if not level_keep[b // children]:
                                     block_keep[b] = False
-                            # Next rank's block scores: ordered sums of the kept children.
                             n_next = n_cur // hr
-                            for b in range(n_next):
+                            for b in range(n_next):  # next rank's scores: ordered sums of kept children
                                 s = 0.0
                                 for q in range(b * hr, (b + 1) * hr):
                                     if level_keep[q]:
@@ -197,56 +239,6 @@ if AVAILABLE:
             bad[c] = count
         return bad.sum()
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _decompose_rows_same_h(bits, out, h, cum_g, no_sign, inf_bits):  # pragma: no cover - compiled
-        """Fast path: every term is one-rank G:H with the same H (2:8+1:8, 4:8+2:8, 2:4...).
-
-        Then term t takes exactly the elements ranked [cum_g[t-1], cum_g[t]) in the block's
-        (|x| desc, index asc) order: after a term takes its picks they become zeros, which rank
-        below every remaining nonzero. (A later term may "take" such a zero instead of a real
-        zero, but a zero moved or not leaves the same bits, so the outputs are identical to the
-        term-by-term definition.) One rank per element replaces a selection per term.
-        """
-        outer, length, inner = bits.shape
-        n_terms = cum_g.shape[0]
-        rows = outer * inner
-        n_chunks = min(rows, 1024)
-        bad = np.zeros(n_chunks, dtype=np.int64)
-        for c in prange(n_chunks):
-            key = np.zeros(h, dtype=bits.dtype)
-            count = 0
-            for rix in range(c * rows // n_chunks, (c + 1) * rows // n_chunks):
-                o = rix // inner
-                j = rix % inner
-                for b in range(0, length, h):
-                    # A short tail block ranks only its real elements: padding zeros would rank
-                    # after all of them and never matter.
-                    n = min(h, length - b)
-                    for i in range(n):
-                        v = bits[o, b + i, j]
-                        k = v & no_sign
-                        key[i] = k
-                        if k >= inf_bits:
-                            count += 1
-                    for i in range(n):
-                        ki = key[i]
-                        rank = 0
-                        for q in range(i):
-                            rank += key[q] >= ki
-                        for q in range(i + 1, n):
-                            rank += key[q] > ki
-                        who = n_terms
-                        for t in range(n_terms):
-                            if rank < cum_g[t]:
-                                who = t
-                                break
-                        v = bits[o, b + i, j]
-                        zero = v if key[i] == 0 else 0
-                        for t in range(n_terms + 1):
-                            out[t, o, b + i, j] = v if t == who else zero
-            bad[c] = count
-        return bad.sum()
-
 
 def decompose_structured(
     x: torch.Tensor, series: Series, dim: int
@@ -269,9 +261,11 @@ def decompose_structured(
         patterns = [t for t in series.terms if isinstance(t, StructuredPattern)]
         hs = {p.block_size for p in patterns}
         if all(len(p.ranks) == 1 for p in patterns) and len(hs) == 1:
+            h = hs.pop()
             cum_g = np.cumsum([p.ranks[0].g for p in patterns]).astype(np.int64)
-            nonfinite = _decompose_rows_same_h(
-                bits, out_np, hs.pop(), cum_g, np_int(no_sign), np_int(inf_bits)
+            padded = -(-length // h) * h
+            nonfinite = _decompose_same_h(
+                bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits)
             )
         else:
             nonfinite = _run_general(xc, bits, out_np, patterns, length, np_int(no_sign), np_int(inf_bits))
@@ -293,7 +287,7 @@ def _run_general(xc, bits, out_np, patterns, length, no_sign, inf_bits) -> int: 
             ranks_g[t, r] = rank.g
             ranks_h[t, r] = rank.h
         n_ranks[t] = len(p.ranks)
-    row_len_max = max(-(-length // p.block_size) * p.block_size for p in patterns)
+    padded_max = max(-(-length // p.block_size) * p.block_size for p in patterns)
     need_mag = max_ranks > 1
     if need_mag:
         # Upper ranks need |x| as a float: a zero-copy view for float32/64, an exact upcast
@@ -302,8 +296,8 @@ def _run_general(xc, bits, out_np, patterns, length, no_sign, inf_bits) -> int: 
         vals = wide.reshape(outer, length, inner).numpy()
     else:
         vals = np.zeros((1, 1, 1), dtype=np.float32)
-    return _decompose_rows(
-        bits, vals, out_np, ranks_g, ranks_h, n_ranks, row_len_max, no_sign, inf_bits, need_mag
+    return _decompose_general(
+        bits, vals, out_np, ranks_g, ranks_h, n_ranks, padded_max, no_sign, inf_bits, need_mag
     )
 
 

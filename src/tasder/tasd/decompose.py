@@ -29,6 +29,7 @@ from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import Dense, Pattern, Series, StructuredPattern, Unstructured
 from tasder.tasd import _kernel
 from tasder.tasd.metrics import TASDMetrics, compute_metrics
+from tasder.tasd.packing import PackedTensor, pack
 
 __all__ = ["Backend", "TASDResult", "decompose"]
 
@@ -66,11 +67,12 @@ class TASDResult:
         """Dropped nonzeros %, dropped magnitude %, relative error, densities, packed size."""
         return compute_metrics(self.input, self.terms, self.residual, self.series, self.dim)
 
-    def pack(self) -> list:  # list[PackedTensor]; typed loosely to keep packing import lazy
-        """Each term in its compressed form (CP values + position metadata), see :mod:`.packing`."""
-        from tasder.tasd.packing import pack
+    def pack(self) -> list[PackedTensor]:
+        """Each term in its compressed form (CP values + position metadata), see :mod:`.packing`.
 
-        return [pack(t, p, dim=self.dim) for t, p in zip(self.terms, self.series.terms)]
+        Supports series of G:H and HSS terms; a dense or unstructured term raises ValueError.
+        """
+        return [pack(t, p, dim=self.dim) for t, p in zip(self.terms, self.series.terms, strict=True)]
 
     def __repr__(self) -> str:
         m = self.metrics

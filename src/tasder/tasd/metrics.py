@@ -95,7 +95,7 @@ def compute_metrics(
     kept = nonzeros - dropped
     itemsize = x.element_size()
     packed = 0
-    for pattern, term in zip(series.terms, terms):
+    for pattern, term in zip(series.terms, terms, strict=True):
         # Only an unstructured term's size depends on its nonzeros; structured sizes are fixed.
         term_nonzeros = int(torch.count_nonzero(term)) if isinstance(pattern, Unstructured) else 0
         packed += packed_nbytes(pattern, tuple(x.shape), dim, itemsize, nonzeros=term_nonzeros)
