@@ -78,7 +78,8 @@ def structured_mask_last(
     """
     length = key.shape[-1]
     block = math.prod(r.h for r in ranks_lowest_first)
-    pad_key = torch.finfo(torch.float64).min if key.is_floating_point() else 0
+    # Padding ranks last: lowest key, and ties go to the lower (real) index.
+    pad_key = -math.inf if key.is_floating_point() else 0
     k = _pad_last(key, block, pad_key)
     lead = k.shape[:-1]
     r0 = ranks_lowest_first[0]

@@ -180,8 +180,11 @@ class HSS(StructuredPattern):
 
     def __post_init__(self) -> None:
         ranks = tuple(self.ranks)
-        if len(ranks) < 1 or not all(isinstance(r, Rank) for r in ranks):
-            raise ValueError(f"HSS needs one or more Rank objects, highest rank first; got {self.ranks!r}")
+        if not all(isinstance(r, Rank) for r in ranks):
+            raise ValueError(f"HSS needs Rank objects, highest rank first; got {self.ranks!r}")
+        if len(ranks) < 2:
+            # One canonical object per pattern: a single rank is a G:H, and parses back as one.
+            raise ValueError(f"an HSS needs at least two ranks; a single rank is a G:H, use GH(g, h); got {ranks!r}")
         object.__setattr__(self, "ranks", ranks)
 
     def __str__(self) -> str:
@@ -219,8 +222,12 @@ class Series:
 
     @property
     def effective_density(self) -> float:
-        """Sum of the term densities: the fraction of MACs the hardware executes (capped at 1)."""
-        return min(1.0, sum(t.density for t in self.terms))
+        """Sum of the term densities: the fraction of dense MACs the hardware executes.
+
+        Not capped: a series such as ``3:4+3:4`` may cost more than dense (1.5), which a search
+        must be able to see.
+        """
+        return sum(t.density for t in self.terms)
 
     @property
     def density(self) -> float:
@@ -228,7 +235,7 @@ class Series:
 
     @property
     def approximated_sparsity(self) -> float:
-        """1 − the sum of the term densities (the TASD paper's "approximated sparsity")."""
+        """1 − the sum of the term densities (the TASD paper's "approximated sparsity"; may be < 0)."""
         return 1.0 - self.effective_density
 
     @property

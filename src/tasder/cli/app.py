@@ -1,0 +1,611 @@
+"""The ``tasder`` command line: a thin layer over the Python API.
+
+::
+
+    tasder decompose weights.safetensors --series 2:8+1:8 [--dim -1] [--json] [--output FILE]
+    tasder patterns
+    tasder demo [--series 2:8 --series 4:8+2:8] [--json] [--output FILE]
+    tasder --version
+
+Tables and JSON go to stdout; progress bars and errors go to stderr. Bad input (a missing file, an
+unknown notation, a tensor that cannot be decomposed...) ends with exit code 2 and one line
+``error: ...`` on stderr, and nothing on stdout or on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import torch
+import typer
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tasder import __version__
+from tasder.io import atomic_write_text, load_tensors
+from tasder.sparsity import NOTATION_EXAMPLES, Series, parse_series
+from tasder.tasd import TASDResult, decompose
+from tasder.zoo import TTC_VEGETA_M8_SERIES, WorkloadUnavailableError, get_workload
+
+try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exceptions  # type: ignore[no-redef]
+
+# click < 8.2 has no NoArgsIsHelpError (it printed the help itself); () matches nothing.
+_NO_ARGS_IS_HELP = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+
+__all__ = ["DecompositionSums", "aggregate", "app", "human_bytes", "main", "run", "tensor_sums"]
+
+#: Width used for tables when stdout is not a terminal and ``COLUMNS`` is not set.
+REPORT_WIDTH = 100
+
+app = typer.Typer(
+    name="tasder",
+    help="Structured sparsity for DNNs: TASD series, patterns and their analysis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report helpers (pure functions; tested directly)
+# ---------------------------------------------------------------------------------------------
+
+
+def human_bytes(n: int | float) -> str:
+    """``1536`` → ``"1.50 KiB"``: binary units, three significant digits."""
+    if abs(n) < 1024:
+        return f"{int(n)} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if abs(value) < 999.5 or unit == "PiB":
+            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+            return f"{value:.{digits}f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def tensor_sums(x: torch.Tensor) -> tuple[int, float, float]:
+    """``(nonzeros, Σ|x|, Σx²)`` of a tensor, accumulated in float64 (no float64 copy is made)."""
+    abs_sum = float(torch.linalg.vector_norm(x, 1, dtype=torch.float64))
+    sq_sum = float(torch.linalg.vector_norm(x, 2, dtype=torch.float64)) ** 2
+    return int(torch.count_nonzero(x)), abs_sum, sq_sum
+
+
+@dataclass(frozen=True)
+class DecompositionSums:
+    """Additive totals of one or more decompositions, from which the pooled metrics follow.
+
+    Percentages of a group of tensors are *not* the mean of their percentages: a big matrix
+    counts more than a small one. Add the sums (``a + b`` or :func:`aggregate`) and read the
+    properties: dropped nonzeros % = Σdropped / Σnonzeros, dropped magnitude % = Σ|r| / Σ|x|,
+    relative error = sqrt(Σ‖r‖² / Σ‖x‖²), effective density = Σ(density·numel) / Σnumel.
+    """
+
+    numel: int = 0
+    nonzeros: int = 0
+    dropped_nonzeros: int = 0
+    abs_input: float = 0.0
+    abs_residual: float = 0.0
+    sq_input: float = 0.0
+    sq_residual: float = 0.0
+    executed: float = 0.0  # Σ effective_density · numel: the MACs the hardware executes
+    packed_nbytes: int = 0
+    dense_nbytes: int = 0
+
+    @classmethod
+    def of(cls, result: TASDResult, input_sums: tuple[int, float, float] | None = None) -> DecompositionSums:
+        """The sums of one :class:`~tasder.tasd.TASDResult` (computed in float64).
+
+        ``input_sums`` = :func:`tensor_sums` of ``result.input``, when several series share an input.
+        """
+        nonzeros, abs_input, sq_input = tensor_sums(result.input) if input_sums is None else input_sums
+        dropped, abs_residual, sq_residual = tensor_sums(result.residual)
+        metrics = result.metrics
+        return cls(
+            numel=metrics.numel,
+            nonzeros=nonzeros,
+            dropped_nonzeros=dropped,
+            abs_input=abs_input,
+            abs_residual=abs_residual,
+            sq_input=sq_input,
+            sq_residual=sq_residual,
+            executed=metrics.effective_density * metrics.numel,
+            packed_nbytes=metrics.packed_nbytes,
+            dense_nbytes=metrics.dense_nbytes,
+        )
+
+    def __add__(self, other: DecompositionSums) -> DecompositionSums:
+        if not isinstance(other, DecompositionSums):
+            return NotImplemented
+        return DecompositionSums(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    @property
+    def effective_density(self) -> float:
+        return self.executed / self.numel if self.numel else 0.0
+
+    @property
+    def dropped_nonzeros_pct(self) -> float:
+        return 100.0 * self.dropped_nonzeros / self.nonzeros if self.nonzeros else 0.0
+
+    @property
+    def dropped_magnitude_pct(self) -> float:
+        return 100.0 * self.abs_residual / self.abs_input if self.abs_input else 0.0
+
+    @property
+    def relative_error(self) -> float:
+        return math.sqrt(self.sq_residual / self.sq_input) if self.sq_input else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """The pooled metrics plus the counts they come from (JSON-ready)."""
+        return {
+            "numel": self.numel,
+            "nonzeros": self.nonzeros,
+            "dropped_nonzeros": self.dropped_nonzeros,
+            "effective_density": self.effective_density,
+            "dropped_nonzeros_pct": self.dropped_nonzeros_pct,
+            "dropped_magnitude_pct": self.dropped_magnitude_pct,
+            "relative_error": self.relative_error,
+            "packed_nbytes": self.packed_nbytes,
+            "dense_nbytes": self.dense_nbytes,
+        }
+
+
+def aggregate(items: Iterable[DecompositionSums | TASDResult]) -> DecompositionSums:
+    """Pool several decompositions (results or their sums) into one :class:`DecompositionSums`."""
+    total = DecompositionSums()
+    for item in items:
+        total = total + (item if isinstance(item, DecompositionSums) else DecompositionSums.of(item))
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Consoles, formatting, output
+# ---------------------------------------------------------------------------------------------
+
+
+def _stdout_console(file: StringIO | None = None) -> Console:
+    if file is not None:  # a report written to disk: plain text at the report width
+        return Console(file=file, width=REPORT_WIDTH, color_system=None, highlight=False,
+                       force_terminal=False, emoji=False)
+    console = Console(highlight=False, emoji=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, emoji=False, width=REPORT_WIDTH)
+    return console
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, emoji=False)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: str) -> None:
+    _stderr_console().print(f"error: {_one_line(message)}", markup=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Progress]:
+    """A progress bar on stderr that disappears when done."""
+    console = _stderr_console()
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # no stray lines in logs and pipes
+    )
+    with progress:
+        progress.add_task(description, total=total)
+        yield progress
+
+
+def _advance(progress: Progress) -> None:
+    progress.update(progress.task_ids[0], advance=1)
+
+
+def _text_width(text: str) -> int:
+    return max(cell_len(line) for line in text.split("\n"))
+
+
+def _wrap_dotted(name: str, width: int) -> str:
+    """Break a dotted tensor name after dots so each line fits ``width`` (rich folds the rest)."""
+    if len(name) <= width:
+        return name
+    lines: list[str] = []
+    line = ""
+    for part in re.findall(r"[^.]+\.?|\.", name):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "×".join(str(s) for s in t.shape)
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _json_safe(value: object) -> object:
+    """NaN/Inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _emit(render: Callable[[Console], None] | None, json_doc: object | None, output: Path | None) -> None:
+    """Print the report (tables via ``render(console)``, or ``json_doc``) or write it to ``output``."""
+    if json_doc is not None:
+        text = json.dumps(_json_safe(json_doc), indent=2) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    else:
+        assert render is not None
+        if output is None:
+            render(_stdout_console())
+            return
+        buffer = StringIO()
+        render(_stdout_console(buffer))
+        text = "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+    if output is not None:
+        atomic_write_text(output, text)
+        _stderr_console().print(f"wrote {output}", markup=False, soft_wrap=True)
+
+
+def _metric_cells(effective_density: float, dropped_nnz: float, dropped_mag: float, rel_err: float,
+                  packed: int, dense: int) -> list[str]:
+    share = f" ({100.0 * packed / dense:.0f}%)" if dense else ""
+    return [
+        f"{effective_density:.3f}",
+        f"{dropped_nnz:.2f}%",
+        f"{dropped_mag:.2f}%",
+        f"{rel_err:.4f}",
+        f"{human_bytes(packed)}{share}",
+    ]
+
+
+def _series_table(title: str, caption: str | None = None) -> Table:
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+                  caption_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("series")
+    table.add_column("eff. density", justify="right")
+    table.add_column("dropped nnz", justify="right")
+    table.add_column("dropped |x|", justify="right")
+    table.add_column("rel. error", justify="right")
+    table.add_column("packed (of dense)", justify="right")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tasder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_version_callback,
+                     is_eager=True),
+    ] = False,
+) -> None:
+    """Structured sparsity for DNNs: TASD series, patterns and their analysis."""
+
+
+def _skip_reason(t: torch.Tensor, dim: int) -> str | None:
+    """Why ``t`` cannot be decomposed along ``dim`` (None if it can)."""
+    if not t.is_floating_point():
+        return f"dtype {_dtype(t)} is not floating point"
+    if t.dim() == 0:
+        return "0-dim tensor (a scalar)"
+    if t.layout != torch.strided:
+        return f"layout {t.layout} is not dense"
+    if not -t.dim() <= dim < t.dim():
+        return f"--dim {dim} is out of range for its {t.dim()} dimension(s)"
+    return None
+
+
+def _decompose_file(
+    file: Path, series: Series, dim: int, allow_nonfinite: bool
+) -> tuple[list[dict[str, object]], list[tuple[str, torch.Tensor, str]]]:
+    """Records (see :func:`_record`) of the tensors in ``file`` that can be decomposed, and the
+    ``(name, tensor, reason)`` of those skipped. Raises ValueError if none can be."""
+    tensors = load_tensors(file)
+    todo: list[tuple[str, torch.Tensor]] = []
+    skipped: list[tuple[str, torch.Tensor, str]] = []
+    for name, t in tensors.items():
+        reason = _skip_reason(t, dim)
+        if reason is None:
+            todo.append((name, t))
+        else:
+            skipped.append((name, t, reason))
+    if not todo:
+        if len(skipped) == 1:
+            name, _, reason = skipped[0]
+            raise ValueError(f"cannot decompose tensor {name!r} in {file}: {reason}")
+        listed = "; ".join(f"{name!r}: {reason}" for name, _, reason in skipped)
+        raise ValueError(f"no tensor in {file} can be decomposed ({listed})")
+    if not allow_nonfinite:  # a data problem, not a misfit: stop rather than skip
+        for name, t in todo:
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(
+                    f"tensor {name!r} in {file} holds {bad} NaN/Inf value(s); clean it or pass "
+                    f"--allow-nonfinite"
+                )
+    records: list[dict[str, object]] = []
+    with _progress(len(todo), f"TASD {series}") as progress:
+        for name, t in todo:
+            try:
+                result = decompose(t, series, dim=dim, allow_nonfinite=allow_nonfinite)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"tensor {name!r} in {file}: {exc}") from None
+            records.append(_record(name, result))  # keep the numbers, let the terms go
+            _advance(progress)
+    return records, skipped
+
+
+def _record(name: str, result: TASDResult) -> dict[str, object]:
+    x = result.input
+    return {
+        "name": name,
+        "shape": list(x.shape),
+        "dtype": _dtype(x),
+        "series": str(result.series),
+        "dim": result.dim,
+        **result.metrics.as_dict(),
+    }
+
+
+@app.command("decompose")
+def decompose_cmd(
+    file: Annotated[Path, typer.Argument(help="A .pt/.pth, .safetensors or .npy file of tensors.",
+                                         show_default=False)],
+    series: Annotated[str, typer.Option("--series", "-s", help="TASD series, e.g. 2:8+1:8 or 2:4.",
+                                        show_default=False)],
+    dim: Annotated[int, typer.Option("--dim", "-d", help="Dimension the G:H groups run along.")] = -1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf (they rank above every value).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
+    ] = None,
+) -> None:
+    """Decompose every tensor in FILE into a TASD series and report what it drops."""
+    parsed = parse_series(series)
+    records, skipped = _decompose_file(file, parsed, dim, allow_nonfinite)
+
+    if as_json:
+        for name, t, reason in skipped:
+            _stderr_console().print(f"skipped {name!r} ({_shape(t) or 'scalar'}): {reason}",
+                                    markup=False, soft_wrap=True)
+        _emit(None, records, output)
+        return
+
+    def render(console: Console) -> None:
+        headers = ["shape\ndtype", "input\ndensity", "eff.\ndensity", "dropped\nnnz", "dropped\n|x|",
+                   "rel.\nerror", "packed", "dense"]
+        rows = []
+        for r in records:
+            shape = "×".join(str(n) for n in r["shape"])
+            rows.append((str(r["name"]), [
+                f"{shape}\n{r['dtype']}", f"{r['input_density']:.3f}",
+                f"{r['effective_density']:.3f}", f"{r['dropped_nonzeros_pct']:.2f}%",
+                f"{r['dropped_magnitude_pct']:.2f}%", f"{r['relative_error']:.4f}",
+                human_bytes(r["packed_nbytes"]), human_bytes(r["dense_nbytes"]),
+            ]))
+        fixed = [max(_text_width(t) for t in [h, *(cells[i] for _, cells in rows)])
+                 for i, h in enumerate(headers)]
+        # Every column but the last is followed by a 1-cell pad and a 1-cell divider.
+        name_width = max(16, console.width - sum(fixed) - 2 * len(fixed))
+        console.print(
+            f"{file.name}: TASD {parsed} (effective density {parsed.effective_density:.3f}), "
+            f"groups along dim {dim}", markup=False,
+        )
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        table.add_column("tensor", overflow="fold", max_width=name_width)
+        table.add_column(headers[0], no_wrap=True)
+        for header in headers[1:]:
+            table.add_column(header, justify="right", no_wrap=True)
+        for name, cells in rows:
+            table.add_row(_wrap_dotted(name, name_width), *cells)
+        console.print(table)
+        if skipped:
+            console.print(f"skipped {len(skipped)} tensor(s):", markup=False)
+            for name, t, reason in skipped:
+                console.print(f"  {name} ({_shape(t) or 'scalar'}, {_dtype(t)}): {reason}", markup=False)
+
+    _emit(render, None, output)
+
+
+@app.command("patterns")
+def patterns_cmd() -> None:
+    """List the sparsity notations tasder understands, with examples and their density."""
+
+    def render(console: Console) -> None:
+        table = Table(title="Sparsity notations (use them with --series)", box=box.SIMPLE_HEAD,
+                      title_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        table.add_column("notation", no_wrap=True)
+        table.add_column("density", justify="right", no_wrap=True)
+        table.add_column("meaning", ratio=1)
+        for example, meaning in NOTATION_EXAMPLES:
+            table.add_row(example, f"{parse_series(example).effective_density:.4g}", meaning)
+        console.print(table)
+
+    render(_stdout_console())
+
+
+@app.command("demo")
+def demo_cmd(
+    series: Annotated[
+        list[str] | None,
+        typer.Option("--series", "-s", show_default=False,
+                     help="A TASD series to try (repeat the option); default: every TTC-VEGETA-M8 "
+                     "series (1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
+    ] = None,
+) -> None:
+    """TASD of the real all-MiniLM-L6-v2 encoder weights (36 Linear matrices), series by series."""
+    parsed: dict[str, Series] = {}
+    for spec in series or TTC_VEGETA_M8_SERIES:
+        s = parse_series(spec)
+        parsed.setdefault(str(s), s)
+    workload = get_workload("minilm-weights")
+    weights = workload.load()
+    n_params = sum(w.numel() for w in weights.values())
+
+    # Only numbers are kept: holding every result's terms would cost ~(order+1)x the weights per series.
+    per_matrix: dict[str, list[tuple[str, DecompositionSums]]] = {}
+    totals = {key: DecompositionSums() for key in parsed}
+    records: list[dict[str, object]] = []
+    with _progress(len(weights) * len(parsed), "TASD of MiniLM weights") as progress:
+        for name, w in weights.items():
+            rows = per_matrix.setdefault(name, [])
+            input_sums = tensor_sums(w)
+            for key, s in parsed.items():
+                result = decompose(w, s, dim=workload.dim)
+                sums = DecompositionSums.of(result, input_sums)
+                totals[key] = totals[key] + sums
+                rows.append((key, sums))
+                records.append(_record(name, result))
+                _advance(progress)
+
+    dense_bytes = sum(w.numel() * w.element_size() for w in weights.values())
+    header = (
+        f"{workload.model}: {len(weights)} encoder Linear weight matrices, {n_params:,} parameters\n"
+        f"({human_bytes(dense_bytes)} dense); TASD groups along the input dim (dim={workload.dim}), "
+        f"{len(parsed)} series"
+    )
+    if as_json:
+        doc = {
+            "model": workload.model,
+            "workload": workload.name,
+            "matrices": len(weights),
+            "parameters": n_params,
+            "dim": workload.dim,
+            "series": list(parsed),
+            "results": records,
+            "totals": [{"series": key, **totals[key].summary()} for key in parsed],
+        }
+        _emit(None, doc, output)
+        return
+
+    def render(console: Console) -> None:
+        console.print(header, markup=False)
+        console.print()
+        for name, rows in per_matrix.items():
+            w = weights[name]
+            table = _series_table(f"{name} ({_shape(w)}, {human_bytes(w.numel() * w.element_size())} dense)")
+            for key, sums in rows:
+                table.add_row(key, *_metric_cells(
+                    sums.effective_density, sums.dropped_nonzeros_pct, sums.dropped_magnitude_pct,
+                    sums.relative_error, sums.packed_nbytes, sums.dense_nbytes))
+            console.print(table)
+            console.print()
+        total_table = _series_table(
+            f"TOTAL over {len(weights)} matrices ({n_params:,} parameters)",
+            caption="pooled, not averaged: Σdropped/Σnnz, Σ|r|/Σ|x|, √(Σ‖r‖²/Σ‖x‖²), Σbytes",
+        )
+        total_table.title_style = "bold"
+        for key in parsed:
+            t = totals[key]
+            total_table.add_row(key, *_metric_cells(
+                t.effective_density, t.dropped_nonzeros_pct, t.dropped_magnitude_pct,
+                t.relative_error, t.packed_nbytes, t.dense_nbytes))
+        console.print(total_table)
+
+    _emit(render, None, output)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=None if argv is None else list(argv), prog_name="tasder",
+                          standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:  # bare `tasder`: show the help
+        text = exc.ctx.get_help() if exc.ctx else exc.format_message()
+        if text:  # typer's rich help prints itself and returns ""
+            typer.echo(text)
+        return exc.exit_code
+    except _click_exceptions.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        _error(exc.format_message() + hint)
+        return exc.exit_code
+    except _click_exceptions.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 1
+    except BrokenPipeError:  # `tasder demo | head`: the reader left; stay quiet
+        # Python's advice: point stdout at devnull so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except WorkloadUnavailableError as exc:
+        _error(str(exc))
+        return 1
+    except (ValueError, TypeError, OSError) as exc:
+        _error(_message(exc))
+        return 2
+    return rv if isinstance(rv, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point (``tasder``): exit with :func:`run`'s code."""
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
