@@ -14,8 +14,9 @@ from safetensors.torch import save_file
 
 import tasder
 from tasder import decompose
-from tasder.cli.app import DecompositionSums, aggregate, human_bytes, run, tensor_sums
+from tasder.cli.app import human_bytes, run
 from tasder.sparsity import NOTATION_EXAMPLES
+from tasder.tasd import DecompositionSums, aggregate, tensor_sums
 from tasder.zoo import load_minilm_linear_weights
 
 METRIC_FIELDS = (

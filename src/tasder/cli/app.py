@@ -19,9 +19,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -37,7 +36,7 @@ from rich.table import Table
 from tasder import __version__
 from tasder.io import atomic_write_text, load_tensors
 from tasder.sparsity import NOTATION_EXAMPLES, Series, parse_series
-from tasder.tasd import TASDResult, decompose
+from tasder.tasd import DecompositionSums, TASDResult, decompose, tensor_sums
 from tasder.zoo import TTC_VEGETA_M8_SERIES, WorkloadUnavailableError, get_workload
 
 try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
@@ -48,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 # click < 8.2 has no NoArgsIsHelpError (it printed the help itself); () matches nothing.
 _NO_ARGS_IS_HELP = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
-__all__ = ["DecompositionSums", "aggregate", "app", "human_bytes", "main", "run", "tensor_sums"]
+__all__ = ["app", "human_bytes", "main", "run"]
 
 #: Width used for tables when stdout is not a terminal and ``COLUMNS`` is not set.
 REPORT_WIDTH = 100
@@ -78,100 +77,6 @@ def human_bytes(n: int | float) -> str:
             digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
             return f"{value:.{digits}f} {unit}"
     raise AssertionError("unreachable")
-
-
-def tensor_sums(x: torch.Tensor) -> tuple[int, float, float]:
-    """``(nonzeros, Σ|x|, Σx²)`` of a tensor, accumulated in float64 (no float64 copy is made)."""
-    abs_sum = float(torch.linalg.vector_norm(x, 1, dtype=torch.float64))
-    sq_sum = float(torch.linalg.vector_norm(x, 2, dtype=torch.float64)) ** 2
-    return int(torch.count_nonzero(x)), abs_sum, sq_sum
-
-
-@dataclass(frozen=True)
-class DecompositionSums:
-    """Additive totals of one or more decompositions, from which the pooled metrics follow.
-
-    Percentages of a group of tensors are *not* the mean of their percentages: a big matrix
-    counts more than a small one. Add the sums (``a + b`` or :func:`aggregate`) and read the
-    properties: dropped nonzeros % = Σdropped / Σnonzeros, dropped magnitude % = Σ|r| / Σ|x|,
-    relative error = sqrt(Σ‖r‖² / Σ‖x‖²), effective density = Σ(density·numel) / Σnumel.
-    """
-
-    numel: int = 0
-    nonzeros: int = 0
-    dropped_nonzeros: int = 0
-    abs_input: float = 0.0
-    abs_residual: float = 0.0
-    sq_input: float = 0.0
-    sq_residual: float = 0.0
-    executed: float = 0.0  # Σ effective_density · numel: the MACs the hardware executes
-    packed_nbytes: int = 0
-    dense_nbytes: int = 0
-
-    @classmethod
-    def of(cls, result: TASDResult, input_sums: tuple[int, float, float] | None = None) -> DecompositionSums:
-        """The sums of one :class:`~tasder.tasd.TASDResult` (computed in float64).
-
-        ``input_sums`` = :func:`tensor_sums` of ``result.input``, when several series share an input.
-        """
-        nonzeros, abs_input, sq_input = tensor_sums(result.input) if input_sums is None else input_sums
-        dropped, abs_residual, sq_residual = tensor_sums(result.residual)
-        metrics = result.metrics
-        return cls(
-            numel=metrics.numel,
-            nonzeros=nonzeros,
-            dropped_nonzeros=dropped,
-            abs_input=abs_input,
-            abs_residual=abs_residual,
-            sq_input=sq_input,
-            sq_residual=sq_residual,
-            executed=metrics.effective_density * metrics.numel,
-            packed_nbytes=metrics.packed_nbytes,
-            dense_nbytes=metrics.dense_nbytes,
-        )
-
-    def __add__(self, other: DecompositionSums) -> DecompositionSums:
-        if not isinstance(other, DecompositionSums):
-            return NotImplemented
-        return DecompositionSums(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
-
-    @property
-    def effective_density(self) -> float:
-        return self.executed / self.numel if self.numel else 0.0
-
-    @property
-    def dropped_nonzeros_pct(self) -> float:
-        return 100.0 * self.dropped_nonzeros / self.nonzeros if self.nonzeros else 0.0
-
-    @property
-    def dropped_magnitude_pct(self) -> float:
-        return 100.0 * self.abs_residual / self.abs_input if self.abs_input else 0.0
-
-    @property
-    def relative_error(self) -> float:
-        return math.sqrt(self.sq_residual / self.sq_input) if self.sq_input else 0.0
-
-    def summary(self) -> dict[str, float | int]:
-        """The pooled metrics plus the counts they come from (JSON-ready)."""
-        return {
-            "numel": self.numel,
-            "nonzeros": self.nonzeros,
-            "dropped_nonzeros": self.dropped_nonzeros,
-            "effective_density": self.effective_density,
-            "dropped_nonzeros_pct": self.dropped_nonzeros_pct,
-            "dropped_magnitude_pct": self.dropped_magnitude_pct,
-            "relative_error": self.relative_error,
-            "packed_nbytes": self.packed_nbytes,
-            "dense_nbytes": self.dense_nbytes,
-        }
-
-
-def aggregate(items: Iterable[DecompositionSums | TASDResult]) -> DecompositionSums:
-    """Pool several decompositions (results or their sums) into one :class:`DecompositionSums`."""
-    total = DecompositionSums()
-    for item in items:
-        total = total + (item if isinstance(item, DecompositionSums) else DecompositionSums.of(item))
-    return total
 
 
 # ---------------------------------------------------------------------------------------------

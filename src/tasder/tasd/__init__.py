@@ -7,17 +7,27 @@
 """
 
 from tasder.tasd.decompose import Backend, TASDResult, decompose
-from tasder.tasd.metrics import TASDMetrics, gemm_output_error, packed_nbytes
+from tasder.tasd.metrics import (
+    DecompositionSums,
+    TASDMetrics,
+    aggregate,
+    gemm_output_error,
+    packed_nbytes,
+    tensor_sums,
+)
 from tasder.tasd.packing import PackedTensor, pack, unpack
 
 __all__ = [
     "Backend",
+    "DecompositionSums",
     "PackedTensor",
     "TASDMetrics",
     "TASDResult",
+    "aggregate",
     "decompose",
     "gemm_output_error",
     "pack",
     "packed_nbytes",
+    "tensor_sums",
     "unpack",
 ]

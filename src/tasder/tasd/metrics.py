@@ -6,14 +6,27 @@ All sums are taken in float64 so float16/bfloat16 inputs do not overflow.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from tasder._validation import check_float_tensor
 from tasder.sparsity.patterns import Dense, Pattern, Series, StructuredPattern, Unstructured
 
-__all__ = ["TASDMetrics", "compute_metrics", "gemm_output_error", "packed_nbytes"]
+if TYPE_CHECKING:
+    from tasder.tasd.decompose import TASDResult
+
+__all__ = [
+    "DecompositionSums",
+    "TASDMetrics",
+    "aggregate",
+    "compute_metrics",
+    "gemm_output_error",
+    "packed_nbytes",
+    "tensor_sums",
+]
 
 
 @dataclass(frozen=True)
@@ -85,12 +98,8 @@ def compute_metrics(
 ) -> TASDMetrics:
     """Metrics of a decomposition given its input, terms and residual."""
     numel = x.numel()
-    nonzeros = int(torch.count_nonzero(x))
-    dropped = int(torch.count_nonzero(residual))
-    x64 = x.to(torch.float64)
-    r64 = residual.to(torch.float64)
-    total_mag = float(x64.abs().sum())
-    dropped_mag = float(r64.abs().sum())
+    nonzeros, total_mag, total_sq = tensor_sums(x)
+    dropped, dropped_mag, dropped_sq = tensor_sums(residual)
     # The approximation's nonzeros are exactly the input's minus those the residual kept.
     kept = nonzeros - dropped
     itemsize = x.element_size()
@@ -107,7 +116,7 @@ def compute_metrics(
         kept_density=_ratio(kept, numel),
         dropped_nonzeros_pct=100.0 * _ratio(dropped, nonzeros),
         dropped_magnitude_pct=100.0 * _ratio(dropped_mag, total_mag),
-        relative_error=_ratio(float(torch.linalg.vector_norm(r64)), float(torch.linalg.vector_norm(x64))),
+        relative_error=math.sqrt(_ratio(dropped_sq, total_sq)),
         dense_nbytes=numel * itemsize,
         packed_nbytes=packed,
     )
@@ -130,3 +139,100 @@ def gemm_output_error(a: torch.Tensor, a_approx: torch.Tensor, b: torch.Tensor) 
     reference = a.to(torch.float64) @ b64
     error = (a.to(torch.float64) - a_approx.to(torch.float64)) @ b64
     return _ratio(float(torch.linalg.vector_norm(error)), float(torch.linalg.vector_norm(reference)))
+
+
+# Pooling several decompositions (a model's layers, a file's tensors) into one set of figures.
+
+
+def tensor_sums(x: torch.Tensor) -> tuple[int, float, float]:
+    """``(nonzeros, Σ|x|, Σx²)`` of a tensor, accumulated in float64 (no float64 copy is made)."""
+    abs_sum = float(torch.linalg.vector_norm(x, 1, dtype=torch.float64))
+    sq_sum = float(torch.linalg.vector_norm(x, 2, dtype=torch.float64)) ** 2
+    return int(torch.count_nonzero(x)), abs_sum, sq_sum
+
+
+@dataclass(frozen=True)
+class DecompositionSums:
+    """Additive totals of one or more decompositions, from which the pooled metrics follow.
+
+    Percentages of a group of tensors are *not* the mean of their percentages: a big matrix
+    counts more than a small one. Add the sums (``a + b`` or :func:`aggregate`) and read the
+    properties: dropped nonzeros % = Σdropped / Σnonzeros, dropped magnitude % = Σ|r| / Σ|x|,
+    relative error = sqrt(Σ‖r‖² / Σ‖x‖²), effective density = Σ(density·numel) / Σnumel.
+    """
+
+    numel: int = 0
+    nonzeros: int = 0
+    dropped_nonzeros: int = 0
+    abs_input: float = 0.0
+    abs_residual: float = 0.0
+    sq_input: float = 0.0
+    sq_residual: float = 0.0
+    executed: float = 0.0  # Σ effective_density · numel: the MACs the hardware executes
+    packed_nbytes: int = 0
+    dense_nbytes: int = 0
+
+    @classmethod
+    def of(cls, result: TASDResult, input_sums: tuple[int, float, float] | None = None) -> DecompositionSums:
+        """The sums of one :class:`~tasder.tasd.TASDResult` (computed in float64).
+
+        ``input_sums`` = :func:`tensor_sums` of ``result.input``, when several series share an input.
+        """
+        nonzeros, abs_input, sq_input = tensor_sums(result.input) if input_sums is None else input_sums
+        dropped, abs_residual, sq_residual = tensor_sums(result.residual)
+        metrics = result.metrics
+        return cls(
+            numel=metrics.numel,
+            nonzeros=nonzeros,
+            dropped_nonzeros=dropped,
+            abs_input=abs_input,
+            abs_residual=abs_residual,
+            sq_input=sq_input,
+            sq_residual=sq_residual,
+            executed=metrics.effective_density * metrics.numel,
+            packed_nbytes=metrics.packed_nbytes,
+            dense_nbytes=metrics.dense_nbytes,
+        )
+
+    def __add__(self, other: DecompositionSums) -> DecompositionSums:
+        if not isinstance(other, DecompositionSums):
+            return NotImplemented
+        return DecompositionSums(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    @property
+    def effective_density(self) -> float:
+        return self.executed / self.numel if self.numel else 0.0
+
+    @property
+    def dropped_nonzeros_pct(self) -> float:
+        return 100.0 * self.dropped_nonzeros / self.nonzeros if self.nonzeros else 0.0
+
+    @property
+    def dropped_magnitude_pct(self) -> float:
+        return 100.0 * self.abs_residual / self.abs_input if self.abs_input else 0.0
+
+    @property
+    def relative_error(self) -> float:
+        return math.sqrt(self.sq_residual / self.sq_input) if self.sq_input else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """The pooled metrics plus the counts they come from (JSON-ready)."""
+        return {
+            "numel": self.numel,
+            "nonzeros": self.nonzeros,
+            "dropped_nonzeros": self.dropped_nonzeros,
+            "effective_density": self.effective_density,
+            "dropped_nonzeros_pct": self.dropped_nonzeros_pct,
+            "dropped_magnitude_pct": self.dropped_magnitude_pct,
+            "relative_error": self.relative_error,
+            "packed_nbytes": self.packed_nbytes,
+            "dense_nbytes": self.dense_nbytes,
+        }
+
+
+def aggregate(items: Iterable[DecompositionSums | TASDResult]) -> DecompositionSums:
+    """Pool several decompositions (results or their sums) into one :class:`DecompositionSums`."""
+    total = DecompositionSums()
+    for item in items:
+        total = total + (item if isinstance(item, DecompositionSums) else DecompositionSums.of(item))
+    return total
