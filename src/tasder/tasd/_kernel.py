@@ -199,8 +199,7 @@ if AVAILABLE:
                         for b in range(n_blocks):
                             s = 0.0
                             for i in range(b * h0, (b + 1) * h0):
-                                if keep[i]:
-                                    s += mag[i]
+                                s += mag[i] if keep[i] else 0.0
                             block_score[b] = s
                             block_keep[b] = True
                         children = 1  # lowest-rank blocks spanned by one block of rank r
@@ -216,24 +215,24 @@ if AVAILABLE:
                             for b in range(n_next):  # next rank's scores: ordered sums of kept children
                                 s = 0.0
                                 for q in range(b * hr, (b + 1) * hr):
-                                    if level_keep[q]:
-                                        s += block_score[q]
+                                    s += block_score[q] if level_keep[q] else 0.0
                                 block_score[b] = s
                             n_cur = n_next
                             children *= hr
-                        for i in range(padded):
-                            if not block_keep[i // h0]:
-                                keep[i] = False
+                        for b in range(n_blocks):
+                            if not block_keep[b]:
+                                for i in range(b * h0, (b + 1) * h0):
+                                    keep[i] = False
+                    # Branch-free moves: the keep pattern is data-dependent and unpredictable.
                     for i in range(length):
                         v = row[i]
                         zero = v if (v & no_sign) == 0 else 0  # keep a signed zero's sign
-                        if keep[i]:
-                            out[t, o, i, j] = v
-                            row[i] = zero
-                            if need_mag:
-                                mag[i] = 0.0
-                        else:
-                            out[t, o, i, j] = zero
+                        k = keep[i]
+                        out[t, o, i, j] = v if k else zero
+                        row[i] = zero if k else v
+                    if need_mag:
+                        for i in range(length):
+                            mag[i] = 0.0 if keep[i] else mag[i]
                 for i in range(length):
                     out[n_terms, o, i, j] = row[i]
             bad[c] = count
