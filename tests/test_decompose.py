@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from strategies import DTYPES, bits, series, shapes_and_dims, structured_patterns, tensors
-from tasder import compute_mask, decompose, gemm_output_error, satisfies
+from tasder import approximate, compute_mask, decompose, gemm_output_error, satisfies
 from tasder.sparsity import Dense, Series, Unstructured, parse_series
 from tasder.tasd import TASDResult
 
@@ -504,3 +504,27 @@ def test_empty_tensors_decompose_without_error(shape: tuple[int, ...], dim: int,
 def test_empty_tensor_with_a_score_decomposes_without_error(shape: tuple[int, ...]) -> None:
     r = decompose(torch.zeros(shape), "2:4+K1(1:2)->K0(2:4)", score=torch.zeros(shape))
     assert all(t.shape == shape for t in [*r.terms, r.residual])
+
+
+# ------------------------------------------------------------------------------ approximate()
+
+
+@pytest.mark.parametrize("series_text", ["4:8+1:8", "2:4", "1:8", "K1(3:4)->K0(2:4)", "2:4+2:8", "dense"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_approximate_equals_the_sum_of_the_terms_bit_for_bit(series_text: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    x = torch.randn(5, 3, 21).to(dtype)
+    x[x.abs() < 0.4] = 0.0
+    x[0, 0, :4] = -0.0
+    for dim in (-1, 1):
+        expected = decompose(x, series_text, dim=dim).approximation
+        got = approximate(x, series_text, dim=dim)
+        assert got.shape == x.shape and got.dtype == x.dtype
+        assert torch.equal(bits(got), bits(expected))
+
+
+def test_approximate_rejects_nonfinite_unless_allowed() -> None:
+    x = torch.tensor([1.0, float("nan"), 2.0, 3.0])
+    with pytest.raises(ValueError, match="allow_nonfinite"):
+        approximate(x, "2:4")
+    assert torch.isnan(approximate(x, "2:4", allow_nonfinite=True)).any()

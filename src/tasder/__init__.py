@@ -6,13 +6,14 @@ from tasder.sparsity import (
     parse_series,
     satisfies,
 )
-from tasder.tasd import TASDResult, decompose, gemm_output_error
+from tasder.tasd import TASDResult, approximate, decompose, gemm_output_error
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TASDResult",
     "__version__",
+    "approximate",
     "compute_mask",
     "decompose",
     "gemm_output_error",

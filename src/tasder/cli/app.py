@@ -14,6 +14,7 @@ unknown notation, a tensor that cannot be decomposed...) ends with exit code 2 a
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -470,6 +471,13 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__
+
+
+# Larger commands live in their own modules (tasder/cli/<name>.py) and register themselves on
+# `app` with @app.command when imported; list them here. They import helpers from this module.
+_COMMAND_MODULES: tuple[str, ...] = ()
+for _module in _COMMAND_MODULES:
+    importlib.import_module(f"tasder.cli.{_module}")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

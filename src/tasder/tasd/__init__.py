@@ -6,7 +6,7 @@
 (2, 0.375)
 """
 
-from tasder.tasd.decompose import Backend, TASDResult, decompose
+from tasder.tasd.decompose import Backend, TASDResult, approximate, decompose
 from tasder.tasd.metrics import (
     DecompositionSums,
     TASDMetrics,
@@ -24,6 +24,7 @@ __all__ = [
     "TASDMetrics",
     "TASDResult",
     "aggregate",
+    "approximate",
     "decompose",
     "gemm_output_error",
     "pack",

@@ -28,7 +28,7 @@ try:  # numba is a hard dependency, but keep the package importable (torch path)
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "decompose_structured", "supports"]
+__all__ = ["AVAILABLE", "approximate_structured", "decompose_structured", "supports", "supports_fast_approximation"]
 
 # dtype -> (integer view, mask clearing the sign bit, bit pattern of +Inf)
 _BITS = {
@@ -142,6 +142,11 @@ if AVAILABLE:
                     for t in range(n_terms):
                         w += rank[i] >= cum_g[t]
                     who[i] = w
+                if out.shape[0] == 1:  # approximation only: the sum of the terms, nothing else
+                    for i in range(length):
+                        v = row[i]
+                        out[0, o, i, j] = v if (who[i] < n_terms or (v & no_sign) == 0) else 0
+                    continue
                 for t in range(n_terms + 1):
                     for i in range(length):
                         v = row[i]
@@ -239,6 +244,44 @@ if AVAILABLE:
         return bad.sum()
 
 
+def supports_fast_approximation(series: Series) -> bool:
+    """True when :func:`approximate_structured` has a single-output kernel for ``series``."""
+    return supports(series) and _same_h(series) is not None
+
+
+def _same_h(series: Series) -> int | None:
+    """The common H when every term is a one-rank G:H with the same H, else None."""
+    hs = {t.block_size for t in series.terms if isinstance(t, StructuredPattern) and len(t.ranks) == 1}
+    if len(hs) != 1 or any(not isinstance(t, StructuredPattern) or len(t.ranks) != 1 for t in series.terms):
+        return None
+    return hs.pop()
+
+
+def approximate_structured(x: torch.Tensor, series: Series, dim: int) -> tuple[torch.Tensor, int]:
+    """Only the approximation (the sum of the terms) of a same-H G:H series, in one pass.
+
+    Equal bit for bit to summing the terms of :func:`decompose_structured`; used where the terms
+    themselves are not needed (TASD-A on every forward pass). Returns (approximation, NaN/Inf count).
+    """
+    h = _same_h(series)
+    if h is None:
+        raise ValueError(f"no single-output kernel for series {str(series)!r}")
+    int_dtype, no_sign, inf_bits = _BITS[x.dtype]
+    np_int = _NP_INT[int_dtype]
+    shape = tuple(x.shape)
+    length = shape[dim]
+    outer = math.prod(shape[:dim])
+    inner = math.prod(shape[dim + 1 :])
+    out_np = np.empty((1, outer, length, inner), dtype=np_int)
+    nonfinite = 0
+    if x.numel() > 0:
+        bits = x.contiguous().view(int_dtype).reshape(outer, length, inner).numpy()
+        cum_g = np.cumsum([t.ranks[0].g for t in series.terms]).astype(np.int64)  # type: ignore[attr-defined]
+        padded = -(-length // h) * h
+        nonfinite = _decompose_same_h(bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits))
+    return torch.from_numpy(out_np).view(x.dtype).reshape(shape), int(nonfinite)
+
+
 def decompose_structured(
     x: torch.Tensor, series: Series, dim: int
 ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
@@ -258,9 +301,8 @@ def decompose_structured(
         xc = x.contiguous()
         bits = xc.view(int_dtype).reshape(outer, length, inner).numpy()
         patterns = [t for t in series.terms if isinstance(t, StructuredPattern)]
-        hs = {p.block_size for p in patterns}
-        if all(len(p.ranks) == 1 for p in patterns) and len(hs) == 1:
-            h = hs.pop()
+        h = _same_h(series)
+        if h is not None:
             cum_g = np.cumsum([p.ranks[0].g for p in patterns]).astype(np.int64)
             padded = -(-length // h) * h
             nonfinite = _decompose_same_h(

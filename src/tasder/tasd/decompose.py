@@ -31,7 +31,7 @@ from tasder.tasd import _kernel
 from tasder.tasd.metrics import TASDMetrics, compute_metrics
 from tasder.tasd.packing import PackedTensor, pack
 
-__all__ = ["Backend", "TASDResult", "decompose"]
+__all__ = ["Backend", "TASDResult", "approximate", "decompose"]
 
 Backend = Literal["auto", "numba", "torch"]
 
@@ -174,3 +174,34 @@ def decompose(
             check_finite(x)
         terms, residual = _decompose_torch(x, parsed, d, s)
     return TASDResult(series=parsed, dim=d, terms=terms, residual=residual, input=x)
+
+
+def approximate(
+    x: torch.Tensor,
+    series: str | Pattern | Series,
+    dim: int = -1,
+    *,
+    allow_nonfinite: bool = False,
+) -> torch.Tensor:
+    """Only the approximation of :func:`decompose` (the sum of the terms), computed cheaply.
+
+    Bit for bit ``decompose(x, series, dim).approximation``. For series of one-rank G:H terms
+    with a common H (``4:8+1:8``, ``2:4``...) a single-output kernel writes just this tensor —
+    what TASD-A needs on every forward pass. Not differentiable: pass a detached tensor (use
+    :func:`compute_mask`-style masking yourself where gradients must flow).
+    """
+    parsed = parse_series(series)
+    x = check_float_tensor(x, allow_nonfinite=True)
+    d = check_dim(dim, x.dim())
+    if parsed.is_dense:
+        if not allow_nonfinite:
+            check_finite(x)
+        return x.clone()
+    if x.device.type == "cpu" and _kernel.supports_fast_approximation(parsed):
+        approx, nonfinite = _kernel.approximate_structured(x.detach(), parsed, d)
+        if nonfinite and not allow_nonfinite:
+            raise ValueError(
+                f"`x` holds {nonfinite} NaN/Inf value(s); clean the tensor or pass allow_nonfinite=True"
+            )
+        return approx
+    return decompose(x, parsed, d, allow_nonfinite=allow_nonfinite).approximation
