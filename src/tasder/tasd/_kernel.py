@@ -110,8 +110,7 @@ if AVAILABLE:
                     best = i
             keep[best] = True
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _decompose_same_h(bits, out, h, cum_g, padded, no_sign, inf_bits):  # pragma: no cover
+    def _decompose_same_h_py(bits, out, h, cum_g, padded, no_sign, inf_bits):  # pragma: no cover
         """Fast path: every term is a one-rank G:H with the same H (2:8+1:8, 4:8+2:8, 2:4...).
 
         Term t then takes exactly the elements ranked [cum_g[t-1], cum_g[t]) in their block:
@@ -155,8 +154,7 @@ if AVAILABLE:
             bad[c] = count
         return bad.sum()
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _decompose_general(
+    def _decompose_general_py(
         bits, vals, out, ranks_g, ranks_h, n_ranks, padded_max, no_sign, inf_bits, need_mag
     ):  # pragma: no cover - compiled
         """Term by term: mixed block sizes (2:4+2:8+2:16) and HSS terms.
@@ -244,6 +242,26 @@ if AVAILABLE:
         return bad.sum()
 
 
+if AVAILABLE:
+    # Each kernel is compiled twice: threaded for big tensors, serial for small ones, where
+    # waking the thread pool costs more than the work (TASD-A on a small batch, a busy machine).
+    _decompose_same_h_parallel = njit(parallel=True, cache=True, nogil=True)(_decompose_same_h_py)
+    _decompose_same_h_serial = njit(cache=True, nogil=True)(_decompose_same_h_py)
+    _decompose_general_parallel = njit(parallel=True, cache=True, nogil=True)(_decompose_general_py)
+    _decompose_general_serial = njit(cache=True, nogil=True)(_decompose_general_py)
+
+#: Below this many elements the serial kernels run (measured: thread start-up dominates there).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _same_h_kernel(numel: int):  # type: ignore[no-untyped-def]
+    return _decompose_same_h_parallel if numel >= PARALLEL_MIN_ELEMENTS else _decompose_same_h_serial
+
+
+def _general_kernel(numel: int):  # type: ignore[no-untyped-def]
+    return _decompose_general_parallel if numel >= PARALLEL_MIN_ELEMENTS else _decompose_general_serial
+
+
 def supports_fast_approximation(series: Series) -> bool:
     """True when :func:`approximate_structured` has a single-output kernel for ``series``."""
     return supports(series) and _same_h(series) is not None
@@ -278,7 +296,9 @@ def approximate_structured(x: torch.Tensor, series: Series, dim: int) -> tuple[t
         bits = x.contiguous().view(int_dtype).reshape(outer, length, inner).numpy()
         cum_g = np.cumsum([t.ranks[0].g for t in series.terms]).astype(np.int64)  # type: ignore[attr-defined]
         padded = -(-length // h) * h
-        nonfinite = _decompose_same_h(bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits))
+        nonfinite = _same_h_kernel(x.numel())(
+            bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits)
+        )
     return torch.from_numpy(out_np).view(x.dtype).reshape(shape), int(nonfinite)
 
 
@@ -305,7 +325,7 @@ def decompose_structured(
         if h is not None:
             cum_g = np.cumsum([p.ranks[0].g for p in patterns]).astype(np.int64)
             padded = -(-length // h) * h
-            nonfinite = _decompose_same_h(
+            nonfinite = _same_h_kernel(x.numel())(
                 bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits)
             )
         else:
@@ -337,7 +357,7 @@ def _run_general(xc, bits, out_np, patterns, length, no_sign, inf_bits) -> int: 
         vals = wide.reshape(outer, length, inner).numpy()
     else:
         vals = np.zeros((1, 1, 1), dtype=np.float32)
-    return _decompose_general(
+    return _general_kernel(xc.numel())(
         bits, vals, out_np, ranks_g, ranks_h, n_ranks, padded_max, no_sign, inf_bits, need_mag
     )
 
