@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tasder.io import SUPPORTED_SUFFIXES, atomic_write_text, load_tensors
+from tasder.io import SUPPORTED_SUFFIXES, atomic_open, atomic_write_bytes, atomic_write_text, load_tensors
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -239,6 +239,24 @@ def test_atomic_write_text_failure_keeps_the_old_file_and_cleans_up(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_text(path, 123)  # type: ignore[arg-type]
     assert path.read_text() == "old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_open_error_inside_the_block_keeps_the_old_file_and_cleans_up(tmp_path):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(path) as fh:
+        fh.write(b"half of the new cont")
+        raise RuntimeError("boom")
+    assert path.read_bytes() == b"old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_bytes_replaces_the_file(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"old")
+    assert atomic_write_bytes(path, b"\x00new") == path
+    assert path.read_bytes() == b"\x00new"
     assert _leftovers(tmp_path) == []
 
 

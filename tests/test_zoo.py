@@ -106,3 +106,24 @@ def test_ttc_vegeta_m8_series_are_the_six_eighths_configurations():
     assert sorted(densities) == [Fraction(k, 8) for k in (1, 2, 3, 4, 5, 6)]
     assert TTC_VEGETA_M8_SERIES == ("1:8", "2:8", "4:8", "2:8+1:8", "4:8+1:8", "4:8+2:8")
     assert all(str(parse_series(s)) == s for s in TTC_VEGETA_M8_SERIES)
+
+
+def test_model_registry_and_workload_registry_are_separate():
+    from tasder import zoo
+
+    assert "minilm-weights" not in zoo.list_models()
+    assert {"digits-cnn", "minilm", "resnet50", "bert-base", "deit-small"} <= set(zoo.list_models())
+    with pytest.raises(ValueError, match="did you mean 'minilm'"):
+        zoo.load("minilm-weights")
+    with pytest.raises(ValueError, match="minilm-weights"):
+        load_workload("minilm")
+
+
+def test_zoo_model_is_a_frozen_dataclass_with_the_documented_fields():
+    import dataclasses
+
+    from tasder.zoo import ZooModel
+
+    fields = [f.name for f in dataclasses.fields(ZooModel)]
+    assert fields == ["name", "description", "model", "evaluate", "metric", "calibration", "layers", "metadata"]
+    assert ZooModel.__dataclass_params__.frozen

@@ -24,13 +24,20 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-__all__ = ["SUPPORTED_SUFFIXES", "atomic_write_text", "load_tensors"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_tensors",
+]
 
 #: File extensions :func:`load_tensors` reads.
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".safetensors", ".npy")
@@ -156,11 +163,16 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return _load_npy(p)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically: readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open ``path`` for writing (binary) so that readers see the old file or the new one, never half.
 
-    The text goes to a temporary file in the same directory, which then replaces ``path`` with
-    :func:`os.replace`. An existing file keeps its permission bits. Returns the path written.
+    Everything goes to a temporary file in the same directory, which replaces ``path`` with
+    :func:`os.replace` when the ``with`` block ends normally; on any error the temporary file is
+    deleted and the old file is left as it was. An existing file keeps its permission bits.
+
+    >>> with atomic_open("model.ckpt") as fh:  # doctest: +SKIP
+    ...     torch.save(state, fh)
     """
     p = Path(path)
     directory = p.parent if str(p.parent) else Path(".")
@@ -174,8 +186,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -184,4 +196,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`). Returns the path written."""
+    with atomic_open(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`). Returns the path written."""
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str; got {type(text).__name__}")
+    return atomic_write_bytes(path, text.encode(encoding))

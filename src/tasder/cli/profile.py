@@ -1,0 +1,308 @@
+"""``tasder profile`` and ``tasder apply``: a zoo model's per-layer sparsity, and a TASD config's effect.
+
+::
+
+    tasder profile MODEL [--candidates 2:8,4:8+1:8 ...] [--batches N] [--json] [-o FILE]
+    tasder apply MODEL --config config.yaml [--json] [-o FILE]
+
+Both are thin layers over :func:`tasder.nn.profile.profile_model`, :func:`tasder.nn.apply_tasd`
+and :func:`tasder.nn.count_macs`; MODEL is a name from :func:`tasder.zoo.list_models`. The
+imports of :mod:`tasder.nn` and the zoo loader happen inside the commands so that ``tasder --help``
+and the other commands stay fast and work even where those modules are unavailable.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tasder.cli.app import _advance, _emit, _progress, _wrap_dotted, app
+from tasder.sparsity import Series, parse_series
+
+if TYPE_CHECKING:
+    from tasder.nn.profile import ModelProfile
+
+__all__ = ["apply_cmd", "format_count", "parse_candidates", "profile_cmd", "render_profile"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers (pure; tested directly)
+# ---------------------------------------------------------------------------------------------
+
+
+def format_count(n: float) -> str:
+    """``1234567`` → ``"1.23M"``: SI prefixes, three significant digits (MAC counts)."""
+    if abs(n) < 1000:
+        return f"{int(n)}"
+    value = float(n)
+    for unit in ("k", "M", "G", "T", "P"):
+        value /= 1000
+        if abs(value) < 999.5 or unit == "P":
+            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+            return f"{value:.{digits}f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def parse_candidates(values: list[str] | None) -> list[Series] | None:
+    """``["2:8,4:8+1:8", "1:8"]`` → the parsed series, duplicates (by canonical form) dropped.
+
+    None (the option not given) stays None: the API's default candidates apply.
+    """
+    if not values:
+        return None
+    parsed: dict[str, Series] = {}
+    for value in values:
+        for spec in value.split(","):
+            if not spec.strip():
+                raise ValueError(f"empty series in --candidates {value!r}; separate series with commas")
+            s = parse_series(spec.strip())
+            parsed.setdefault(str(s), s)
+    return list(parsed.values())
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100.0 * value:.{digits}f}%"
+
+
+def _load_zoo(name: str) -> Any:
+    """The zoo entry ``name`` with a model (a shape-only entry cannot be run)."""
+    from tasder.zoo import load
+
+    try:
+        entry = load(name)
+    except KeyError as exc:  # a registry lookup that did not say which names exist
+        raise ValueError(f"unknown zoo model {name!r}: {exc}") from None
+    if entry.model is None:
+        raise ValueError(f"zoo entry {name!r} is shape-only (no model to run); pick one with weights")
+    return entry
+
+
+def _table(title: str | None = None, caption: str | None = None) -> Table:
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+                 caption_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# tasder profile
+# ---------------------------------------------------------------------------------------------
+
+
+def render_profile(console: Console, name: str, description: str, p: ModelProfile) -> None:
+    """Two tables: per-layer statistics, then dropped nonzeros % (weights / activations) per
+    candidate — one wide table would not fit ~120 columns with six candidates."""
+    samples = p.layers[0].samples if p.layers else 0
+    console.print(f"{name}: {description}", markup=False)
+    console.print(
+        f"{len(p)} layers profiled on {p.batches} calibration batch(es), {samples:,} samples at the first "
+        f"layer; {format_count(p.total_macs)} dense MACs", markup=False)
+    console.print()
+
+    console.print("Layer statistics", markup=False, style="bold")
+    stats = _table()
+    headers = ["weight", "K", "MACs", "weight\nsparsity", "act. sp.\nmean", "act. sp.\np99", "pseudo-\ndensity"]
+    rows = []
+    for layer in p:
+        k = str(layer.k) if layer.kind == "linear" else f"{layer.k}×{layer.kernel_positions}={layer.k_total}"
+        rows.append([
+            "×".join(map(str, layer.weight_shape)), k, format_count(layer.macs), _pct(layer.weight_sparsity),
+            _pct(layer.activation_sparsity_mean), _pct(layer.activation_sparsity_p99), _pct(layer.pseudo_density),
+        ])
+    fixed = [max(len(h.split("\n")[-1]) if "\n" in h else len(h), *(len(r[i]) for r in rows))
+             for i, h in enumerate(headers)]
+    name_width = max(16, console.width - sum(fixed) - 2 * (len(fixed) + 1))
+    stats.add_column("layer", overflow="fold", max_width=name_width)
+    stats.add_column("type", no_wrap=True)
+    for i, h in enumerate(headers):
+        stats.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+    for layer, cells in zip(p, rows, strict=True):
+        stats.add_row(_wrap_dotted(layer.name, name_width), layer.module_type, *cells)
+    console.print(stats)
+    for note in (
+        "K: length of the dim TASD groups run along (Linear: in_features; Conv2d: C, × R·S positions)",
+        "act. sp.: fraction of zero inputs per calibration sample, mean and 99th percentile over samples",
+        "pseudo-density: share of a sample's inputs holding 99% of its Σ|x|, mean over samples (§3.4)",
+    ):
+        console.print(note, markup=False)
+    console.print()
+    if not p.candidates:
+        return
+
+    console.print("Dropped nonzeros % per candidate series: weights/activations", markup=False, style="bold")
+    drops = _table()
+    cell_width = len("100.0/100.0")
+    name_width = max(16, console.width - (cell_width + 1) * len(p.candidates) - 1)
+    drops.add_column("layer", overflow="fold", max_width=name_width)
+    for s in p.candidates:
+        drops.add_column(s, justify="right", no_wrap=True)
+    reasons: dict[tuple[str, str], list[str]] = {}  # (layer, reason) -> the series it holds for
+    for layer in p:
+        cells = []
+        for c in layer.candidates:
+            if not c.applicable:
+                cells.append("n/a")
+                reasons.setdefault((layer.name, c.reason or ""), []).append(c.series)
+                continue
+            w, a = c.weight_dropped_nonzeros_pct, c.activation_dropped_nonzeros_pct
+            cells.append(f"{w:.1f}/{'-' if a is None else f'{a:.1f}'}")
+        drops.add_row(_wrap_dotted(layer.name, name_width), *cells)
+    totals = []
+    for s in p.candidates:
+        w, a = p.totals(s)
+        totals.append(f"{w.dropped_nonzeros_pct:.1f}/{a.dropped_nonzeros_pct:.1f}" if w.numel else "n/a")
+    drops.add_section()
+    drops.add_row("pooled", *totals, style="bold")
+    console.print(drops)
+    console.print("groups along K (DESIGN §3.3); activations pooled over all batches (Σdropped/Σnnz);\n"
+                  "pooled row: over the layers where the series applies", markup=False)
+    for (layer_name, reason), series in reasons.items():
+        which = "every candidate" if len(series) == len(p.candidates) else ", ".join(series)
+        console.print(f"n/a {layer_name} ({which}): {reason}", markup=False)
+    if p.skipped:
+        console.print(f"not profiled: {'; '.join(f'{n}: {r}' for n, r in p.skipped)}", markup=False)
+
+
+@app.command("profile")
+def profile_cmd(
+    model: Annotated[str, typer.Argument(help="A zoo model name (see tasder.zoo.list_models()).",
+                                         show_default=False)],
+    candidates: Annotated[
+        list[str] | None,
+        typer.Option("--candidates", "-c", show_default=False,
+                     help="Series to evaluate, comma-separated or repeated (default: every TTC-VEGETA-M8 "
+                     "series: 1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
+    ] = None,
+    batches: Annotated[
+        int | None, typer.Option("--batches", "-n", min=1, show_default=False,
+                                 help="Use only the first N calibration batches (default: all).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
+    ] = None,
+) -> None:
+    """Per-layer sparsity profile of a zoo MODEL on its calibration data, and what each candidate
+    TASD series would drop from every layer's weights and input activations."""
+    from tasder.nn.profile import profile_model
+
+    parsed = parse_candidates(candidates)
+    entry = _load_zoo(model)
+    calibration = list(entry.calibration)
+    if batches is not None:
+        calibration = calibration[:batches]
+    if not calibration:
+        raise ValueError(f"zoo model {model!r} has no calibration batches to profile with")
+    with _progress(len(calibration), f"profiling {model}") as progress:
+        result = profile_model(entry.model, calibration, candidates=parsed,
+                               on_batch=lambda _: _advance(progress))
+    if as_json:
+        _emit(None, {"model": model, "description": entry.description, **result.as_dict()}, output)
+        return
+    _emit(lambda console: render_profile(console, model, entry.description, result), None, output)
+
+
+# ---------------------------------------------------------------------------------------------
+# tasder apply
+# ---------------------------------------------------------------------------------------------
+
+
+def _relative_change(before: float | None, after: float | None) -> float | None:
+    """``(after − before) / |before|``; None when either is missing or ``before`` is 0."""
+    if before is None or after is None or before == 0 or not math.isfinite(before):
+        return None
+    return (after - before) / abs(before)
+
+
+@app.command("apply")
+def apply_cmd(
+    model: Annotated[str, typer.Argument(help="A zoo model name (see tasder.zoo.list_models()).",
+                                         show_default=False)],
+    config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...).",
+                                         show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
+    ] = None,
+) -> None:
+    """Apply a TASD config to a zoo MODEL: its metric before and after, and the MACs it saves."""
+    from tasder.nn import apply_tasd, count_macs
+    from tasder.nn.transform import tasd_report
+
+    entry = _load_zoo(model)
+    calibration = list(entry.calibration)
+    if not calibration:
+        raise ValueError(f"zoo model {model!r} has no calibration batch to count MACs with")
+    transformed = apply_tasd(entry.model, config)  # a converted copy; entry.model is unchanged
+    report = tasd_report(transformed)
+    with _progress(2, f"evaluating {model}") as progress:
+        before = after = None
+        if entry.evaluate is not None:
+            before = float(entry.evaluate(entry.model))
+            _advance(progress)
+            after = float(entry.evaluate(transformed))
+            _advance(progress)
+    macs = count_macs(transformed, calibration[0])
+    change = _relative_change(before, after)
+    dense, effective = macs.total_dense, macs.total_effective
+    reduction = 1.0 - effective / dense if dense else None
+
+    if as_json:
+        doc = {
+            "model": model,
+            "config": str(config),
+            "metric": entry.metric,
+            "before": before,
+            "after": after,
+            "relative_change": change,
+            "macs": {"dense": dense, "effective": effective, "reduction": reduction,
+                     "layers": macs.to_rows()[:-1]},
+            "layers": {name: spec.to_dict() for name, spec in report.layers.items()},
+            "skipped": dict(report.skipped),
+            "dense": list(report.dense),
+        }
+        _emit(None, doc, output)
+        return
+
+    def render(console: Console) -> None:
+        console.print(f"{model}: {entry.description}", markup=False)
+        console.print(f"config: {config}", markup=False)
+        console.print(f"{len(report.layers)} layer(s) converted, {len(report.skipped)} skipped, "
+                      f"{len(report.dense)} left dense by the config", markup=False)
+        console.print()
+        if before is None:
+            console.print(f"{entry.metric}: the zoo entry has no evaluation function", markup=False)
+        else:
+            delta = "" if change is None else f" ({100.0 * change:+.2f}% relative)"
+            console.print(f"{entry.metric}: {before:.4f} before → {after:.4f} after{delta}", markup=False)
+        saved = "" if reduction is None else f": {100.0 * reduction:.1f}% fewer"
+        speedup = f" ({dense / effective:.2f}×)" if effective else ""
+        console.print(f"MACs (first calibration batch): {dense:,} dense → {effective:,.0f} effective"
+                      f"{saved}{speedup}", markup=False)
+        console.print()
+        table = _table()
+        table.add_column("layer", overflow="fold", max_width=max(16, console.width - 60))
+        table.add_column("type", no_wrap=True)
+        table.add_column("TASD", no_wrap=True)
+        table.add_column("dense MACs", justify="right", no_wrap=True)
+        table.add_column("effective MACs", justify="right", no_wrap=True)
+        table.add_column("density", justify="right", no_wrap=True)
+        for layer in macs.layers:
+            tasd = "dense" if layer.mode == "dense" else f"{layer.series} ({layer.mode})"
+            density = "-" if not layer.dense_macs else f"{layer.density:.3f}"
+            table.add_row(_wrap_dotted(layer.name, max(16, console.width - 60)), layer.kind, tasd,
+                          format_count(layer.dense_macs), format_count(layer.effective_macs), density)
+        table.add_section()
+        table.add_row("total", "", "", format_count(dense), format_count(effective),
+                      "-" if not dense else f"{effective / dense:.3f}", style="bold")
+        console.print(table)
+        if report.skipped:
+            console.print(f"skipped {len(report.skipped)} layer(s) (left dense):", markup=False)
+            for name, reason in report.skipped.items():
+                console.print(f"  {name}: {reason}", markup=False, soft_wrap=True)
+
+    _emit(render, None, output)

@@ -1,0 +1,49 @@
+"""TASD on whole models: TASD layers, the per-layer configuration, transforms and MAC accounting.
+
+>>> import torch
+>>> from torch import nn
+>>> from tasder.nn import apply_tasd, count_macs
+>>> model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+>>> tasd = apply_tasd(model, {"*": {"series": "2:8+1:8", "mode": "W"}})
+>>> count_macs(tasd, torch.randn(4, 64)).density
+0.375
+"""
+
+from tasder.nn.accounting import LayerMACs, MACReport, count_macs
+from tasder.nn.config import CONFIG_VERSION, LayerSpec, TASDConfig
+from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
+from tasder.nn.profile import LayerProfile as LayerProfile
+from tasder.nn.profile import ModelProfile as ModelProfile
+from tasder.nn.profile import profile as profile
+from tasder.nn.transform import (
+    ExportedLayer,
+    TASDReport,
+    apply_tasd,
+    export_tasd_weights,
+    load_tasd_weights,
+    revert,
+    strip_tasd,
+    tasd_layers,
+    tasd_report,
+)
+
+__all__ = [
+    "CONFIG_VERSION",
+    "ExportedLayer",
+    "LayerMACs",
+    "LayerSpec",
+    "MACReport",
+    "TASDConfig",
+    "TASDConv2d",
+    "TASDLayer",
+    "TASDLinear",
+    "TASDReport",
+    "apply_tasd",
+    "count_macs",
+    "export_tasd_weights",
+    "load_tasd_weights",
+    "revert",
+    "strip_tasd",
+    "tasd_layers",
+    "tasd_report",
+]

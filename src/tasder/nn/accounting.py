@@ -1,0 +1,217 @@
+"""Count the multiply-accumulates (MACs) a model runs, dense and with TASD, from one forward pass.
+
+Why measure rather than compute from shapes: the dense count of a Linear depends on how many
+tokens reach it and that of a Conv2d on its output size, both known only for a concrete input;
+and what TASD-A saves depends on the *data* (an activation that is already sparse keeps fewer
+than the series allows), so it is measured on the same pass.
+
+Per layer (every ``nn.Linear`` and ``nn.Conv2d``, plain or TASD):
+
+* dense MACs — Linear: ``in · out · tokens`` (tokens = input elements / in); Conv2d:
+  ``O · C/groups · R · S · P · Q · N`` (output elements × C/groups·R·S);
+* effective MACs — plain layer: the dense count; TASD-W: dense × the series' effective density
+  (Σ term densities); TASD-A: dense × the fraction of input elements the approximation kept
+  (nonzero), measured on this pass from the layer's counters.
+
+>>> import torch
+>>> from torch import nn
+>>> report = count_macs(nn.Linear(8, 4), torch.randn(3, 8))
+>>> report.total_dense, report.total_effective
+(96, 96.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tasder.nn.layers import TASDLayer
+
+__all__ = ["LayerMACs", "MACReport", "count_macs"]
+
+
+@dataclass
+class LayerMACs:
+    """The MACs of one layer over the counted forward pass (all its calls summed).
+
+    Attributes:
+        name: the layer's name in ``named_modules``.
+        kind: ``"Linear"`` or ``"Conv2d"``.
+        mode: ``"dense"`` (plain layer), ``"W"`` or ``"A"``.
+        series: the series string (``"dense"`` for a plain layer).
+        calls: how many times the layer ran.
+        dense_macs: MACs of the dense layer.
+        effective_macs: MACs TASD executes (see the module docstring).
+    """
+
+    name: str
+    kind: str
+    mode: str
+    series: str
+    calls: int = 0
+    dense_macs: int = 0
+    effective_macs: float = 0.0
+
+    @property
+    def density(self) -> float:
+        """effective / dense (1.0 for a plain layer; NaN for a layer that did no work)."""
+        return self.effective_macs / self.dense_macs if self.dense_macs else float("nan")
+
+
+@dataclass
+class MACReport:
+    """Per-layer and total MACs of one forward pass (:func:`count_macs`)."""
+
+    layers: list[LayerMACs] = field(default_factory=list)
+
+    @property
+    def total_dense(self) -> int:
+        """Dense MACs of every counted layer."""
+        return sum(layer.dense_macs for layer in self.layers)
+
+    @property
+    def total_effective(self) -> float:
+        """Effective MACs of every counted layer."""
+        return sum(layer.effective_macs for layer in self.layers)
+
+    @property
+    def density(self) -> float:
+        """total effective / total dense (NaN when nothing was counted)."""
+        dense = self.total_dense
+        return self.total_effective / dense if dense else float("nan")
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per layer, then a ``TOTAL`` row: ready for a table, CSV or JSON."""
+        rows: list[dict[str, Any]] = [
+            {
+                "layer": layer.name,
+                "kind": layer.kind,
+                "mode": layer.mode,
+                "series": layer.series,
+                "calls": layer.calls,
+                "dense_macs": layer.dense_macs,
+                "effective_macs": layer.effective_macs,
+                "density": layer.density,
+            }
+            for layer in self.layers
+        ]
+        rows.append({
+            "layer": "TOTAL",
+            "kind": "",
+            "mode": "",
+            "series": "",
+            "calls": sum(layer.calls for layer in self.layers),
+            "dense_macs": self.total_dense,
+            "effective_macs": self.total_effective,
+            "density": self.density,
+        })
+        return rows
+
+    def to_table(self) -> str:
+        """A plain-text table of :meth:`to_rows`."""
+        rows = self.to_rows()
+        width = max([len("layer")] + [len(r["layer"]) for r in rows])
+        lines = [f"{'layer':<{width}}  {'kind':<6} {'mode':<5} {'series':<12} {'dense MACs':>14} "
+                 f"{'effective MACs':>16} {'density':>8}"]
+        for r in rows:
+            lines.append(f"{r['layer']:<{width}}  {r['kind']:<6} {r['mode']:<5} {r['series']:<12} "
+                         f"{r['dense_macs']:>14,} {r['effective_macs']:>16,.0f} {r['density']:>8.4f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+
+def _dense_macs(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        c_per_group = module.in_channels // module.groups
+        r, s = module.kernel_size
+        return out.numel() * c_per_group * r * s
+    assert isinstance(module, nn.Linear)
+    tokens = x.numel() // module.in_features if module.in_features else 0
+    return tokens * module.in_features * module.out_features
+
+
+def count_macs(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any],
+) -> MACReport:
+    """Run ``model`` once on ``example_inputs`` under ``torch.no_grad`` and count its MACs.
+
+    Args:
+        model: any module; its train/eval mode is left as it is (call ``.eval()`` first for
+            inference numbers: dropout changes what TASD-A sees).
+        example_inputs: one tensor (``model(x)``), a tuple/list of positional arguments, or a
+            mapping of keyword arguments (``model(**inputs)``, e.g. a tokenizer's output).
+
+    Returns:
+        A :class:`MACReport`, layers in ``named_modules`` order (only those that ran).
+
+    The forward hooks are removed afterwards, also when the forward pass raises; TASD-A layers
+    count their inputs during the pass even if their ``track_stats`` was off (restored after).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_macs: `model` must be a torch.nn.Module; got {type(model).__name__}")
+    if not isinstance(example_inputs, (torch.Tensor, tuple, list, Mapping)):
+        raise TypeError(
+            "count_macs: `example_inputs` must be a tensor, a tuple/list of arguments or a mapping of "
+            f"keyword arguments; got {type(example_inputs).__name__}"
+        )
+    entries: dict[int, LayerMACs] = {}
+    order: list[LayerMACs] = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    stats_before: dict[int, tuple[int, int]] = {}
+    tracked: list[tuple[TASDLayer, bool]] = []
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if isinstance(module, TASDLayer):
+            stats_before[id(module)] = (module.kept_elements, module.seen_elements)
+
+    def post_hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        entry = entries[id(module)]
+        x = args[0]
+        dense = _dense_macs(module, x, out)
+        entry.calls += 1
+        entry.dense_macs += dense
+        if isinstance(module, TASDLayer) and module.mode == "A":
+            kept0, seen0 = stats_before.pop(id(module))
+            seen = module.seen_elements - seen0
+            fraction = (module.kept_elements - kept0) / seen if seen else 0.0
+            entry.effective_macs += dense * fraction
+        elif isinstance(module, TASDLayer):
+            entry.effective_macs += dense * module.series.effective_density
+        else:
+            entry.effective_macs += dense
+
+    try:
+        for name, module in model.named_modules():
+            if not isinstance(module, (nn.Linear, nn.Conv2d)):
+                continue
+            if isinstance(module, TASDLayer):
+                entries[id(module)] = LayerMACs(name, "Conv2d" if isinstance(module, nn.Conv2d) else "Linear",
+                                                module.mode, str(module.series))
+                tracked.append((module, module.track_stats))
+                module.track_stats = True
+            else:
+                entries[id(module)] = LayerMACs(name, "Conv2d" if isinstance(module, nn.Conv2d) else "Linear",
+                                                "dense", "dense")
+            order.append(entries[id(module)])
+            handles.append(module.register_forward_pre_hook(pre_hook))
+            handles.append(module.register_forward_hook(post_hook))
+        with torch.no_grad():
+            if isinstance(example_inputs, Mapping):
+                model(**example_inputs)
+            elif isinstance(example_inputs, (tuple, list)):
+                model(*example_inputs)
+            else:
+                model(example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in tracked:
+            module.track_stats = flag
+    return MACReport(layers=[entry for entry in order if entry.calls])
