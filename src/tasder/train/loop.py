@@ -14,10 +14,8 @@ pattern is refused before anything is trained or written.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from tasder.io import atomic_open
 from tasder.train.layers import _NMMixin, set_grad_scale
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "TrainData", "fit", "load_checkpoint", "save_checkpoint"]
@@ -65,20 +64,8 @@ def _describe_model(model: nn.Module) -> tuple[str, str]:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """``torch.save(state)`` atomically: to a temp file next to ``path``, then ``os.replace``."""
     p = Path(path)
-    directory = p.parent if str(p.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write checkpoint {p}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(p) as fh:
+        torch.save(state, fh)
     return p
 
 
