@@ -295,10 +295,7 @@ def approximate_structured(x: torch.Tensor, series: Series, dim: int) -> tuple[t
     if x.numel() > 0:
         bits = x.contiguous().view(int_dtype).reshape(outer, length, inner).numpy()
         cum_g = np.cumsum([t.ranks[0].g for t in series.terms]).astype(np.int64)  # type: ignore[attr-defined]
-        padded = -(-length // h) * h
-        nonfinite = _same_h_kernel(x.numel())(
-            bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits)
-        )
+        nonfinite = _run_same_h(bits, out_np, h, cum_g, np_int(no_sign), np_int(inf_bits))
     return torch.from_numpy(out_np).view(x.dtype).reshape(shape), int(nonfinite)
 
 
@@ -324,15 +321,42 @@ def decompose_structured(
         h = _same_h(series)
         if h is not None:
             cum_g = np.cumsum([p.ranks[0].g for p in patterns]).astype(np.int64)
-            padded = -(-length // h) * h
-            nonfinite = _same_h_kernel(x.numel())(
-                bits, out_np, h, cum_g, padded, np_int(no_sign), np_int(inf_bits)
-            )
+            nonfinite = _run_same_h(bits, out_np, h, cum_g, np_int(no_sign), np_int(inf_bits))
         else:
             nonfinite = _run_general(xc, bits, out_np, patterns, length, np_int(no_sign), np_int(inf_bits))
     as_float = torch.from_numpy(out_np).view(x.dtype)
     terms = [as_float[t].reshape(shape) for t in range(n_terms)]
     return terms, as_float[n_terms].reshape(shape), int(nonfinite)
+
+
+#: Blocks ranked per kernel row when short rows are regrouped into long ones.
+_REGROUP_BLOCKS = 512
+
+
+def _run_same_h(bits, out_np, h, cum_g, no_sign, inf_bits) -> int:  # type: ignore[no-untyped-def]
+    """Same-H fast path; many short rows are ranked as one long row where that is exact.
+
+    The SIMD compare loops of the ranking run over the blocks of one row, and a 384-wide row
+    has only 48 blocks of 8. When the decomposed dim is innermost and a multiple of H, blocks
+    never straddle rows, so the rows can be cut into spans of ``_REGROUP_BLOCKS`` blocks instead.
+    """
+    _, length, inner = bits.shape
+    if inner == 1 and length % h == 0 and length < _REGROUP_BLOCKS * h:
+        n_out = out_np.shape[0]
+        flat_in = bits.reshape(-1)
+        flat_out = out_np.reshape(n_out, -1)
+        span = _REGROUP_BLOCKS * h
+        main = (flat_in.size // span) * span
+        count = 0
+        for start, stop, width in ((0, main, span), (main, flat_in.size, flat_in.size - main)):
+            if stop > start:
+                part_in = flat_in[start:stop].reshape(-1, width, 1)
+                part_out = flat_out[:, start:stop].reshape(n_out, -1, width, 1)
+                assert np.shares_memory(part_out, out_np)  # a copy would silently lose the output
+                count += _same_h_kernel(stop - start)(part_in, part_out, h, cum_g, width, no_sign, inf_bits)
+        return count
+    padded = -(-length // h) * h
+    return _same_h_kernel(bits.size)(bits, out_np, h, cum_g, padded, no_sign, inf_bits)
 
 
 def _run_general(xc, bits, out_np, patterns, length, no_sign, inf_bits) -> int:  # type: ignore[no-untyped-def]
