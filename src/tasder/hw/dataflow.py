@@ -1,0 +1,189 @@
+"""Dense loop analysis (Timeloop's ``loop-analysis`` stage): tiles and access counts from a mapping.
+
+Reuse rules (Timeloop's, for a GEMM where a changed index gives a wholly new tile):
+
+* The tile of tensor X at level ``c`` is (re)filled each time a temporal loop above ``c`` that
+  indexes X iterates — *or* any loop outer to such a loop, since an irrelevant loop only keeps X
+  stationary when it sits inside every relevant loop. So the number of fills is the product of
+  the temporal factors above ``c`` from the outermost loop down to the innermost relevant one
+  (factor-1 loops do not count). The compute level is treated as a level with a 1-word tile: its
+  operand latches give the same stationarity at the innermost loops.
+* Every active child instance receives its own copy (fills scale with all spatial factors above
+  the child), but the parent reads a tile once for all children that share it: spatial loops
+  between parent and child that do not index X are **multicast**.
+* Outputs Z flow back up as partial-sum **updates**; spatial loops that do not index Z (K) are
+  **reduced** before they reach the parent. The first visit of an output tile needs no read of an
+  old partial sum, so reads/fills of Z exclude ``distinct`` = the number of distinct Z tiles.
+
+The result is :class:`ActionCounts`, the narrow interface between the stages: the sparse step
+(part 2) filters it, :mod:`tasder.hw.microarch` costs it. :func:`analyze` works on a whole
+:class:`~tasder.hw.mapping.MappingBatch` at once with array ops; :func:`analyze_reference` is a
+plain scalar implementation of the same rules used to check it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasder.hw.architecture import Architecture
+from tasder.hw.mapping import Mapping, MappingBatch
+from tasder.hw.workload import DIMS, TENSOR_DIMS, TENSORS
+
+__all__ = ["ActionCounts", "analyze", "analyze_reference"]
+
+_REL = np.array([[d in TENSOR_DIMS[t] for d in DIMS] for t in TENSORS])  # (3 tensors, 3 dims)
+
+
+@dataclass(frozen=True)
+class ActionCounts:
+    """Per-level, per-tensor word counts for a batch of ``B`` mappings (arrays (B, L, 3), tensors in
+    :data:`~tasder.hw.workload.TENSORS` order; the whole batch, all instances of a level summed).
+
+    Attributes:
+        tile: words of each tensor's tile held by one instance (0 where the level bypasses it).
+        fills: words written into the level from its parent (A/B fills; Z partial sums read back).
+        reads: words read out of the level: operands to its child, Z partial sums to its child and
+            Z tiles drained to its parent.
+        updates: Z words written into the level from below (partial sums, after spatial reduction).
+        active: (B, L + 1) instances in use at each level and at the compute level.
+        macs: (B,) multiply-accumulates (always M·K·N).
+        steps: (B,) temporal iterations = compute cycles when nothing stalls.
+    """
+
+    level_names: tuple[str, ...]
+    tile: np.ndarray
+    fills: np.ndarray
+    reads: np.ndarray
+    updates: np.ndarray
+    active: np.ndarray
+    macs: np.ndarray
+    steps: np.ndarray
+
+
+def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
+    """Tiles and access counts of every mapping in ``batch`` (no validity check: see the mapper)."""
+    T = batch.temporal.astype(np.float64)
+    S = batch.spatial.astype(np.float64)
+    order = batch.order
+    B, L, _ = T.shape
+    # Temporal loops in nest order: F (B, 3L) factors, D (B, 3L) their dims.
+    D = order.reshape(B, 3 * L)
+    F = np.take_along_axis(T, order, axis=2).reshape(B, 3 * L)
+    cp = np.cumprod(F, axis=1)
+    cp = np.concatenate([np.ones((B, 1)), cp], axis=1)  # cp[:, k] = product of the first k loops
+    pos = np.arange(3 * L)
+    # Tile extents per level (index L = compute: 1 word): product of T·S at levels ≥ i.
+    TS = T * S
+    ext = np.ones((B, L + 1, 3))
+    ext[:, :L] = np.cumprod(TS[:, ::-1], axis=1)[:, ::-1]
+    sprod = np.prod(S, axis=2)  # (B, L)
+    s_above = np.ones((B, L + 1))
+    s_above[:, 1:] = np.cumprod(sprod, axis=1)  # active instances at each level / compute
+    zeros = np.zeros((B, L, 3))
+    tile, fills, reads, updates = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
+    for t, name in enumerate(TENSORS):
+        rel = _REL[t]
+        tile_t = np.prod(np.where(rel, ext, 1.0), axis=2)  # (B, L + 1)
+        tile_t[:, L] = 1.0
+        relevant = rel[D] & (F > 1)
+        last = np.maximum.accumulate(np.where(relevant, pos, -1), axis=1)  # innermost relevant loop so far
+        # reload[c] for c = 1..L: product of loops 0..last over the first 3c loops.
+        last_c = last[:, 2::3]  # (B, L): after level c-1's loops, i.e. above level c
+        reload = np.ones((B, L + 1))
+        reload[:, 1:] = np.take_along_axis(cp, last_c + 1, axis=1)
+        distinct = np.ones((B, L + 1))
+        distinct[:, 1:] = np.cumprod(np.where(rel[D], F, 1.0), axis=1)[:, 2::3]
+        s_rel = np.prod(np.where(rel, S, 1.0), axis=2)  # (B, L) spatial factors that index t
+        s_rel_cum = np.ones((B, L + 1))
+        s_rel_cum[:, 1:] = np.cumprod(s_rel, axis=1)
+        chain = [i for i, lv in enumerate(arch.levels) if name in lv.keep] + [L]
+        for p, c in zip(chain[:-1], chain[1:], strict=True):
+            tile[:, p, t] = tile_t[:, p]
+            per_child = tile_t[:, c] * s_rel_cum[:, c] / s_rel_cum[:, p] * s_above[:, p]  # multicast/reduced
+            if name != "Z":
+                reads[:, p, t] += per_child * reload[:, c]
+                if c < L:
+                    fills[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]
+            else:
+                updates[:, p, t] += per_child * reload[:, c]
+                reads[:, p, t] += per_child * (reload[:, c] - distinct[:, c])
+                if c < L:
+                    fills[:, c, t] += tile_t[:, c] * (reload[:, c] - distinct[:, c]) * s_above[:, c]
+                    reads[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]  # drains to the parent
+    return ActionCounts(
+        level_names=tuple(lv.name for lv in arch.levels), tile=tile, fills=fills, reads=reads, updates=updates,
+        active=s_above, macs=np.prod(TS, axis=(1, 2)), steps=np.prod(T, axis=(1, 2)),
+    )
+
+
+def analyze_reference(arch: Architecture, mapping: Mapping) -> ActionCounts:
+    """The same rules as :func:`analyze`, for one mapping, in plain Python loops (a test oracle)."""
+    L = len(arch.levels)
+    loops = []  # (level, dim, factor, spatial?) outermost first
+    for i, lv in enumerate(mapping.levels):
+        loops += [(i, d, lv.temporal[DIMS.index(d)], False) for d in lv.order]
+        loops += [(i, d, lv.spatial[j], True) for j, d in enumerate(DIMS)]
+
+    def above(c: int) -> list[tuple[int, str, int, bool]]:
+        return [lp for lp in loops if lp[0] < c]
+
+    def tile(t: str, c: int) -> int:
+        n = 1
+        for lvl, d, f, _ in loops:
+            if lvl >= c and d in TENSOR_DIMS[t]:
+                n *= f
+        return n
+
+    def reload(t: str, c: int) -> int:
+        temporal = [lp for lp in above(c) if not lp[3]]
+        inner = -1
+        for k, (_, d, f, _) in enumerate(temporal):
+            if d in TENSOR_DIMS[t] and f > 1:
+                inner = k
+        n = 1
+        for _, _, f, _ in temporal[: inner + 1]:
+            n *= f
+        return n
+
+    def distinct(t: str, c: int) -> int:
+        n = 1
+        for _, d, f, sp in above(c):
+            if not sp and d in TENSOR_DIMS[t]:
+                n *= f
+        return n
+
+    def spatial(c_lo: int, c_hi: int, t: str | None) -> int:
+        n = 1
+        for lvl, d, f, sp in loops:
+            if sp and c_lo <= lvl < c_hi and (t is None or d in TENSOR_DIMS[t]):
+                n *= f
+        return n
+
+    shape = (1, L, 3)
+    tiles, fills, reads, updates = (np.zeros(shape) for _ in range(4))
+    for ti, t in enumerate(TENSORS):
+        chain = [i for i, lv in enumerate(arch.levels) if t in lv.keep] + [L]
+        for p, c in zip(chain[:-1], chain[1:], strict=True):
+            tiles[0, p, ti] = tile(t, p)
+            tc = 1 if c == L else tile(t, c)
+            per_child = tc * spatial(p, c, t) * spatial(0, p, None)
+            if t != "Z":
+                reads[0, p, ti] += per_child * reload(t, c)
+                if c < L:
+                    fills[0, c, ti] += tc * reload(t, c) * spatial(0, c, None)
+            else:
+                first = reload(t, c) - distinct(t, c)
+                updates[0, p, ti] += per_child * reload(t, c)
+                reads[0, p, ti] += per_child * first
+                if c < L:
+                    fills[0, c, ti] += tc * first * spatial(0, c, None)
+                    reads[0, c, ti] += tc * reload(t, c) * spatial(0, c, None)
+    active = np.array([[spatial(0, c, None) for c in range(L + 1)]], dtype=np.float64)
+    steps = 1
+    for _, _, f, sp in loops:
+        if not sp:
+            steps *= f
+    return ActionCounts(tuple(lv.name for lv in arch.levels), tiles, fills, reads, updates, active,
+                        np.array([float(steps * spatial(0, L, None))]), np.array([float(steps)]))

@@ -1,0 +1,297 @@
+"""The mapper (Timeloop's ``search``): sample or enumerate valid mappings, evaluate them in batches.
+
+Why vectorized: a mapping is a handful of integers, so a batch of them is a few (B, L, 3) arrays
+and the whole dataflow + cost model runs as NumPy array ops over the batch — thousands of
+mappings per call instead of one Python call per mapping.
+
+Mapspace: each dim's size is split into per-level temporal and spatial factors by assigning each
+of its prime factors to a slot (uniformly at random, or every assignment when the whole space
+fits in the budget); each level gets a loop order. User constraints fix loop orders, restrict
+which dims may be spatial at a level, or ask for a named dataflow ("output-stationary": K
+innermost at every level; "weight-stationary": N; "input-stationary": M).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tasder.hw.architecture import Architecture
+from tasder.hw.mapping import ORDERS, Mapping, MappingBatch, MappingError
+from tasder.hw.microarch import Costs
+from tasder.hw.model import Evaluation, evaluate_batch
+from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
+
+__all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
+           "search", "search_network", "validity"]
+
+OBJECTIVES: tuple[str, ...] = ("edp", "energy", "cycles")
+#: Named dataflows → the dim that must be innermost at every level.
+STATIONARY: dict[str, str] = {"output-stationary": "K", "weight-stationary": "N", "input-stationary": "M"}
+
+
+class NoValidMappingError(MappingError):
+    """No candidate mapping satisfied the architecture's constraints; the message names the tightest one."""
+
+
+@dataclass(frozen=True)
+class MapperConstraints:
+    """User constraints on the mapspace, keyed by storage-level name.
+
+    Attributes:
+        orders: level → fixed loop order (e.g. ``{"RF": "MNK"}``).
+        spatial_dims: level → dims that may be spatial there (e.g. ``{"L2": "MN"}``; ``""`` = none).
+        dataflow: a key of :data:`STATIONARY`, applied at every level without a fixed order.
+    """
+
+    orders: dict[str, str] = field(default_factory=dict)
+    spatial_dims: dict[str, str] = field(default_factory=dict)
+    dataflow: str | None = None
+
+    def allowed_orders(self, arch: Architecture) -> list[list[str]]:
+        for name, order in self.orders.items():
+            arch.level_index(name)
+            if order not in ORDERS:
+                raise ValueError(f"MapperConstraints.orders[{name!r}]={order!r} must be one of {', '.join(ORDERS)}")
+        if self.dataflow is not None and self.dataflow not in STATIONARY:
+            raise ValueError(f"MapperConstraints.dataflow={self.dataflow!r} must be one of {', '.join(STATIONARY)}")
+        out = []
+        for lv in arch.levels:
+            if lv.name in self.orders:
+                out.append([self.orders[lv.name]])
+            elif self.dataflow is not None:
+                out.append([o for o in ORDERS if o[-1] == STATIONARY[self.dataflow]])
+            else:
+                out.append(list(ORDERS))
+        return out
+
+    def spatial_slots(self, arch: Architecture) -> list[str]:
+        for name, dims in self.spatial_dims.items():
+            arch.level_index(name)
+            if any(d not in DIMS for d in dims):
+                raise ValueError(f"MapperConstraints.spatial_dims[{name!r}]={dims!r} may only hold M, K, N")
+        return [self.spatial_dims.get(lv.name, "MKN") if fan > 1 else ""
+                for lv, fan in zip(arch.levels, arch.fanouts, strict=True)]
+
+
+def _primes(n: int) -> list[int]:
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        out.append(n)
+    return out
+
+
+def _slots(arch: Architecture, dim: str, spatial_dims: list[str]) -> list[int]:
+    """Slot indices a dim's factors may go to: 0..L-1 temporal, L..2L-1 spatial."""
+    L = len(arch.levels)
+    return list(range(L)) + [L + i for i in range(L) if dim in spatial_dims[i]]
+
+
+def _compositions(n: int, slots: list[int], width: int) -> np.ndarray:
+    """Every way to split ``n`` into factors over ``slots`` (rows of length ``width``)."""
+    rows = [np.ones(width, dtype=np.int64)]
+    for p, e in Counter(_primes(n)).items():
+        new = []
+        for combo in itertools.combinations_with_replacement(slots, e):
+            for r in rows:
+                r2 = r.copy()
+                for s in combo:
+                    r2[s] *= p
+                new.append(r2)
+        rows = new
+    return np.unique(np.array(rows), axis=0)
+
+
+def _n_compositions(n: int, n_slots: int) -> int:
+    return math.prod(math.comb(e + n_slots - 1, n_slots - 1) for e in Counter(_primes(n)).values())
+
+
+def _assemble(per_dim: list[np.ndarray], orders: np.ndarray, L: int) -> MappingBatch:
+    f = np.stack(per_dim, axis=2)  # (B, 2L, 3)
+    return MappingBatch(temporal=f[:, :L], spatial=f[:, L:], order=orders)
+
+
+def _order_array(choices: list[list[str]], idx: np.ndarray) -> np.ndarray:
+    """(B, L) indices into each level's choices → (B, L, 3) dim indices."""
+    tables = [np.array([[DIMS.index(d) for d in o] for o in ch], dtype=np.int64) for ch in choices]
+    return np.stack([tables[i][idx[:, i]] for i in range(len(choices))], axis=1)
+
+
+def validity(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Vectorized validity: (B,) mask and, per constraint name, the (B,) mask of candidates it rejects.
+
+    Factor products are correct by construction for sampled batches but checked anyway, so the
+    function also serves hand-built batches.
+    """
+    T, S = batch.temporal, batch.spatial
+    fails: dict[str, np.ndarray] = {}
+    prod = np.prod(T * S, axis=1)  # (B, 3)
+    for j, d in enumerate(DIMS):
+        fails[f"dim {d}: factors must multiply to {problem.sizes[j]}"] = prod[:, j] != problem.sizes[j]
+    ext = np.cumprod((T * S)[:, ::-1], axis=1)[:, ::-1]  # (B, L, 3)
+    for i, (lv, fan) in enumerate(zip(arch.levels, arch.fanouts, strict=True)):
+        fails[f"level {lv.name}: spatial fan-out {fan}"] = np.prod(S[:, i], axis=1) > fan
+        if lv.capacity is not None:
+            need = sum(np.prod(ext[:, i, [DIMS.index(d) for d in TENSOR_DIMS[t]]], axis=1) for t in lv.keep)
+            fails[f"level {lv.name}: capacity {lv.capacity} words"] = need > lv.capacity
+    bad = np.zeros(len(batch), dtype=bool)
+    for mask in fails.values():
+        bad |= mask
+    return ~bad, fails
+
+
+@dataclass(frozen=True)
+class MapperResult:
+    """The best mapping for ``objective``, the top-k, and search statistics."""
+
+    best: Evaluation
+    top: tuple[tuple[Mapping, float], ...]
+    objective: str
+    candidates: int
+    valid: int
+    exhaustive: bool
+
+
+def _objective(costs: Costs, objective: str) -> np.ndarray:
+    return {"edp": costs.edp, "energy": costs.total_energy, "cycles": costs.cycles}[objective]
+
+
+def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
+           top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
+    """Search mappings of ``problem`` on ``arch``; deterministic for a ``seed``.
+
+    If the whole constrained mapspace has at most ``budget`` points it is enumerated (so the
+    result is optimal); otherwise ``budget`` candidates are sampled. Ties keep the earlier
+    candidate.
+
+    Raises:
+        NoValidMappingError: no candidate is valid; names the constraint that rejected most of them.
+        ValueError: bad ``objective``, ``budget`` or constraints.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive integer; got {budget!r}")
+    constraints = constraints or MapperConstraints()
+    order_choices = constraints.allowed_orders(arch)
+    spatial_dims = constraints.spatial_slots(arch)
+    L = len(arch.levels)
+    slots = [_slots(arch, d, spatial_dims) for d in DIMS]
+    space = math.prod(_n_compositions(n, len(s)) for n, s in zip(problem.sizes, slots, strict=True))
+    space *= math.prod(len(c) for c in order_choices)
+    exhaustive = space <= budget
+    rng = np.random.default_rng(seed)
+    batches: list[MappingBatch] = []
+    if exhaustive:
+        comps = [_compositions(n, s, 2 * L) for n, s in zip(problem.sizes, slots, strict=True)]
+        order_idx = np.array(list(itertools.product(*[range(len(c)) for c in order_choices])), dtype=np.int64)
+        grids = np.meshgrid(*[np.arange(len(c)) for c in comps], np.arange(len(order_idx)), indexing="ij")
+        flat = [g.ravel() for g in grids]
+        batches.append(_assemble([c[f] for c, f in zip(comps, flat[:3], strict=True)],
+                                 _order_array(order_choices, order_idx[flat[3]]), L))
+    else:
+        primes = [_primes(n) for n in problem.sizes]
+        left = budget
+        while left > 0:
+            b = min(chunk, left)
+            left -= b
+            per_dim = []
+            for ps, sl in zip(primes, slots, strict=True):
+                f = np.ones((b, 2 * L), dtype=np.int64)
+                choice = np.asarray(sl)[rng.integers(0, len(sl), size=(b, len(ps)))]
+                rows = np.arange(b)
+                for k, p in enumerate(ps):
+                    f[rows, choice[:, k]] *= p
+                per_dim.append(f)
+            oidx = np.stack([rng.integers(0, len(c), size=b) for c in order_choices], axis=1)
+            batches.append(_assemble(per_dim, _order_array(order_choices, oidx), L))
+    candidates = sum(len(b) for b in batches)
+    scores, kept = [], []
+    fail_counts: Counter[str] = Counter()
+    for batch in batches:
+        ok, fails = validity(arch, problem, batch)
+        for name, mask in fails.items():
+            fail_counts[name] += int(mask.sum())
+        if not ok.any():
+            continue
+        good = batch.take(np.flatnonzero(ok))
+        _, costs = evaluate_batch(arch, problem, good)
+        scores.append(_objective(costs, objective))
+        kept.append(good)
+    if not kept:
+        name, n = fail_counts.most_common(1)[0]
+        raise NoValidMappingError(
+            f"no valid mapping of {problem.name} (M={problem.M}, K={problem.K}, N={problem.N}) on {arch.name}: "
+            f"{candidates} candidate(s) tried; the tightest constraint is '{name}', which rejected {n} of them "
+            f"(others: " + ", ".join(f"'{k}' {v}" for k, v in fail_counts.most_common()[1:4] if v) + ")")
+    all_scores = np.concatenate(scores)
+    all_t = np.concatenate([k.temporal for k in kept])
+    all_s = np.concatenate([k.spatial for k in kept])
+    all_o = np.concatenate([k.order for k in kept])
+    pool = MappingBatch(all_t, all_s, all_o)
+    rank = np.argsort(all_scores, kind="stable")
+    top, seen = [], set()
+    for r in rank:
+        m = pool.mapping(int(r))
+        if m in seen:
+            continue
+        seen.add(m)
+        top.append((m, float(all_scores[r])))
+        if len(top) == top_k:
+            break
+    best_map = top[0][0]
+    counts, costs = evaluate_batch(arch, problem, best_map.to_batch())
+    return MapperResult(best=Evaluation(arch, problem, best_map, counts, costs), top=tuple(top), objective=objective,
+                        candidates=candidates, valid=len(all_scores), exhaustive=exhaustive)
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """Per-layer best mappings and totals weighted by each layer's ``repeat``."""
+
+    network: Network
+    layers: tuple[MapperResult, ...]
+
+    @property
+    def cycles(self) -> float:
+        return sum(r.best.cycles * r.best.problem.repeat for r in self.layers)
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(r.best.energy_pj * r.best.problem.repeat for r in self.layers)
+
+    @property
+    def candidates(self) -> int:
+        return sum(r.candidates for r in self.layers)
+
+    def edp(self, clock_hz: float) -> float:
+        """Network EDP in J·s: total energy × total delay (not the sum of per-layer EDPs)."""
+        return self.energy_pj * 1e-12 * self.cycles / clock_hz
+
+    def utilization(self, mac_units: int) -> float:
+        return sum(r.best.problem.macs * r.best.problem.repeat for r in self.layers) / (self.cycles * mac_units)
+
+
+def search_network(arch: Architecture, network: Network, **kwargs: object) -> NetworkResult:
+    """:func:`search` every layer (layers with the same M, K, N share one search)."""
+    cache: dict[tuple[int, int, int, int], MapperResult] = {}
+    out = []
+    for p in network.layers:
+        key = (p.M, p.K, p.N, p.word_bits)
+        if key not in cache:
+            cache[key] = search(arch, p, **kwargs)  # type: ignore[arg-type]
+        r = cache[key]
+        best = Evaluation(arch, p, r.best.mapping, r.best.counts, r.best.costs)
+        out.append(MapperResult(best, r.top, r.objective, r.candidates, r.valid, r.exhaustive))
+    return NetworkResult(network, tuple(out))
+
+

@@ -1,0 +1,174 @@
+"""YAML loading that keeps line numbers, and the checks every spec node shares.
+
+Why our own loader: a spec error is only useful if it says *where* (file, line, key path) and
+what is allowed there (STYLE §4 "unknown keys give errors that teach"). ``yaml.safe_load`` throws
+the positions away, so we compose the node tree and build plain values ourselves, remembering
+each mapping's and each key's line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_yaml"]
+
+#: Spec format version written into every shipped file and accepted on load.
+SPEC_VERSION = "0.1"
+
+
+class SpecError(ValueError):
+    """A spec (architecture, workload, mapping, energy table) that cannot be used; says where and why."""
+
+
+class SpecMap(dict):
+    """A YAML mapping as a plain ``dict`` that also knows its file, its line and each key's line."""
+
+    source: str
+    line: int
+    key_lines: dict[str, int]
+    path: str
+
+    def where(self, key: str | None = None) -> str:
+        """``file:line`` of ``key`` (or of the mapping itself), 1-based as editors count."""
+        line = self.key_lines.get(key, self.line) if key is not None else self.line
+        return f"{self.source}:{line}"
+
+
+def _build(node: yaml.Node, loader: yaml.SafeLoader, source: str, path: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = SpecMap()
+        out.source, out.line, out.key_lines, out.path = source, node.start_mark.line + 1, {}, path
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, bool) or not isinstance(key, (str, int, float)):
+                raise SpecError(f"{source}:{key_node.start_mark.line + 1}: key {key!r} in {path or 'the top level'} "
+                                f"must be a string")
+            if key in out:
+                raise SpecError(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r} in "
+                                f"{path or 'the top level'}")
+            if isinstance(key, str) and "-" in key:
+                # Timeloop's older hyphenated spellings are rewritten to underscores on load.
+                key = key.replace("-", "_")
+            out.key_lines[key] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, loader, source, f"{path}.{key}" if path else key)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, loader, source, f"{path}[{i}]") for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml(path: str | Path) -> SpecMap:
+    """Parse a YAML file into :class:`SpecMap`/list/scalar values that remember their lines.
+
+    Raises:
+        SpecError: unreadable YAML (with the parser's position) or a top level that is not a mapping.
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError(f"{path}: the file is empty; expected a mapping with a 'version' key")
+        doc = _build(node, loader, str(path), "")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(doc, SpecMap):
+        raise SpecError(f"{path}: the top level must be a mapping, got {type(doc).__name__}")
+    return doc
+
+
+def _label(d: Mapping[str, Any]) -> str:
+    return getattr(d, "path", "") or "the top level"
+
+
+def _where(d: Mapping[str, Any], key: str | None = None) -> str:
+    return d.where(key) if isinstance(d, SpecMap) else "<dict>"
+
+
+def check_keys(d: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+    """Reject unknown keys (suggesting close ones) and missing required keys, naming file, line and path."""
+    allowed = list(allowed)
+    for key in d:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"{_where(d, key)}: unknown key {key!r} in {_label(d)}{hint} "
+                            f"(allowed: {', '.join(allowed)})")
+    for key in required:
+        if key not in d:
+            raise SpecError(f"{_where(d)}: {_label(d)} is missing the required key {key!r}")
+
+
+def _bad(d: Mapping[str, Any], key: str, expected: str) -> SpecError:
+    value = d[key]
+    return SpecError(f"{_where(d, key)}: {_label(d)}.{key} must be {expected}; got {value!r} "
+                     f"({type(value).__name__})")
+
+
+def get_int(d: Mapping[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int | None:
+    """``d[key]`` as an int ≥ ``minimum`` (``default`` when absent); bools and floats are type errors."""
+    if key not in d or d[key] is None:
+        return default
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(d, key, f"an integer ≥ {minimum}")
+    if value < minimum:
+        raise _bad(d, key, f"an integer ≥ {minimum}")
+    return value
+
+
+def get_float(d: Mapping[str, Any], key: str, default: float | None = None, *, positive: bool = True,
+              allow_zero: bool = False) -> float | None:
+    """``d[key]`` as a float (ints accepted); ``positive`` rejects negatives and, unless ``allow_zero``, zero."""
+    if key not in d or d[key] is None:
+        return default
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(d, key, "a number")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise _bad(d, key, "a number ≥ 0" if allow_zero else "a number > 0")
+    return float(value)
+
+
+def get_str(d: Mapping[str, Any], key: str, default: str | None = None,
+            choices: Iterable[str] | None = None) -> str | None:
+    """``d[key]`` as a string, optionally one of ``choices``."""
+    if key not in d or d[key] is None:
+        return default
+    value = d[key]
+    if not isinstance(value, str):
+        raise _bad(d, key, "a string")
+    if choices is not None:
+        choices = list(choices)
+        if value not in choices:
+            raise _bad(d, key, f"one of {', '.join(choices)}")
+    return value
+
+
+def get_bool(d: Mapping[str, Any], key: str, default: bool) -> bool:
+    """``d[key]`` as a bool."""
+    if key not in d or d[key] is None:
+        return default
+    if not isinstance(d[key], bool):
+        raise _bad(d, key, "true or false")
+    return bool(d[key])
+
+
+def check_version(doc: SpecMap) -> None:
+    """Every spec file carries ``version: 0.1`` (a number or a string)."""
+    if "version" not in doc:
+        raise SpecError(f"{doc.where()}: missing 'version' (this tasder reads version {SPEC_VERSION})")
+    if str(doc["version"]) != SPEC_VERSION:
+        raise SpecError(f"{doc.where('version')}: unsupported version {doc['version']!r} "
+                        f"(this tasder reads version {SPEC_VERSION})")
