@@ -155,7 +155,10 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
         SpecError: unknown keys, wrong types, bad values — with file, line and key path.
     """
     path = Path(source)
-    if not path.is_file() and str(source) in list_designs():
+    if not path.is_file():
+        if str(source) not in list_designs():
+            raise SpecError(f"architecture {str(source)!r}: no such file and no shipped design of that name "
+                            f"(designs: {', '.join(list_designs())})")
         path = _designs_dir() / f"{source}.yaml"
     doc = load_yaml(path)
     check_keys(doc, ("version", "architecture"), required=("version", "architecture"))

@@ -24,6 +24,7 @@ plain scalar implementation of the same rules used to check it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -64,63 +65,63 @@ class ActionCounts:
 
 def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
     """Tiles and access counts of every mapping in ``batch`` (no validity check: see the mapper)."""
-    T = batch.temporal.astype(np.float64)
-    S = batch.spatial.astype(np.float64)
+    tf = batch.temporal.astype(np.float64)
+    sf = batch.spatial.astype(np.float64)
     order = batch.order
-    B, L, _ = T.shape
-    # Temporal loops in nest order: F (B, 3L) factors, D (B, 3L) their dims.
-    D = order.reshape(B, 3 * L)
-    F = np.take_along_axis(T, order, axis=2).reshape(B, 3 * L)
-    cp = np.cumprod(F, axis=1)
-    cp = np.concatenate([np.ones((B, 1)), cp], axis=1)  # cp[:, k] = product of the first k loops
-    pos = np.arange(3 * L)
-    # Tile extents per level (index L = compute: 1 word): product of T·S at levels ≥ i.
-    TS = T * S
-    ext = np.ones((B, L + 1, 3))
-    ext[:, :L] = np.cumprod(TS[:, ::-1], axis=1)[:, ::-1]
-    sprod = np.prod(S, axis=2)  # (B, L)
-    s_above = np.ones((B, L + 1))
+    nb, nl, _ = tf.shape
+    # Temporal loops in nest order: fac (nb, 3L) factors, dim_of (nb, 3L) their dims.
+    dim_of = order.reshape(nb, 3 * nl)
+    fac = np.take_along_axis(tf, order, axis=2).reshape(nb, 3 * nl)
+    cp = np.cumprod(fac, axis=1)
+    cp = np.concatenate([np.ones((nb, 1)), cp], axis=1)  # cp[:, k] = product of the first k loops
+    pos = np.arange(3 * nl)
+    # Tile extents per level (index nl = compute: 1 word): product of temporal·spatial at levels ≥ i.
+    ts = tf * sf
+    ext = np.ones((nb, nl + 1, 3))
+    ext[:, :nl] = np.cumprod(ts[:, ::-1], axis=1)[:, ::-1]
+    sprod = np.prod(sf, axis=2)  # (nb, nl)
+    s_above = np.ones((nb, nl + 1))
     s_above[:, 1:] = np.cumprod(sprod, axis=1)  # active instances at each level / compute
-    zeros = np.zeros((B, L, 3))
+    zeros = np.zeros((nb, nl, 3))
     tile, fills, reads, updates = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
     for t, name in enumerate(TENSORS):
         rel = _REL[t]
-        tile_t = np.prod(np.where(rel, ext, 1.0), axis=2)  # (B, L + 1)
-        tile_t[:, L] = 1.0
-        relevant = rel[D] & (F > 1)
+        tile_t = np.prod(np.where(rel, ext, 1.0), axis=2)  # (nb, nl + 1)
+        tile_t[:, nl] = 1.0
+        relevant = rel[dim_of] & (fac > 1)
         last = np.maximum.accumulate(np.where(relevant, pos, -1), axis=1)  # innermost relevant loop so far
         # reload[c] for c = 1..L: product of loops 0..last over the first 3c loops.
-        last_c = last[:, 2::3]  # (B, L): after level c-1's loops, i.e. above level c
-        reload = np.ones((B, L + 1))
+        last_c = last[:, 2::3]  # (nb, nl): after level c-1's loops, i.e. above level c
+        reload = np.ones((nb, nl + 1))
         reload[:, 1:] = np.take_along_axis(cp, last_c + 1, axis=1)
-        distinct = np.ones((B, L + 1))
-        distinct[:, 1:] = np.cumprod(np.where(rel[D], F, 1.0), axis=1)[:, 2::3]
-        s_rel = np.prod(np.where(rel, S, 1.0), axis=2)  # (B, L) spatial factors that index t
-        s_rel_cum = np.ones((B, L + 1))
+        distinct = np.ones((nb, nl + 1))
+        distinct[:, 1:] = np.cumprod(np.where(rel[dim_of], fac, 1.0), axis=1)[:, 2::3]
+        s_rel = np.prod(np.where(rel, sf, 1.0), axis=2)  # (nb, nl) spatial factors that index t
+        s_rel_cum = np.ones((nb, nl + 1))
         s_rel_cum[:, 1:] = np.cumprod(s_rel, axis=1)
-        chain = [i for i, lv in enumerate(arch.levels) if name in lv.keep] + [L]
-        for p, c in zip(chain[:-1], chain[1:], strict=True):
+        chain = [i for i, lv in enumerate(arch.levels) if name in lv.keep] + [nl]
+        for p, c in pairwise(chain):
             tile[:, p, t] = tile_t[:, p]
             per_child = tile_t[:, c] * s_rel_cum[:, c] / s_rel_cum[:, p] * s_above[:, p]  # multicast/reduced
             if name != "Z":
                 reads[:, p, t] += per_child * reload[:, c]
-                if c < L:
+                if c < nl:
                     fills[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]
             else:
                 updates[:, p, t] += per_child * reload[:, c]
                 reads[:, p, t] += per_child * (reload[:, c] - distinct[:, c])
-                if c < L:
+                if c < nl:
                     fills[:, c, t] += tile_t[:, c] * (reload[:, c] - distinct[:, c]) * s_above[:, c]
                     reads[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]  # drains to the parent
     return ActionCounts(
         level_names=tuple(lv.name for lv in arch.levels), tile=tile, fills=fills, reads=reads, updates=updates,
-        active=s_above, macs=np.prod(TS, axis=(1, 2)), steps=np.prod(T, axis=(1, 2)),
+        active=s_above, macs=np.prod(ts, axis=(1, 2)), steps=np.prod(tf, axis=(1, 2)),
     )
 
 
 def analyze_reference(arch: Architecture, mapping: Mapping) -> ActionCounts:
     """The same rules as :func:`analyze`, for one mapping, in plain Python loops (a test oracle)."""
-    L = len(arch.levels)
+    nl = len(arch.levels)
     loops = []  # (level, dim, factor, spatial?) outermost first
     for i, lv in enumerate(mapping.levels):
         loops += [(i, d, lv.temporal[DIMS.index(d)], False) for d in lv.order]
@@ -161,29 +162,29 @@ def analyze_reference(arch: Architecture, mapping: Mapping) -> ActionCounts:
                 n *= f
         return n
 
-    shape = (1, L, 3)
+    shape = (1, nl, 3)
     tiles, fills, reads, updates = (np.zeros(shape) for _ in range(4))
     for ti, t in enumerate(TENSORS):
-        chain = [i for i, lv in enumerate(arch.levels) if t in lv.keep] + [L]
-        for p, c in zip(chain[:-1], chain[1:], strict=True):
+        chain = [i for i, lv in enumerate(arch.levels) if t in lv.keep] + [nl]
+        for p, c in pairwise(chain):
             tiles[0, p, ti] = tile(t, p)
-            tc = 1 if c == L else tile(t, c)
+            tc = 1 if c == nl else tile(t, c)
             per_child = tc * spatial(p, c, t) * spatial(0, p, None)
             if t != "Z":
                 reads[0, p, ti] += per_child * reload(t, c)
-                if c < L:
+                if c < nl:
                     fills[0, c, ti] += tc * reload(t, c) * spatial(0, c, None)
             else:
                 first = reload(t, c) - distinct(t, c)
                 updates[0, p, ti] += per_child * reload(t, c)
                 reads[0, p, ti] += per_child * first
-                if c < L:
+                if c < nl:
                     fills[0, c, ti] += tc * first * spatial(0, c, None)
                     reads[0, c, ti] += tc * reload(t, c) * spatial(0, c, None)
-    active = np.array([[spatial(0, c, None) for c in range(L + 1)]], dtype=np.float64)
+    active = np.array([[spatial(0, c, None) for c in range(nl + 1)]], dtype=np.float64)
     steps = 1
     for _, _, f, sp in loops:
         if not sp:
             steps *= f
     return ActionCounts(tuple(lv.name for lv in arch.levels), tiles, fills, reads, updates, active,
-                        np.array([float(steps * spatial(0, L, None))]), np.array([float(steps)]))
+                        np.array([float(steps * spatial(0, nl, None))]), np.array([float(steps)]))

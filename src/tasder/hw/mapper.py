@@ -92,8 +92,8 @@ def _primes(n: int) -> list[int]:
 
 def _slots(arch: Architecture, dim: str, spatial_dims: list[str]) -> list[int]:
     """Slot indices a dim's factors may go to: 0..L-1 temporal, L..2L-1 spatial."""
-    L = len(arch.levels)
-    return list(range(L)) + [L + i for i in range(L) if dim in spatial_dims[i]]
+    nl = len(arch.levels)
+    return list(range(nl)) + [nl + i for i in range(nl) if dim in spatial_dims[i]]
 
 
 def _compositions(n: int, slots: list[int], width: int) -> np.ndarray:
@@ -115,9 +115,10 @@ def _n_compositions(n: int, n_slots: int) -> int:
     return math.prod(math.comb(e + n_slots - 1, n_slots - 1) for e in Counter(_primes(n)).values())
 
 
-def _assemble(per_dim: list[np.ndarray], orders: np.ndarray, L: int) -> MappingBatch:
+def _assemble(per_dim: list[np.ndarray], orders: np.ndarray, nl: int) -> MappingBatch:
     f = np.stack(per_dim, axis=2)  # (B, 2L, 3)
-    return MappingBatch(temporal=f[:, :L], spatial=f[:, L:], order=orders)
+    return MappingBatch(temporal=f[:, :nl], spatial=f[:, nl:], order=orders)
+
 
 
 def _order_array(choices: list[list[str]], idx: np.ndarray) -> np.ndarray:
@@ -132,14 +133,14 @@ def validity(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple
     Factor products are correct by construction for sampled batches but checked anyway, so the
     function also serves hand-built batches.
     """
-    T, S = batch.temporal, batch.spatial
+    tf, sf = batch.temporal, batch.spatial
     fails: dict[str, np.ndarray] = {}
-    prod = np.prod(T * S, axis=1)  # (B, 3)
+    prod = np.prod(tf * sf, axis=1)  # (B, 3)
     for j, d in enumerate(DIMS):
         fails[f"dim {d}: factors must multiply to {problem.sizes[j]}"] = prod[:, j] != problem.sizes[j]
-    ext = np.cumprod((T * S)[:, ::-1], axis=1)[:, ::-1]  # (B, L, 3)
+    ext = np.cumprod((tf * sf)[:, ::-1], axis=1)[:, ::-1]  # (B, L, 3)
     for i, (lv, fan) in enumerate(zip(arch.levels, arch.fanouts, strict=True)):
-        fails[f"level {lv.name}: spatial fan-out {fan}"] = np.prod(S[:, i], axis=1) > fan
+        fails[f"level {lv.name}: spatial fan-out {fan}"] = np.prod(sf[:, i], axis=1) > fan
         if lv.capacity is not None:
             need = sum(np.prod(ext[:, i, [DIMS.index(d) for d in TENSOR_DIMS[t]]], axis=1) for t in lv.keep)
             fails[f"level {lv.name}: capacity {lv.capacity} words"] = need > lv.capacity
@@ -147,6 +148,49 @@ def validity(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple
     for mask in fails.values():
         bad |= mask
     return ~bad, fails
+
+
+def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_choices: list[list[str]], b: int,
+            rng: np.random.Generator) -> MappingBatch:
+    """``b`` valid mappings drawn by placing prime factors one at a time into a random *feasible* slot.
+
+    Why this works: adding a factor never shrinks a tile or a spatial product, so a slot that is
+    infeasible now stays infeasible, and every prefix of a valid mapping is feasible — the
+    sampler reaches every valid mapping and never produces an invalid one (the outermost temporal
+    slot is always feasible). The primes are placed in a random order per call.
+    """
+    nl = len(arch.levels)
+    caps = np.array([np.inf if lv.capacity is None else lv.capacity for lv in arch.levels])
+    fans = np.array(arch.fanouts)
+    keep = [[[DIMS.index(d) for d in TENSOR_DIMS[t]] for t in lv.keep] for lv in arch.levels]
+    f = np.ones((b, 2 * nl, 3), dtype=np.int64)
+    ext = np.ones((b, nl, 3))
+    sp = np.ones((b, nl))
+    rows = np.arange(b)
+    levels = np.arange(nl)
+    items = [(j, p) for j, n in enumerate(problem.sizes) for p in _primes(n)]
+    for k in rng.permutation(len(items)):
+        d, p = items[k]
+        sl = np.asarray(slots[d])
+        trial = ext.copy()
+        trial[:, :, d] *= p
+        need = np.stack([sum(np.prod(trial[:, i, ts], axis=1) for ts in keep[i]) if keep[i] else np.zeros(b)
+                         for i in range(nl)], axis=1)
+        cap_ok = np.logical_and.accumulate(need <= caps, axis=1)  # (b, nl): levels 0..j all fit
+        lvl = sl % nl
+        feasible = cap_ok[:, lvl]
+        spatial = sl >= nl
+        if spatial.any():
+            feasible[:, spatial] &= sp[:, lvl[spatial]] * p <= fans[lvl[spatial]]
+        keys = np.where(feasible, rng.random((b, len(sl))), -1.0)
+        pick = np.argmax(keys, axis=1)
+        slot, j = sl[pick], lvl[pick]
+        f[rows, slot, d] *= p
+        ext[:, :, d] *= np.where(levels[None, :] <= j[:, None], p, 1)
+        is_sp = slot >= nl
+        sp[rows[is_sp], j[is_sp]] *= p
+    oidx = np.stack([rng.integers(0, len(c), size=b) for c in order_choices], axis=1)
+    return MappingBatch(temporal=f[:, :nl], spatial=f[:, nl:], order=_order_array(order_choices, oidx))
 
 
 @dataclass(frozen=True)
@@ -184,7 +228,7 @@ def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, object
     constraints = constraints or MapperConstraints()
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)
-    L = len(arch.levels)
+    nl = len(arch.levels)
     slots = [_slots(arch, d, spatial_dims) for d in DIMS]
     space = math.prod(_n_compositions(n, len(s)) for n, s in zip(problem.sizes, slots, strict=True))
     space *= math.prod(len(c) for c in order_choices)
@@ -192,28 +236,18 @@ def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, object
     rng = np.random.default_rng(seed)
     batches: list[MappingBatch] = []
     if exhaustive:
-        comps = [_compositions(n, s, 2 * L) for n, s in zip(problem.sizes, slots, strict=True)]
+        comps = [_compositions(n, s, 2 * nl) for n, s in zip(problem.sizes, slots, strict=True)]
         order_idx = np.array(list(itertools.product(*[range(len(c)) for c in order_choices])), dtype=np.int64)
         grids = np.meshgrid(*[np.arange(len(c)) for c in comps], np.arange(len(order_idx)), indexing="ij")
         flat = [g.ravel() for g in grids]
         batches.append(_assemble([c[f] for c, f in zip(comps, flat[:3], strict=True)],
-                                 _order_array(order_choices, order_idx[flat[3]]), L))
+                                 _order_array(order_choices, order_idx[flat[3]]), nl))
     else:
-        primes = [_primes(n) for n in problem.sizes]
         left = budget
         while left > 0:
             b = min(chunk, left)
             left -= b
-            per_dim = []
-            for ps, sl in zip(primes, slots, strict=True):
-                f = np.ones((b, 2 * L), dtype=np.int64)
-                choice = np.asarray(sl)[rng.integers(0, len(sl), size=(b, len(ps)))]
-                rows = np.arange(b)
-                for k, p in enumerate(ps):
-                    f[rows, choice[:, k]] *= p
-                per_dim.append(f)
-            oidx = np.stack([rng.integers(0, len(c), size=b) for c in order_choices], axis=1)
-            batches.append(_assemble(per_dim, _order_array(order_choices, oidx), L))
+            batches.append(_sample(arch, problem, slots, order_choices, b, rng))
     candidates = sum(len(b) for b in batches)
     scores, kept = [], []
     fail_counts: Counter[str] = Counter()
@@ -229,10 +263,12 @@ def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, object
         kept.append(good)
     if not kept:
         name, n = fail_counts.most_common(1)[0]
+        others = ", ".join(f"'{k}' {v}" for k, v in fail_counts.most_common()[1:4] if v)
         raise NoValidMappingError(
             f"no valid mapping of {problem.name} (M={problem.M}, K={problem.K}, N={problem.N}) on {arch.name}: "
-            f"{candidates} candidate(s) tried; the tightest constraint is '{name}', which rejected {n} of them "
-            f"(others: " + ", ".join(f"'{k}' {v}" for k, v in fail_counts.most_common()[1:4] if v) + ")")
+            f"{candidates} candidate(s) tried; the tightest constraint is '{name}', which rejected {n} of them"
+            + (f" (also failing: {others})" if others else "")
+            + "; enlarge that level, bypass a tensor there, or relax the mapper constraints")
     all_scores = np.concatenate(scores)
     all_t = np.concatenate([k.temporal for k in kept])
     all_s = np.concatenate([k.spatial for k in kept])

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import permutations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasder.hw.architecture import Architecture
+from tasder.hw.spec import SpecError, check_keys, check_version, get_str, load_yaml
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Problem
 
-__all__ = ["ORDERS", "LevelMapping", "Mapping", "MappingBatch", "MappingError", "check_mapping", "loop_nest"]
+__all__ = ["ORDERS", "LevelMapping", "Mapping", "MappingBatch", "MappingError", "check_mapping", "load_mapping",
+           "loop_nest"]
 
 #: Every loop order of the three dims, outermost first ("MKN" = for m: for k: for n).
 ORDERS: tuple[str, ...] = tuple("".join(p) for p in permutations(DIMS))
@@ -137,7 +140,8 @@ def check_mapping(arch: Architecture, problem: Problem, mapping: Mapping) -> Non
         used = int(np.prod(lv.spatial))
         if used > fan:
             below = arch.levels[i + 1].name if i + 1 < len(arch.levels) else arch.compute.name
-            raise MappingError(f"level {arch.levels[i].name}: spatial factors {dict(zip(DIMS, lv.spatial, strict=True))} "
+            factors = dict(zip(DIMS, lv.spatial, strict=True))
+            raise MappingError(f"level {arch.levels[i].name}: spatial factors {factors} "
                                f"use {used} instances but the fan-out to {below} is {fan}")
     for level, sizes in zip(arch.levels, tile_words(arch, mapping), strict=True):
         if level.capacity is not None and sum(sizes.values()) > level.capacity:
@@ -165,3 +169,43 @@ def loop_nest(arch: Architecture, problem: Problem, mapping: Mapping) -> str:
     return "\n".join(lines)
 
 
+
+
+def load_mapping(path: str | Path, arch: Architecture) -> Mapping:
+    """A mapping YAML for ``arch``: one entry per storage level, keyed by level name (levels not
+    listed get no loops)::
+
+        version: 0.1
+        mapping:
+          DRAM: {temporal: {M: 4}, order: KMN}
+          Buffer: {temporal: {K: 8, N: 2}, order: MNK, spatial: {M: 2}}
+
+    Raises:
+        SpecError: unknown levels/keys/dims or non-integer factors, with file, line and key.
+    """
+    doc = load_yaml(path)
+    check_keys(doc, ("version", "mapping"), required=("version", "mapping"))
+    check_version(doc)
+    body = doc["mapping"]
+    if not isinstance(body, dict):
+        raise SpecError(f"{doc.where('mapping')}: mapping must be a mapping of level name → loops")
+    check_keys(body, [lv.name for lv in arch.levels])
+    levels = []
+    for lv in arch.levels:
+        entry = body.get(lv.name) or {}
+        if not isinstance(entry, dict):
+            raise SpecError(f"{body.where(lv.name)}: mapping.{lv.name} must be a mapping")
+        check_keys(entry, ("temporal", "order", "spatial"))
+        for key in ("temporal", "spatial"):
+            factors = entry.get(key) or {}
+            if not isinstance(factors, dict):
+                raise SpecError(f"{entry.where(key)}: mapping.{lv.name}.{key} must map dims (M, K, N) to factors")
+            check_keys(factors, DIMS)
+            for d, f in factors.items():
+                if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+                    raise SpecError(f"{factors.where(d)}: mapping.{lv.name}.{key}.{d} must be an integer ≥ 1; "
+                                    f"got {f!r}")
+        order = get_str(entry, "order", "MKN", choices=ORDERS)
+        levels.append(LevelMapping(_factors(entry.get("temporal") or {}, "temporal"), order,
+                                   _factors(entry.get("spatial") or {}, "spatial")))
+    return Mapping(tuple(levels))

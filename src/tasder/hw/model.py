@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 from tasder.hw.architecture import Architecture
 from tasder.hw.dataflow import ActionCounts, analyze
 from tasder.hw.mapping import Mapping, MappingBatch, check_mapping, loop_nest

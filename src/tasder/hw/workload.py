@@ -113,8 +113,9 @@ def from_layer_shapes(name: str, layers: Sequence[Any], *, word_bits: int = 16) 
                                for x in layers))
 
 
-def trace_module(model: Any, *example_inputs: Any, name: str = "model", word_bits: int = 16) -> Network:
-    """Run ``model(*example_inputs)`` once and record every ``nn.Linear`` and ``nn.Conv2d`` it calls.
+def trace_module(model: Any, *example_inputs: Any, name: str = "model", word_bits: int = 16,
+                 example_kwargs: dict[str, Any] | None = None) -> Network:
+    """Run ``model(*example_inputs, **example_kwargs)`` once and record every ``nn.Linear`` and ``nn.Conv2d``.
 
     Why hooks rather than reading the modules: shapes such as the number of tokens or the output
     resolution only exist at run time. A module called twice appears twice.
@@ -139,7 +140,7 @@ def trace_module(model: Any, *example_inputs: Any, name: str = "model", word_bit
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            model(*example_inputs, **(example_kwargs or {}))
     finally:
         for h in handles:
             h.remove()
@@ -152,7 +153,8 @@ _ZOO_ALIASES = {"bert": "bert-base", "deit": "deit-small"}
 
 
 def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
-    """A zoo shape table by name (``resnet50``, ``bert-base``, ``deit-small``) or a workload YAML file.
+    """A zoo shape table by name (``resnet50``, ``bert-base``, ``deit-small``), any other zoo model
+    (traced on its first calibration batch, e.g. ``digits-cnn``), or a workload YAML file.
 
     The YAML format (see docs/hw_spec.md)::
 
@@ -168,9 +170,15 @@ def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
         from tasder import zoo
 
         entry = zoo.load(_ZOO_ALIASES.get(text, text))
-        if entry.layers is None:
-            raise ValueError(f"zoo model {text!r} has no layer-shape table; use resnet50, bert-base or deit-small")
-        return from_layer_shapes(text, entry.layers, word_bits=word_bits)
+        if entry.layers is not None:
+            return from_layer_shapes(text, entry.layers, word_bits=word_bits)
+        if entry.model is None or not entry.calibration:
+            raise ValueError(f"zoo model {text!r} has neither a layer-shape table nor a model with example inputs")
+        # A real model: trace one calibration batch through it (the zoo's calling convention).
+        batch = entry.calibration[0]
+        if isinstance(batch, dict):
+            return trace_module(entry.model, name=text, word_bits=word_bits, example_kwargs=batch)
+        return trace_module(entry.model, batch, name=text, word_bits=word_bits)
     doc = load_yaml(text)
     check_keys(doc, ("version", "workload"), required=("version", "workload"))
     check_version(doc)

@@ -1,0 +1,91 @@
+"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (DESIGN §4), part 1: dense.
+
+Specs are data (YAML → frozen dataclasses); the model is stages over plain data:
+
+* :mod:`~tasder.hw.workload` — GEMM layers and networks (zoo tables, nn.Linear/Conv2d, traced modules);
+* :mod:`~tasder.hw.architecture` — storage hierarchy + MAC array, energies from :mod:`~tasder.hw.energy`;
+* :mod:`~tasder.hw.mapping` — loop factors/orders per level, validated;
+* :mod:`~tasder.hw.dataflow` — dense loop analysis → :class:`ActionCounts`;
+* :mod:`~tasder.hw.model` — dataflow → sparse step (identity for now) → :mod:`~tasder.hw.microarch`;
+* :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call.
+
+>>> from tasder.hw import load_architecture, Problem, search
+>>> arch = load_architecture("tc")
+>>> result = search(arch, Problem("fc", M=64, K=64, N=16), budget=2000, seed=0)
+>>> result.best.problem.macs == 64 * 64 * 16
+True
+"""
+
+from tasder.hw.architecture import Architecture, ComputeLevel, StorageLevel, list_designs, load_architecture
+from tasder.hw.dataflow import ActionCounts, analyze, analyze_reference
+from tasder.hw.energy import EnergyTable, default_energy_table, load_energy_table
+from tasder.hw.mapper import (
+    MapperConstraints,
+    MapperResult,
+    NetworkResult,
+    NoValidMappingError,
+    search,
+    search_network,
+)
+from tasder.hw.mapping import (
+    LevelMapping,
+    Mapping,
+    MappingBatch,
+    MappingError,
+    check_mapping,
+    load_mapping,
+    loop_nest,
+)
+from tasder.hw.microarch import Costs, cost
+from tasder.hw.model import Evaluation, evaluate, evaluate_batch, sparse_step
+from tasder.hw.spec import SpecError
+from tasder.hw.workload import (
+    Network,
+    Problem,
+    from_conv2d,
+    from_layer_shapes,
+    from_linear,
+    load_network,
+    trace_module,
+)
+
+__all__ = [
+    "ActionCounts",
+    "Architecture",
+    "ComputeLevel",
+    "Costs",
+    "EnergyTable",
+    "Evaluation",
+    "LevelMapping",
+    "MapperConstraints",
+    "MapperResult",
+    "Mapping",
+    "MappingBatch",
+    "MappingError",
+    "Network",
+    "NetworkResult",
+    "NoValidMappingError",
+    "Problem",
+    "SpecError",
+    "StorageLevel",
+    "analyze",
+    "analyze_reference",
+    "check_mapping",
+    "cost",
+    "default_energy_table",
+    "evaluate",
+    "evaluate_batch",
+    "from_conv2d",
+    "from_layer_shapes",
+    "from_linear",
+    "list_designs",
+    "load_architecture",
+    "load_energy_table",
+    "load_mapping",
+    "load_network",
+    "loop_nest",
+    "search",
+    "search_network",
+    "sparse_step",
+    "trace_module",
+]
