@@ -67,17 +67,24 @@ app = typer.Typer(
 # ---------------------------------------------------------------------------------------------
 
 
+def scaled_number(n: int | float, base: int, units: Sequence[str], separator: str) -> str:
+    """``n`` with the largest unit of ``base`` that keeps it below 1000, three significant digits."""
+    if abs(n) < base:
+        return f"{int(n)}"
+    value = float(n)
+    for i, unit in enumerate(units):
+        value /= base
+        if abs(value) < 999.5 or i == len(units) - 1:
+            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+            return f"{value:.{digits}f}{separator}{unit}"
+    raise AssertionError("unreachable")
+
+
 def human_bytes(n: int | float) -> str:
     """``1536`` → ``"1.50 KiB"``: binary units, three significant digits."""
     if abs(n) < 1024:
         return f"{int(n)} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if abs(value) < 999.5 or unit == "PiB":
-            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
-            return f"{value:.{digits}f} {unit}"
-    raise AssertionError("unreachable")
+    return scaled_number(n, 1024, ("KiB", "MiB", "GiB", "TiB", "PiB"), " ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,7 +482,7 @@ def _message(exc: BaseException) -> str:
 
 # Larger commands live in their own modules (tasder/cli/<name>.py) and register themselves on
 # `app` with @app.command when imported; list them here. They import helpers from this module.
-_COMMAND_MODULES: tuple[str, ...] = ("models", "profile", "train", "hw")
+_COMMAND_MODULES: tuple[str, ...] = ("models", "profile", "train", "hw", "search")
 for _module in _COMMAND_MODULES:
     importlib.import_module(f"tasder.cli.{_module}")
 

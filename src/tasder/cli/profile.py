@@ -22,7 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tasder.cli.app import _advance, _emit, _progress, _wrap_dotted, app
+from tasder.cli.app import _advance, _emit, _progress, _wrap_dotted, app, scaled_number
 from tasder.sparsity import Series, parse_series
 
 if TYPE_CHECKING:
@@ -38,15 +38,7 @@ __all__ = ["apply_cmd", "format_count", "parse_candidates", "profile_cmd", "rend
 
 def format_count(n: float) -> str:
     """``1234567`` → ``"1.23M"``: SI prefixes, three significant digits (MAC counts)."""
-    if abs(n) < 1000:
-        return f"{int(n)}"
-    value = float(n)
-    for unit in ("k", "M", "G", "T", "P"):
-        value /= 1000
-        if abs(value) < 999.5 or unit == "P":
-            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
-            return f"{value:.{digits}f}{unit}"
-    raise AssertionError("unreachable")
+    return scaled_number(n, 1000, ("k", "M", "G", "T", "P"), "")
 
 
 def parse_candidates(values: list[str] | None) -> list[Series] | None:
