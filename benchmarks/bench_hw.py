@@ -10,6 +10,11 @@ Prints three lines:
   evaluated in the ResNet-50 run, divided by (wall seconds × host clock). The host clock is
   read from /proc/cpuinfo ("cpu MHz", the first core's current value); if absent we assume
   3.0 GHz. The line ``host clock assumed: <GHz>`` says which was used.
+* ``sparse/dense evaluation time ratio: <r>`` — the same batch of mappings of that layer evaluated
+  (dataflow + sparse step + micro-architecture) on a sparse design with sparse operands, divided
+  by the time on tc.yaml with dense operands (the sparse step's cost); target ≤ 3. Printed per
+  sparse case (DSTC unstructured both sides, HighLight HSS + gating, TTC-VEGETA-M8 two-term
+  series), then the worst.
 
 Run: ``python benchmarks/bench_hw.py [--budget N]``.
 """
@@ -22,6 +27,39 @@ import time
 from pathlib import Path
 
 from tasder.hw import Problem, load_architecture, load_network, search
+from tasder.hw.mapper import MapperConstraints, _sample, _slots, validity
+from tasder.hw.model import evaluate_batch
+from tasder.hw.workload import DIMS
+
+
+def _best_of(fn: object, repeats: int = 5) -> float:
+    """Fastest of a few runs (the machine is shared; the minimum is the least disturbed)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def sparse_dense_ratio(layer: Problem, n: int = 20_000) -> list[tuple[str, float]]:
+    """Evaluation time of one batch of mappings: sparse design + sparse operands over tc + dense."""
+    import numpy as np
+
+    tc = load_architecture("tc")
+    c = MapperConstraints()
+    slots = [_slots(tc, d, c.spatial_slots(tc)) for d in DIMS]
+    batch = _sample(tc, layer, slots, c.allowed_orders(tc), n, np.random.default_rng(0))
+    batch = batch.take(np.flatnonzero(validity(tc, layer, batch)[0]))
+    dense = _best_of(lambda: evaluate_batch(tc, layer, batch))
+    out = []
+    for design, a, b in (("dstc", "unstructured(0.1)", "unstructured(0.1)"),
+                         ("highlight", "C1(2:4)->C0(2:4)", "unstructured(0.5)"),
+                         ("ttc-vegeta-m8", "4:8+1:8", "dense")):
+        arch = load_architecture(design)
+        p = Problem(layer.name, M=layer.M, K=layer.K, N=layer.N, a_density=a, b_density=b)
+        out.append((design, _best_of(lambda arch=arch, p=p: evaluate_batch(arch, p, batch)) / dense))
+    return out
 
 
 def host_clock_hz() -> tuple[float, str]:
@@ -64,6 +102,10 @@ def main() -> None:
     print(f"resnet50 map+eval seconds: {wall:.2f}")
     print(f"host clock assumed: {clock / 1e9:.2f} GHz ({where})")
     print(f"cphc: {macs_evaluated / (wall * clock):.0f}")
+    ratios = sparse_dense_ratio(layer)
+    for design, r in ratios:
+        print(f"  {design}: sparse/dense evaluation time {r:.2f}")
+    print(f"sparse/dense evaluation time ratio: {max(r for _, r in ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@
     tasder hw eval --arch tc|ARCH.yaml --workload resnet50|bert-base|deit-small|MODEL|WORKLOAD.yaml
                    [--mapper-budget N] [--objective edp|energy|cycles] [--seed S] [--json] [-o FILE]
 
-A thin layer over :func:`tasder.hw.search_network`: every layer gets its own best mapping, totals
+    tasder hw compare --designs tc,stc,dstc,highlight,ttc-vegeta-m8
+                      --workload gemm:MxKxN:A=<density>,B=<density> [--workload ...]
+                      [--mapper-budget N] [--objective edp|energy|cycles] [--json] [--plot FILE] [-o FILE]
+
+``eval`` is a thin layer over :func:`tasder.hw.search_network`: every layer gets its own best mapping, totals
 weight layers by their repeat count. A zoo MODEL without a shape table (e.g. digits-cnn) is traced
 on its first calibration batch. Bad specs end with exit code 2 and one ``error:`` line
 naming the file, line and key.
@@ -23,7 +27,7 @@ from rich.table import Table
 
 from tasder.cli.app import _emit, app
 
-__all__ = ["eval_cmd", "hw_app", "network_report"]
+__all__ = ["compare_cmd", "compare_rows", "eval_cmd", "hw_app", "network_report", "parse_gemm_workload"]
 
 hw_app = typer.Typer(name="hw", help="The analytical accelerator model: map and evaluate workloads.",
                      no_args_is_help=True, add_completion=False)
@@ -104,3 +108,119 @@ def eval_cmd(
         _emit(None, doc, output)
     else:
         _emit(lambda console: _render(doc, console), None, output)
+
+
+def parse_gemm_workload(text: str) -> Any:
+    """``gemm:MxKxN:A=<density>,B=<density>`` → a :class:`~tasder.hw.Problem` (densities in the pattern
+    notation: ``dense``, ``2:4``, ``K1(2:4)->K0(2:4)``, ``4:8+1:8``, ``unstructured(0.1)``; omitted = dense)."""
+    import re
+
+    from tasder.hw import Problem
+    from tasder.hw.density import density_model
+
+    m = re.fullmatch(r"gemm:(\d+)[xX](\d+)[xX](\d+)(?::(.*))?", text.strip())
+    if m is None:
+        raise ValueError(f"workload {text!r}: expected gemm:MxKxN:A=<density>,B=<density> "
+                         f"(e.g. gemm:256x1024x256:A=2:4,B=dense)")
+    dens: dict[str, str] = {}
+    rest = m.group(4) or ""
+    for part in re.split(r",(?=\s*[ABab]\s*=)", rest) if rest else []:
+        key, eq, value = part.partition("=")
+        key = key.strip().upper()
+        if not eq or key not in ("A", "B") or key in dens:
+            raise ValueError(f"workload {text!r}: densities are given as A=<pattern>,B=<pattern>; got {part!r}")
+        density_model(value.strip())  # validate now, with the notation's own error message
+        dens[key] = value.strip()
+    return Problem(text.strip(), M=int(m.group(1)), K=int(m.group(2)), N=int(m.group(3)),
+                   a_density=dens.get("A"), b_density=dens.get("B"))
+
+
+def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000, objective: str = "edp",
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Search every (design, workload) and normalize cycles, energy and EDP to TC on the same workload.
+
+    Why each design gets its own mapper search: a design is judged at its best dataflow, as the
+    papers do; TC is evaluated as the baseline even when not listed.
+    """
+    from tasder.hw import load_architecture, search
+
+    archs = {d: load_architecture(d) for d in dict.fromkeys(["tc", *designs])}
+    rows = []
+    for p in problems:
+        res = {d: search(a, p, budget=budget, objective=objective, seed=seed).best for d, a in archs.items()}
+        base = res["tc"]
+        for d in designs:
+            e = res[d]
+            rows.append({"design": d, "workload": p.name, "cycles": e.cycles, "energy_pj": e.energy_pj,
+                         "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
+                         "energy_norm": e.energy_pj / base.energy_pj, "edp_norm": e.edp / base.edp})
+    return rows
+
+
+def _save_plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Bar chart of normalized EDP; False (nothing written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    designs = list(dict.fromkeys(r["design"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(workloads) * len(designs) / 3, 4))
+    width = 0.8 / len(designs)
+    for j, d in enumerate(designs):
+        ys = [next(r["edp_norm"] for r in rows if r["design"] == d and r["workload"] == w) for w in workloads]
+        ax.bar([i + j * width for i in range(len(workloads))], ys, width, label=d)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, rotation=15, fontsize=7)
+    ax.set_ylabel("EDP / TC")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+@hw_app.command("compare")
+def compare_cmd(
+    designs: Annotated[str, typer.Option("--designs", help="comma-separated shipped designs or YAML files")],
+    workload: Annotated[list[str], typer.Option(
+        "--workload", help="gemm:MxKxN:A=<density>,B=<density> (repeatable)")],
+    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="mappings tried per design")] = 3000,
+    objective: Annotated[str, typer.Option("--objective", help="edp, energy or cycles")] = "edp",
+    seed: Annotated[int, typer.Option("--seed", help="mapper seed")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="save a bar chart of EDP/TC (needs matplotlib)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the report to FILE")] = None,
+) -> None:
+    """Cycles, energy and EDP of several designs on GEMM workloads, normalized to TC."""
+    from tasder.cli.app import _stderr_console
+
+    names = [d.strip() for d in designs.split(",") if d.strip()]
+    if not names:
+        raise ValueError("--designs lists no design")
+    problems = [parse_gemm_workload(w) for w in workload]
+    rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed)
+    if plot is not None:
+        if _save_plot(rows, plot):
+            _stderr_console().print(f"wrote {plot}", markup=False, soft_wrap=True)
+        else:
+            _stderr_console().print("note: matplotlib is not installed; plot skipped", markup=False,
+                                    soft_wrap=True)
+    if json_out:
+        _emit(None, rows, output)
+        return
+
+    def render(console: Console) -> None:
+        for w in dict.fromkeys(r["workload"] for r in rows):
+            t = Table(title=f"{w} (normalized to TC; each design at its best mapping)", box=box.SIMPLE_HEAVY)
+            for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC"):
+                t.add_column(col, justify="left" if col == "design" else "right")
+            for r in rows:
+                if r["workload"] == w:
+                    t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
+                              f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}")
+            console.print(t)
+
+    _emit(render, None, output)

@@ -1,4 +1,4 @@
-"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (DESIGN §4), part 1: dense.
+"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (DESIGN §4).
 
 Specs are data (YAML → frozen dataclasses); the model is stages over plain data:
 
@@ -6,7 +6,10 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.architecture` — storage hierarchy + MAC array, energies from :mod:`~tasder.hw.energy`;
 * :mod:`~tasder.hw.mapping` — loop factors/orders per level, validated;
 * :mod:`~tasder.hw.dataflow` — dense loop analysis → :class:`ActionCounts`;
-* :mod:`~tasder.hw.model` — dataflow → sparse step (identity for now) → :mod:`~tasder.hw.microarch`;
+* :mod:`~tasder.hw.density` — operand density models (dense, uniform, G:H/HSS, TASD series, actual);
+* :mod:`~tasder.hw.formats` — per-rank formats (U, B, CP, RLE, UOP): compressed tile sizes;
+* :mod:`~tasder.hw.sparse` — the sparse step: SAFs split dense counts into actual/gated/skipped/metadata;
+* :mod:`~tasder.hw.model` — dataflow → sparse step → :mod:`~tasder.hw.microarch`;
 * :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call.
 
 >>> from tasder.hw import load_architecture, Problem, search
@@ -18,7 +21,17 @@ True
 
 from tasder.hw.architecture import Architecture, ComputeLevel, StorageLevel, list_designs, load_architecture
 from tasder.hw.dataflow import ActionCounts, analyze, analyze_reference
+from tasder.hw.density import (
+    ActualModel,
+    DenseModel,
+    DensityModel,
+    SeriesModel,
+    StructuredModel,
+    UniformModel,
+    density_model,
+)
 from tasder.hw.energy import EnergyTable, default_energy_table, load_energy_table
+from tasder.hw.formats import Format, parse_format
 from tasder.hw.mapper import (
     MapperConstraints,
     MapperResult,
@@ -37,7 +50,8 @@ from tasder.hw.mapping import (
     loop_nest,
 )
 from tasder.hw.microarch import Costs, cost
-from tasder.hw.model import Evaluation, evaluate, evaluate_batch, sparse_step
+from tasder.hw.model import Evaluation, evaluate, evaluate_batch
+from tasder.hw.sparse import SAF, SparseSpec, sparse_step
 from tasder.hw.spec import SpecError
 from tasder.hw.workload import (
     Network,
@@ -50,12 +64,17 @@ from tasder.hw.workload import (
 )
 
 __all__ = [
+    "SAF",
     "ActionCounts",
+    "ActualModel",
     "Architecture",
     "ComputeLevel",
     "Costs",
+    "DenseModel",
+    "DensityModel",
     "EnergyTable",
     "Evaluation",
+    "Format",
     "LevelMapping",
     "MapperConstraints",
     "MapperResult",
@@ -66,13 +85,18 @@ __all__ = [
     "NetworkResult",
     "NoValidMappingError",
     "Problem",
+    "SeriesModel",
+    "SparseSpec",
     "SpecError",
     "StorageLevel",
+    "StructuredModel",
+    "UniformModel",
     "analyze",
     "analyze_reference",
     "check_mapping",
     "cost",
     "default_energy_table",
+    "density_model",
     "evaluate",
     "evaluate_batch",
     "from_conv2d",
@@ -84,6 +108,7 @@ __all__ = [
     "load_mapping",
     "load_network",
     "loop_nest",
+    "parse_format",
     "search",
     "search_network",
     "sparse_step",

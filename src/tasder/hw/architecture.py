@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
+from tasder.hw.sparse import SparseSpec, parse_sparse_spec
 from tasder.hw.spec import SpecError, check_keys, check_version, get_float, get_int, get_str, load_yaml
 from tasder.hw.workload import TENSORS
 
@@ -69,6 +70,12 @@ class Architecture:
     compute: ComputeLevel
     clock_hz: float = 1e9
     technology_nm: float = 45.0
+    #: Sparse acceleration features (formats, gating, skipping); None = a dense design.
+    sparse: SparseSpec | None = None
+    #: Dataflow the design imposes on the mapper (e.g. DSTC's outer product): level → fixed loop
+    #: order, and level → dims that may be spatial. User constraints override per level.
+    mapper_orders: tuple[tuple[str, str], ...] = ()
+    mapper_spatial: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -161,7 +168,8 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                             f"(designs: {', '.join(list_designs())})")
         path = _designs_dir() / f"{source}.yaml"
     doc = load_yaml(path)
-    check_keys(doc, ("version", "architecture"), required=("version", "architecture"))
+    check_keys(doc, ("version", "architecture", "sparse_optimizations", "mapper_constraints"),
+               required=("version", "architecture"))
     check_version(doc)
     arch = doc["architecture"]
     if not isinstance(arch, dict):
@@ -189,9 +197,36 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                            energy_per_mac=get_float(cattrs, "energy_per_mac", table.mac(dtype, acc, node_nm),
                                                     allow_zero=True),
                            datatype=dtype, accumulator=acc)
+    sparse = None
+    if doc.get("sparse_optimizations") is not None:
+        node = doc["sparse_optimizations"]
+        if not isinstance(node, dict):
+            raise SpecError(f"{doc.where('sparse_optimizations')}: sparse_optimizations must be a mapping")
+        sparse = parse_sparse_spec(node, [lv.name for lv in levels], compute.name)
+    orders: dict[str, str] = {}
+    spatial: dict[str, str] = {}
+    mc = doc.get("mapper_constraints")
+    if mc is not None:
+        if not isinstance(mc, dict):
+            raise SpecError(f"{doc.where('mapper_constraints')}: mapper_constraints must be a mapping")
+        check_keys(mc, ("orders", "spatial_dims"))
+        names = [lv.name for lv in levels]
+        for key, out in (("orders", orders), ("spatial_dims", spatial)):
+            node = mc.get(key) or {}
+            if not isinstance(node, dict):
+                raise SpecError(f"{mc.where(key)}: mapper_constraints.{key} must map level names to dims")
+            check_keys(node, names)
+            for lvl in node:
+                value = get_str(node, lvl)
+                bad = (sorted(value) != ["K", "M", "N"]) if key == "orders" else any(c not in "MKN" for c in value)
+                if bad:
+                    raise SpecError(f"{node.where(lvl)}: mapper_constraints.{key}.{lvl}={value!r} must be "
+                                    + ("a permutation of MKN" if key == "orders" else "made of M, K, N"))
+                out[lvl] = value
     try:
         return Architecture(name=get_str(arch, "name", path.stem), levels=levels, compute=compute,
-                            clock_hz=get_float(arch, "clock_hz", 1e9), technology_nm=node_nm)
+                            clock_hz=get_float(arch, "clock_hz", 1e9), technology_nm=node_nm, sparse=sparse,
+                            mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
     except ValueError as exc:
         raise SpecError(f"{arch.where()}: {exc}") from None
 

@@ -51,6 +51,14 @@ class ActionCounts:
         active: (B, L + 1) instances in use at each level and at the compute level.
         macs: (B,) multiply-accumulates (always M·K·N).
         steps: (B,) temporal iterations = compute cycles when nothing stalls.
+        extents: (B, L + 1, 3) per-instance tile extents (M, K, N) at each level and the compute
+            (1, 1, 1): the sparse step reads tile shapes from them.
+        gated, skipped, metadata: (B, L, 3, 3) words per level, tensor and action (read, fill,
+            update) that the sparse step gated, skipped, or moved as format metadata (None: dense).
+            After the sparse step ``reads``/``fills``/``updates`` hold the *actual* words.
+        mac_gated, mac_skipped: (B,) MACs gated / skipped (``macs`` then counts actual MACs).
+        extra_energy: (B,) pJ of sparse-only units (accumulation buffers, TASD units).
+        dense_macs: (B,) M·K·N when ``macs`` is the actual count.
     """
 
     level_names: tuple[str, ...]
@@ -61,6 +69,14 @@ class ActionCounts:
     active: np.ndarray
     macs: np.ndarray
     steps: np.ndarray
+    extents: np.ndarray | None = None
+    gated: np.ndarray | None = None
+    skipped: np.ndarray | None = None
+    metadata: np.ndarray | None = None
+    mac_gated: np.ndarray | None = None
+    mac_skipped: np.ndarray | None = None
+    extra_energy: np.ndarray | None = None
+    dense_macs: np.ndarray | None = None
 
 
 def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
@@ -115,7 +131,7 @@ def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
                     reads[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]  # drains to the parent
     return ActionCounts(
         level_names=tuple(lv.name for lv in arch.levels), tile=tile, fills=fills, reads=reads, updates=updates,
-        active=s_above, macs=np.prod(ts, axis=(1, 2)), steps=np.prod(tf, axis=(1, 2)),
+        active=s_above, macs=np.prod(ts, axis=(1, 2)), steps=np.prod(tf, axis=(1, 2)), extents=ext,
     )
 
 

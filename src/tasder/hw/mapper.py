@@ -24,6 +24,7 @@ from tasder.hw.architecture import Architecture
 from tasder.hw.mapping import ORDERS, Mapping, MappingBatch, MappingError
 from tasder.hw.microarch import Costs
 from tasder.hw.model import Evaluation, evaluate_batch
+from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
 
 __all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
@@ -139,10 +140,13 @@ def validity(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple
     for j, d in enumerate(DIMS):
         fails[f"dim {d}: factors must multiply to {problem.sizes[j]}"] = prod[:, j] != problem.sizes[j]
     ext = np.cumprod((tf * sf)[:, ::-1], axis=1)[:, ::-1]  # (B, L, 3)
+    # Compressed tiles are checked at the 99th percentile of occupancy (data + metadata).
+    compressed = compressed_need(arch, problem, ext.astype(np.float64))
     for i, (lv, fan) in enumerate(zip(arch.levels, arch.fanouts, strict=True)):
         fails[f"level {lv.name}: spatial fan-out {fan}"] = np.prod(sf[:, i], axis=1) > fan
         if lv.capacity is not None:
-            need = sum(np.prod(ext[:, i, [DIMS.index(d) for d in TENSOR_DIMS[t]]], axis=1) for t in lv.keep)
+            need = (compressed[:, i] if compressed is not None else
+                    sum(np.prod(ext[:, i, [DIMS.index(d) for d in TENSOR_DIMS[t]]], axis=1) for t in lv.keep))
             fails[f"level {lv.name}: capacity {lv.capacity} words"] = need > lv.capacity
     bad = np.zeros(len(batch), dtype=bool)
     for mask in fails.values():
@@ -226,6 +230,10 @@ def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, object
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive integer; got {budget!r}")
     constraints = constraints or MapperConstraints()
+    if arch.mapper_orders or arch.mapper_spatial:  # the design's own dataflow, under the user's
+        constraints = MapperConstraints(orders={**dict(arch.mapper_orders), **constraints.orders},
+                                        spatial_dims={**dict(arch.mapper_spatial), **constraints.spatial_dims},
+                                        dataflow=constraints.dataflow)
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)
     nl = len(arch.levels)
@@ -319,10 +327,10 @@ class NetworkResult:
 
 def search_network(arch: Architecture, network: Network, **kwargs: object) -> NetworkResult:
     """:func:`search` every layer (layers with the same M, K, N share one search)."""
-    cache: dict[tuple[int, int, int, int], MapperResult] = {}
+    cache: dict[tuple[int, int, int, int, str, str], MapperResult] = {}
     out = []
     for p in network.layers:
-        key = (p.M, p.K, p.N, p.word_bits)
+        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
         if key not in cache:
             cache[key] = search(arch, p, **kwargs)  # type: ignore[arg-type]
         r = cache[key]

@@ -8,6 +8,9 @@
 * **Energy** (pJ): level × tensor × action (read, write = fill, update) accesses × per-access
   energy, plus MACs × energy per MAC, plus leakage (pJ/cycle/instance × instances × cycles).
 * **EDP**: energy (J) × delay (s), delay = cycles / clock.
+* **Sparse actions** (after :func:`tasder.hw.sparse.sparse_step`): metadata words cost like data;
+  gated words and MACs keep their port/MAC cycles at ``gated_energy_ratio`` of the energy; skipped
+  ones cost nothing; ``extra_energy`` (accumulation buffers, TASD units) is added to the compute.
 """
 
 from __future__ import annotations
@@ -57,22 +60,32 @@ def cost(arch: Architecture, counts: ActionCounts) -> Costs:
     lv = arch.levels
     block = np.array([x.block_size for x in lv], dtype=np.float64)[None, :, None]
     e_action = np.array([[x.read_energy, x.write_energy, x.update_energy] for x in lv])  # (L, 3)
-    words = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)  # (B, L, 3, 3)
+    words = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)  # (B, L, 3, 3) actual
+    busy = words  # words that occupy the ports: actual + gated + metadata (skipped ones do not)
+    gated_ratio = arch.sparse.gated_energy_ratio if arch.sparse is not None else 0.0
+    if counts.gated is not None:
+        words = words + counts.metadata + counts.gated * gated_ratio
+        busy = busy + counts.metadata + counts.gated
     accesses = words / block[..., None]
     energy = accesses * e_action[None, :, None, :]
     active = counts.active[:, : len(lv)]
     rbw = np.array([x.read_bandwidth for x in lv])[None, :]
     wbw = np.array([x.write_bandwidth for x in lv])[None, :]
-    read_cycles = counts.reads.sum(axis=2) / (rbw * active)
-    write_cycles = (counts.fills + counts.updates).sum(axis=2) / (wbw * active)
+    read_cycles = busy[..., 0].sum(axis=2) / (rbw * active)
+    write_cycles = (busy[..., 1] + busy[..., 2]).sum(axis=2) / (wbw * active)
     level_cycles = np.maximum(read_cycles, write_cycles)
     cycles = np.maximum(counts.steps, level_cycles.max(axis=1))
     leak = np.array([x.leakage_power * x.instances for x in lv])[None, :] * cycles[:, None]
     compute_energy = counts.macs * arch.compute.energy_per_mac
+    if counts.mac_gated is not None:
+        compute_energy = compute_energy + counts.mac_gated * arch.compute.energy_per_mac * gated_ratio
+    if counts.extra_energy is not None:
+        compute_energy = compute_energy + counts.extra_energy
     total = energy.sum(axis=(1, 2, 3)) + compute_energy + leak.sum(axis=1)
     return Costs(
         cycles=cycles, compute_cycles=counts.steps.astype(np.float64), level_cycles=level_cycles, energy=energy,
         compute_energy=compute_energy, leakage_energy=leak, total_energy=total,
-        utilization=counts.macs / (cycles * arch.compute.instances),
+        utilization=(counts.macs if counts.mac_gated is None else counts.macs + counts.mac_gated)
+        / (cycles * arch.compute.instances),
         edp=total * 1e-12 * cycles / arch.clock_hz,
     )

@@ -1,8 +1,8 @@
 """The model as stages (Timeloop's ``Topology::Evaluate``): dataflow → sparse → micro-architecture.
 
 Each stage is a pure function over plain data (:class:`~tasder.hw.dataflow.ActionCounts` between
-them), so part 2 can replace :func:`sparse_step` — the identity on dense workloads here — without
-touching the other two.
+them). :func:`~tasder.hw.sparse.sparse_step` is the identity on a design without SAFs and splits
+the dense counts into actual / gated / skipped / metadata actions otherwise.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from tasder.hw.architecture import Architecture
 from tasder.hw.dataflow import ActionCounts, analyze
 from tasder.hw.mapping import Mapping, MappingBatch, check_mapping, loop_nest
 from tasder.hw.microarch import ACTIONS, Costs, cost
+from tasder.hw.sparse import sparse_step
 from tasder.hw.workload import TENSORS, Problem
 
 __all__ = ["Evaluation", "evaluate", "evaluate_batch", "sparse_step"]
-
-
-def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> ActionCounts:
-    """The sparse-analysis stage. Dense workloads: the counts pass through unchanged (part 2 fills this in)."""
-    return counts
 
 
 def evaluate_batch(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple[ActionCounts, Costs]:

@@ -46,6 +46,10 @@ class Problem:
     N: int
     repeat: int = 1
     word_bits: int = 16
+    #: Density of A (weights) and B (inputs): pattern notation (``dense``, ``2:4``, ``4:8+1:8``,
+    #: ``K1(2:4)->K0(2:4)``, ``unstructured(0.1)``) or a :class:`~tasder.hw.density.DensityModel`.
+    a_density: Any = None
+    b_density: Any = None
 
     def __post_init__(self) -> None:
         for key in ("M", "K", "N", "repeat", "word_bits"):

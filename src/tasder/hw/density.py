@@ -1,0 +1,350 @@
+"""Density models of the operands (Sparseloop's statistical density models, thesis ch. 4.5).
+
+Why statistics rather than data: the sparse step must price *thousands* of mappings per NumPy
+call, and every mapping tiles the operands differently. A density model answers, for a batch of
+tile shapes at once, the three questions the sparse step and the formats need:
+
+* ``prob_empty(rows, k)`` — probability that a tile is all zeros (what a leader→follower skip
+  or gate saves);
+* ``expected_occupancy(rows, k)`` — mean nonzeros in the tile (compressed traffic, metadata);
+* ``occupancy_quantile(rows, k, q)`` — a high percentile of the nonzeros (the capacity check of a
+  compressed tile: a buffer sized for the mean overflows half the time).
+
+A tile is ``rows`` fibers of ``k`` consecutive elements along the reduction dim K (A is M×K,
+B is K×N; structured patterns are along K for both). ``occupancy_distribution`` gives the whole
+distribution for one tile shape (reports, tests).
+
+Models: :class:`DenseModel`, :class:`UniformModel` (random nonzeros; hypergeometric occupancy of a
+tile drawn from the tensor, binomial when the tensor size is unknown), :class:`StructuredModel`
+(G:H and HSS: deterministic per-block occupancy), :class:`SeriesModel` (a TASD series: the sum
+of structured terms, each its own stream) and :class:`ActualModel` (statistics measured on a
+real tensor at the tile shapes the mapping produces). :func:`density_model` parses the pattern
+notation (``dense``, ``2:4``, ``K1(2:4)->K0(2:4)``, ``4:8+1:8``, ``unstructured(0.1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import special, stats
+
+__all__ = ["ActualModel", "DenseModel", "DensityModel", "SeriesModel", "StructuredModel", "UniformModel",
+           "density_model"]
+
+
+def _arr(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+class DensityModel:
+    """Base class: a model of where an operand's nonzeros are. Subclasses vectorize over tile shapes."""
+
+    #: Expected fraction of nonzeros.
+    density: float = 1.0
+    #: True when nonzeros follow a fixed structure a structured engine can exploit exactly.
+    structured: bool = False
+
+    @property
+    def label(self) -> str:
+        return type(self).__name__
+
+    @property
+    def terms(self) -> tuple[DensityModel, ...]:
+        """The streams a term-by-term engine executes (a TASD series has one per term)."""
+        return (self,)
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def expected_occupancy(self, rows: Any, k: Any) -> np.ndarray:
+        return _arr(rows) * _arr(k) * self.density
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        raise NotImplementedError
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(occupancies, probabilities) of one tile shape."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DenseModel(DensityModel):
+    """Every element nonzero."""
+
+    density: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return "dense"
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        return np.zeros(np.broadcast(_arr(rows), _arr(k)).shape)
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        return _arr(rows) * _arr(k)
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([rows * k]), np.array([1.0])
+
+
+@dataclass(frozen=True)
+class UniformModel(DensityModel):
+    """Nonzeros placed uniformly at random at ``density``.
+
+    With ``size`` (elements of the whole tensor) a tile's occupancy is hypergeometric — drawing the
+    tile's elements without replacement from a tensor with ``round(density·size)`` nonzeros; without
+    it, binomial (the limit of a large tensor). The quantile uses the normal approximation with
+    the exact variance, clipped to [0, tile size] (exact enough for capacity checks, vectorized).
+    """
+
+    density: float = 0.5
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.density <= 1.0:
+            raise ValueError(f"uniform density must be in (0, 1]; got {self.density}")
+
+    @property
+    def label(self) -> str:
+        return f"unstructured({self.density:g})"
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        n = _arr(rows) * _arr(k)
+        if self.size is None:
+            return (1.0 - self.density) ** n
+        total = float(self.size)
+        nnz = round(self.density * total)
+        n = np.minimum(n, total)
+        # C(total - nnz, n) / C(total, n), in logs; zero when n exceeds the zeros available.
+        with np.errstate(invalid="ignore"):
+            log_p = (special.gammaln(total - nnz + 1) - special.gammaln(total - nnz - n + 1)
+                     - special.gammaln(total + 1) + special.gammaln(total - n + 1))
+        return np.where(n > total - nnz, 0.0, np.exp(np.nan_to_num(log_p, nan=-np.inf)))
+
+    def _variance(self, n: np.ndarray) -> np.ndarray:
+        d = self.density
+        var = n * d * (1.0 - d)
+        if self.size is not None and self.size > 1:
+            var = var * np.clip((self.size - n) / (self.size - 1.0), 0.0, 1.0)
+        return var
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        n = _arr(rows) * _arr(k)
+        z = float(stats.norm.ppf(q))
+        return np.clip(np.ceil(n * self.density + z * np.sqrt(self._variance(n))), 0.0, n)
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = rows * k
+        x = np.arange(n + 1)
+        if self.size is None:
+            return x, stats.binom.pmf(x, n, self.density)
+        return x, stats.hypergeom.pmf(x, self.size, round(self.density * self.size), n)
+
+
+@dataclass(frozen=True)
+class StructuredModel(DensityModel):
+    """G:H or HSS along K: ``ranks`` lowest first as (g, h) pairs (``K1(3:4)->K0(2:4)`` → ((2,4),(3,4))).
+
+    Occupancy is deterministic for tiles that cover whole top-level blocks (density · size, never
+    empty): that is what lets a structured engine skip exactly. A tile shorter than a block along K
+    is empty with the probability that none of the block's kept positions fall in it (positions
+    taken as uniformly placed within the block); its quantile is the worst case the rule allows.
+    """
+
+    ranks: tuple[tuple[int, int], ...] = ((2, 4),)
+    text: str = ""
+    structured: bool = field(default=True, init=False)
+
+    @property
+    def density(self) -> float:  # type: ignore[override]
+        return math.prod(g / h for g, h in self.ranks)
+
+    @property
+    def label(self) -> str:
+        return self.text or "->".join(f"{g}:{h}" for g, h in reversed(self.ranks))
+
+    @property
+    def block(self) -> int:
+        return math.prod(h for _, h in self.ranks)
+
+    def _row_empty(self, k: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(k)
+        below = 1  # block size of the ranks below rank r
+        for r, (g, h) in enumerate(self.ranks):
+            # The enclosing rank-r block may itself be pruned by a higher rank.
+            kept_above = math.prod(gg / hh for gg, hh in self.ranks[r + 1:])
+            top = below * h
+            in_rank = (k < top) & (k >= below) if below > 1 else (k < top)
+            j = np.clip(np.ceil(k / below), 1, h)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = np.exp(special.gammaln(h - j + 1) - special.gammaln(h - j - g + 1)
+                           - special.gammaln(h + 1) + special.gammaln(h - g + 1))
+            p = np.where(h - j < g, 0.0, np.nan_to_num(p))
+            out = np.where(in_rank, 1.0 - kept_above * (1.0 - p), out)
+            below = top
+        return out
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        rows, k = np.broadcast_arrays(_arr(rows), _arr(k))
+        return self._row_empty(k) ** rows
+
+    def _row_max(self, k: np.ndarray) -> np.ndarray:
+        """Most nonzeros a K-aligned segment of length ``k`` can hold under the rule."""
+        full, rem = np.floor(k / self.block), np.mod(k, self.block)
+        per_block = math.prod(g for g, _ in self.ranks)
+        part = np.zeros_like(k)
+        below, kept_below = 1, 1
+        for g, h in self.ranks:
+            top = below * h
+            j = np.ceil(rem / below)
+            part = np.where((rem > 0) & (rem <= top) & (rem > (below if below > 1 else 0)),
+                            np.minimum(np.minimum(j, g) * kept_below, rem), part)
+            below, kept_below = top, kept_below * g
+        return full * per_block + part
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        rows, k = np.broadcast_arrays(_arr(rows), _arr(k))
+        return rows * np.minimum(self._row_max(k), k)
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k % self.block == 0:
+            return np.array([rows * k * self.density]), np.array([1.0])
+        mean = float(self.expected_occupancy(rows, k))
+        return np.array([mean]), np.array([1.0])
+
+
+@dataclass(frozen=True)
+class SeriesModel(DensityModel):
+    """A TASD series: the sum of structured terms, each stored and executed as its own stream.
+
+    Terms hold disjoint nonzeros, so occupancies add; a tile is empty only if it is empty in every
+    term (taken as independent for tiles of more than one element; exact for one element).
+    """
+
+    parts: tuple[StructuredModel, ...] = ()
+    text: str = ""
+
+    @property
+    def density(self) -> float:  # type: ignore[override]
+        return float(sum(t.density for t in self.parts))
+
+    @property
+    def structured(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def label(self) -> str:
+        return self.text or "+".join(t.label for t in self.parts)
+
+    @property
+    def terms(self) -> tuple[DensityModel, ...]:
+        return self.parts
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        # One element: the terms' positions are disjoint, so it is zero with probability 1 - Σ d.
+        single = (_arr(rows) * _arr(k)) <= 1
+        return np.where(single, max(0.0, 1.0 - self.density), np.prod([t.prob_empty(rows, k) for t in self.parts],
+                                                                      axis=0))
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        return np.minimum(sum(t.occupancy_quantile(rows, k, q) for t in self.parts), _arr(rows) * _arr(k))
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([float(self.expected_occupancy(rows, k))]), np.array([1.0])
+
+
+class ActualModel(DensityModel):
+    """Statistics of a real operand (2-D, rows × K: A as M×K, B given as N×K i.e. transposed).
+
+    Why measured per tile shape: real data is clustered (whole channels pruned, dead ReLUs), so
+    the chance a tile is empty is not what a uniform model predicts at the same density. Each
+    distinct (rows, k) is measured once — the tensor cut into tiles, nonzeros counted per tile
+    (edge tiles zero-padded) — and cached, so a batch of mappings costs one pass per distinct shape.
+    """
+
+    def __init__(self, tensor: Any, name: str = "actual") -> None:
+        arr = np.asarray(tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor)
+        if arr.ndim != 2:
+            arr = arr.reshape(arr.shape[0], -1)
+        self.nz = arr != 0
+        self.density = float(self.nz.mean())
+        self.name = name
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def label(self) -> str:
+        return f"actual({self.name}, {self.density:.3g})"
+
+    def _counts(self, rows: int, k: int) -> np.ndarray:
+        key = (int(rows), int(k))
+        if key not in self._cache:
+            r, c = self.nz.shape
+            rr, kk = max(1, min(key[0], r)), max(1, min(key[1], c))
+            pr, pc = -r % rr, -c % kk
+            padded = np.pad(self.nz, ((0, pr), (0, pc)))
+            tiles = padded.reshape(padded.shape[0] // rr, rr, padded.shape[1] // kk, kk).sum(axis=(1, 3))
+            self._cache[key] = tiles.ravel() * (key[0] * key[1]) / (rr * kk)
+        return self._cache[key]
+
+    def _map(self, rows: Any, k: Any, fn: Any) -> np.ndarray:
+        rows, k = np.broadcast_arrays(_arr(rows), _arr(k))
+        out = np.empty(rows.shape)
+        pairs = np.stack([rows.ravel(), k.ravel()], axis=1)
+        uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+        vals = np.array([fn(self._counts(int(a), int(b))) for a, b in uniq])
+        out.ravel()[:] = vals[inv.ravel()]
+        return out
+
+    def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
+        return self._map(rows, k, lambda c: float(np.mean(c == 0)))
+
+    def expected_occupancy(self, rows: Any, k: Any) -> np.ndarray:
+        return self._map(rows, k, lambda c: float(np.mean(c)))
+
+    def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
+        return self._map(rows, k, lambda c: float(np.quantile(c, q)))
+
+    def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        vals, counts = np.unique(self._counts(rows, k), return_counts=True)
+        return vals, counts / counts.sum()
+
+
+def density_model(spec: str | DensityModel | None, size: int | None = None) -> DensityModel:
+    """A density model from the pattern notation (or a model, passed through; ``None`` = dense).
+
+    ``dense``; ``unstructured(0.1)`` or a bare ``0.1`` (uniform); ``2:4``; ``K1(2:4)->K0(2:4)``
+    (HSS); ``4:8+1:8`` (TASD series). ``size`` (tensor elements) makes uniform models hypergeometric.
+    """
+    if spec is None:
+        return DenseModel()
+    if isinstance(spec, DensityModel):
+        return spec
+    text = str(spec).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None:
+        return DenseModel() if value >= 1.0 else UniformModel(value, size)
+    from tasder.sparsity import GH, HSS, Dense, Unstructured, parse_series
+
+    series = parse_series(text)
+    models: list[DensityModel] = []
+    for term in series.terms:
+        if isinstance(term, Dense):
+            models.append(DenseModel())
+        elif isinstance(term, Unstructured):
+            models.append(UniformModel(float(term.fraction), size) if term.fraction < 1 else DenseModel())
+        elif isinstance(term, (GH, HSS)):
+            ranks = tuple((r.g, r.h) for r in term.ranks_lowest_first)
+            models.append(StructuredModel(ranks, str(term)))
+        else:  # pragma: no cover - parse_series only yields the kinds above
+            raise ValueError(f"density model: unsupported pattern {term!r}")
+    if len(models) == 1:
+        return models[0]
+    if not all(isinstance(m, StructuredModel) for m in models):
+        raise ValueError(f"density model {text!r}: every term of a TASD series must be structured (G:H or HSS)")
+    return SeriesModel(tuple(models), text)  # type: ignore[arg-type]

@@ -1,0 +1,337 @@
+"""The sparse step (Sparseloop's sparse modeling, thesis ch. 4.6): SAFs filter the dense traffic.
+
+Input: the dense :class:`~tasder.hw.dataflow.ActionCounts` of a batch of mappings and a density
+model per operand. Output: the same counts split into fine-grained actions:
+
+* **actual** (``reads``/``fills``/``updates``): accesses that happen, at full energy;
+* **gated**: the unit stays idle — costs the cycle, ``gated_energy_ratio`` of the energy;
+* **skipped**: neither cycle nor energy;
+* **metadata**: format overhead words (bitmasks, coordinates, offsets), at the level's energy.
+
+Rules (per tile, then scaled by the number of tiles moved, as thesis 4.6):
+
+* **Formats**: a compressed tensor moves ``density`` of its words plus its metadata
+  (:mod:`tasder.hw.formats`), measured on the tile the level holds.
+* **Gating/skipping at a storage level**, target ``T`` conditioned on leaders ``S``: a read of a
+  ``T`` tile from that level is eliminated when the corresponding leader tile (the leader's tile at
+  the level below, i.e. the granularity of one transfer) is empty — probability from the leader's
+  density model. Double-sided = both directions listed. Savings **propagate** downwards: the
+  fraction eliminated at a level is the largest of its own and every level above (a tile not sent
+  is not stored or read below), combined over different leaders as independent events.
+* **Compute**: a MAC is ineffectual unless every listed leader is nonzero; skipping removes its
+  cycle, gating keeps the cycle at ``gated_energy_ratio`` of the energy.
+* **Structured engines** (``structured_support``): a tensor whose density model is one of the
+  engine's patterns is exploited exactly (skips are deterministic, so cycles = steps · density);
+  any other model on that tensor makes the engine run it dense — no format, no skipping (gating
+  needs only a zero detector, so gating SAFs apply to any model). Without a support list the SAFs
+  always apply (DSTC pays its bitmask even on dense data).
+* **TASD series** (TTC: a design with ``term_reuse``): each term is its own pass with the same
+  mapping (other designs see the series as one operand of its total density); the series operand's
+  traffic and the compute add over terms; the other tensors are reused across terms at and below
+  ``term_reuse`` levels (B in L2, Z in L1: paper Fig. 11), so their traffic above is counted once.
+* **Extra energy**: ``accumulation_energy`` per effectual MAC (DSTC's accumulation buffer),
+  ``tasd_unit_energy`` per element decomposed at run time (TASD-A: a B series).
+
+Bandwidth-bound cycles use actual + gated + metadata words (compressed traffic); see
+:func:`tasder.hw.microarch.cost`. Leader metadata reads are part of the leader's format traffic.
+Not modelled: load imbalance of unstructured skipping across PEs (expected work is used).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, density_model
+from tasder.hw.formats import Format, parse_format
+from tasder.hw.spec import SpecError, check_keys, get_float, get_str
+
+if TYPE_CHECKING:
+    from tasder.hw.architecture import Architecture
+    from tasder.hw.dataflow import ActionCounts
+    from tasder.hw.workload import Problem
+
+__all__ = ["SAF", "SparseSpec", "compressed_need", "operand_models", "parse_sparse_spec", "sparse_step"]
+
+_TENSORS = ("A", "B", "Z")
+_ROWS_DIM = {"A": 0, "B": 2}  # the non-K dim of each operand (MKN order); K is dim 1
+
+
+@dataclass(frozen=True)
+class SAF:
+    """One gating/skipping feature: at ``level`` (a storage level or the compute), ``kind`` on ``target``
+    conditioned on ``condition_on`` (leaders)."""
+
+    level: str
+    kind: str
+    target: str
+    condition_on: tuple[str, ...]
+    #: Leader elements checked per row along K for one decision: None = the leader's tile one level
+    #: down (Sparseloop's per-transfer rule); an int; or "block" = the leader's lowest-rank G:H block
+    #: (HighLight's rank-1 SAF skips B for an empty rank-0 block of A).
+    granularity: int | str | None = None
+
+
+@dataclass(frozen=True)
+class SparseSpec:
+    """A design's sparse acceleration features (Sparseloop's ``sparse_optimizations``)."""
+
+    formats: dict[tuple[str, str], Format] = field(default_factory=dict)
+    safs: tuple[SAF, ...] = ()
+    structured_support: dict[str, tuple[tuple[tuple[int, int], ...], ...]] = field(default_factory=dict)
+    gated_energy_ratio: float = 0.1
+    accumulation_energy: float = 0.0
+    tasd_unit_energy: float = 0.0
+    term_reuse: dict[str, str] = field(default_factory=dict)
+
+
+def _expand(text: str) -> list[str]:
+    """Brace ranges: ``C1(2:{2..8})->C0(2:{2..4})`` → every combination."""
+    m = re.search(r"\{(\d+)\.\.(\d+)\}", text)
+    if not m:
+        return [text]
+    out = []
+    for v in range(int(m.group(1)), int(m.group(2)) + 1):
+        out += _expand(text[: m.start()] + str(v) + text[m.end():])
+    return out
+
+
+def _ranks_of(model: DensityModel) -> tuple[tuple[int, int], ...] | None:
+    if isinstance(model, StructuredModel):
+        # G:G rules (dense ranks) carry no structure an engine needs: drop them for matching.
+        return tuple(r for r in model.ranks if r[0] != r[1]) or ((1, 1),)
+    return None
+
+
+def parse_sparse_spec(node: Any, level_names: list[str], compute_name: str) -> SparseSpec:
+    """Parse ``sparse_optimizations`` (see docs/hw_spec.md) with line-numbered errors."""
+    check_keys(node, ("targets", "structured_support", "gated_energy_ratio", "accumulation_energy",
+                      "tasd_unit_energy", "term_reuse"))
+    names = [*level_names, compute_name]
+    formats: dict[tuple[str, str], Format] = {}
+    safs: list[SAF] = []
+    for i, tgt in enumerate(node.get("targets") or []):
+        if not isinstance(tgt, dict):
+            raise SpecError(f"{node.where('targets')}: sparse_optimizations.targets[{i}] must be a mapping")
+        check_keys(tgt, ("name", "representation_format", "action_optimization"), required=("name",))
+        name = get_str(tgt, "name", choices=names)
+        fmt = tgt.get("representation_format") or {}
+        if fmt and name == compute_name:
+            raise SpecError(f"{tgt.where('representation_format')}: the compute level stores nothing; "
+                            f"formats belong to storage levels")
+        if fmt:
+            check_keys(fmt, ("A", "B"))
+            for t, value in fmt.items():
+                try:
+                    formats[(name, t)] = parse_format(value)
+                except ValueError as exc:
+                    raise SpecError(f"{fmt.where(t)}: {exc}") from None
+        for j, act in enumerate(tgt.get("action_optimization") or []):
+            if not isinstance(act, dict):
+                raise SpecError(f"{tgt.where('action_optimization')}: action_optimization[{j}] must be a mapping")
+            check_keys(act, ("type", "target", "condition_on", "granularity"),
+                       required=("type", "target", "condition_on"))
+            gran = act.get("granularity")
+            if gran is not None and gran != "block" and (isinstance(gran, bool) or not isinstance(gran, int)
+                                                         or gran < 1):
+                raise SpecError(f"{act.where('granularity')}: granularity must be a positive integer or 'block'; "
+                                f"got {gran!r}")
+            kind = get_str(act, "type", choices=("gating", "skipping"))
+            target = get_str(act, "target", choices=_TENSORS)
+            leaders = act["condition_on"]
+            if not isinstance(leaders, list) or not leaders or any(x not in ("A", "B") for x in leaders):
+                raise SpecError(f"{act.where('condition_on')}: condition_on must be a non-empty list of A/B; "
+                                f"got {leaders!r}")
+            if name != compute_name and target in leaders:
+                raise SpecError(f"{act.where('condition_on')}: a storage SAF's target cannot lead itself "
+                                f"(its own zeros are removed by its format)")
+            safs.append(SAF(name, kind, target, tuple(leaders), gran))
+    support: dict[str, tuple[tuple[tuple[int, int], ...], ...]] = {}
+    sup = node.get("structured_support") or {}
+    if sup:
+        check_keys(sup, ("A", "B"))
+        for t, pats in sup.items():
+            if not isinstance(pats, list):
+                raise SpecError(f"{sup.where(t)}: structured_support.{t} must be a list of patterns")
+            out = []
+            for p in pats:
+                for text in _expand(str(p)):
+                    try:
+                        r = _ranks_of(density_model(text))
+                    except ValueError as exc:
+                        raise SpecError(f"{sup.where(t)}: {exc}") from None
+                    if r is None:
+                        raise SpecError(f"{sup.where(t)}: {text!r} is not a structured pattern")
+                    out.append(r)
+            support[t] = tuple(out)
+    reuse = node.get("term_reuse") or {}
+    if reuse:
+        check_keys(reuse, _TENSORS)
+        for t in reuse:
+            get_str(reuse, t, choices=level_names)
+    return SparseSpec(formats=formats, safs=tuple(safs), structured_support=support,
+                      gated_energy_ratio=get_float(node, "gated_energy_ratio", 0.1, allow_zero=True),
+                      accumulation_energy=get_float(node, "accumulation_energy", 0.0, allow_zero=True),
+                      tasd_unit_energy=get_float(node, "tasd_unit_energy", 0.0, allow_zero=True),
+                      term_reuse=dict(reuse))
+
+
+def operand_models(problem: Problem) -> dict[str, DensityModel]:
+    """The density model of A and B (Z is dense)."""
+    return {"A": density_model(problem.a_density, problem.M * problem.K),
+            "B": density_model(problem.b_density, problem.K * problem.N), "Z": DenseModel()}
+
+
+def _active(spec: SparseSpec, t: str, model: DensityModel) -> bool:
+    """Whether the design exploits ``t``'s sparsity (structured engines only their patterns)."""
+    if t not in spec.structured_support:
+        return True
+    pats = spec.structured_support[t]
+    return all(_ranks_of(m) in pats for m in model.terms)
+
+
+def _granularity(value: int | str, model: DensityModel) -> int:
+    if value != "block":
+        return int(value)
+    return model.ranks[0][1] if isinstance(model, StructuredModel) else 1
+
+
+def _tile(ext: np.ndarray, t: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, k) of operand ``t``'s tile for extents (..., 3)."""
+    return ext[..., _ROWS_DIM[t]], ext[..., 1]
+
+
+def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: float = 0.99) -> np.ndarray | None:
+    """(B, L) words each level needs at occupancy quantile ``q`` with its formats (None = all dense)."""
+    spec = arch.sparse
+    if spec is None or not spec.formats:
+        return None
+    models = operand_models(problem)
+    need = np.zeros(ext.shape[:2])
+    for i, lv in enumerate(arch.levels):
+        for t in lv.keep:
+            e = ext[:, i]
+            fmt = spec.formats.get((lv.name, t))
+            if t == "Z" or fmt is None or not _active(spec, t, models[t]):
+                need[:, i] += np.prod(e[:, [d for d, name in enumerate("MKN") if name in _DIMS[t]]], axis=1)
+                continue
+            rows, k = _tile(e, t)
+            data, meta = fmt.tile_words(models[t], rows, k, lv.word_bits, q)
+            need[:, i] += data + meta
+    return need
+
+
+_DIMS = {"A": "MK", "B": "KN", "Z": "MN"}
+
+
+def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models: dict[str, DensityModel],
+              active: dict[str, bool]) -> dict[str, np.ndarray]:
+    """Actual/gated/skipped/metadata words of one pass (one set of operand models)."""
+    nb, nl = counts.reads.shape[:2]
+    ext = counts.extents
+    words = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)  # (B, L, 3, 3)
+    actual, gated, skipped, meta = (np.zeros_like(words) for _ in range(4))
+    names = [lv.name for lv in arch.levels]
+    # Per-level elimination fractions of each target. Per leader, a level eliminates what it or any
+    # level above eliminates (propagation); leaders combine as independent events; gating only
+    # counts what skipping left.
+    skip_lv = np.zeros((nb, nl, 3))
+    gate_lv = np.zeros((nb, nl, 3))
+    for ti, t in enumerate(_TENSORS):
+        keep_skip, keep_any = np.ones((nb, nl)), np.ones((nb, nl))
+        for s in ("A", "B"):
+            p = {"skipping": np.zeros((nb, nl)), "gating": np.zeros((nb, nl))}
+            for saf in spec.safs:
+                if saf.target != t or s not in saf.condition_on or saf.level not in names:
+                    continue
+                if saf.kind == "skipping" and not active[s]:
+                    continue
+                i = names.index(saf.level)
+                if saf.granularity is None:
+                    rows, k = _tile(ext[:, i + 1], s)
+                else:
+                    rows, k = np.ones(nb), np.full(nb, float(_granularity(saf.granularity, models[s])))
+                p[saf.kind][:, i] = np.maximum(p[saf.kind][:, i], models[s].prob_empty(rows, k))
+            p_skip = np.maximum.accumulate(p["skipping"], axis=1)
+            p_any = np.maximum(p_skip, np.maximum.accumulate(p["gating"], axis=1))
+            keep_skip *= 1.0 - p_skip
+            keep_any *= 1.0 - p_any
+        skip_lv[:, :, ti] = 1.0 - keep_skip
+        gate_lv[:, :, ti] = keep_skip - keep_any
+    for i, lv in enumerate(arch.levels):
+        for ti, t in enumerate(_TENSORS):
+            if t not in lv.keep:
+                continue
+            fmt = spec.formats.get((lv.name, t)) if t != "Z" and active.get(t, False) else None
+            ratio, meta_ratio = np.ones(nb), np.zeros(nb)
+            if fmt is not None:
+                rows, k = _tile(ext[:, i], t)
+                data, md = fmt.tile_words(models[t], rows, k, lv.word_bits)
+                dense = np.maximum(rows * k, 1.0)
+                ratio, meta_ratio = data / dense, md / dense
+            # reads leave this level (this level's eliminations); fills arrive from above (parent's).
+            s_read, g_read = skip_lv[:, i, ti], gate_lv[:, i, ti]
+            s_fill = skip_lv[:, i - 1, ti] if i > 0 else np.zeros(nb)
+            g_fill = gate_lv[:, i - 1, ti] if i > 0 else np.zeros(nb)
+            for ai, (s, g) in enumerate(((s_read, g_read), (s_fill, g_fill), (s_read, g_read))):
+                w = words[:, i, ti, ai] * ratio
+                actual[:, i, ti, ai] = w * np.clip(1.0 - s - g, 0.0, None)
+                gated[:, i, ti, ai] = w * g
+                skipped[:, i, ti, ai] = w * s
+                meta[:, i, ti, ai] = words[:, i, ti, ai] * meta_ratio * (1.0 - s)
+    # Compute: a MAC is ineffectual when any listed (active) leader operand is zero.
+    lead: dict[str, set[str]] = {"skipping": set(), "gating": set()}
+    for saf in spec.safs:
+        if saf.level == arch.compute.name:
+            lead[saf.kind] |= {s for s in saf.condition_on if active[s] or saf.kind == "gating"}
+
+    def ineffectual(leaders: set[str]) -> float:
+        return 1.0 - math.prod(1.0 - float(models[s].prob_empty(1, 1)) for s in leaders)
+
+    mac_skip = np.full(nb, ineffectual(lead["skipping"]))
+    mac_gate = np.full(nb, ineffectual(lead["skipping"] | lead["gating"])) - mac_skip
+    return {"actual": actual, "gated": gated, "skipped": skipped, "metadata": meta,
+            "macs": counts.macs * (1.0 - mac_skip - mac_gate), "mac_gated": counts.macs * mac_gate,
+            "mac_skipped": counts.macs * mac_skip, "steps": counts.steps * (1.0 - mac_skip)}
+
+
+def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> ActionCounts:
+    """Filter dense counts through the design's SAFs for the problem's operand densities (see module doc)."""
+    spec: SparseSpec | None = getattr(arch, "sparse", None)
+    if spec is None or counts.extents is None:
+        return counts
+    models = operand_models(problem)
+    active = {t: _active(spec, t, models[t]) for t in ("A", "B")}
+    # Term-by-term execution is a TTC feature (term_reuse); other designs see a series as its sum.
+    series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t] and spec.term_reuse]
+    if len(series) > 1:
+        raise ValueError(f"{problem.name}: only one operand may be a TASD series on {arch.name}")
+    passes = []
+    if series:
+        s = series[0]
+        for term in models[s].terms:
+            passes.append(_one_pass(arch, spec, counts, {**models, s: term}, active))
+    else:
+        passes.append(_one_pass(arch, spec, counts, models, active))
+    out = {k: sum(p[k] for p in passes) for k in passes[0]}
+    if len(passes) > 1:
+        names = [lv.name for lv in arch.levels]
+        for t, level in spec.term_reuse.items():
+            if t == series[0]:
+                continue
+            ti, r = _TENSORS.index(t), names.index(level)
+            for key in ("actual", "gated", "skipped", "metadata"):
+                out[key][:, :r, ti] = passes[0][key][:, :r, ti]
+                out[key][:, r, ti, 1] = passes[0][key][:, r, ti, 1]  # fills into the reuse level: once
+    extra = out["macs"] * spec.accumulation_energy
+    if spec.tasd_unit_energy and active["B"] and models["B"].structured:
+        # TASD-A: every B element entering the chip is decomposed once (by the units next to L2).
+        extra = extra + counts.fills[:, min(1, len(arch.levels) - 1), 1] * spec.tasd_unit_energy
+    return replace(counts, reads=out["actual"][..., 0], fills=out["actual"][..., 1], updates=out["actual"][..., 2],
+                   gated=out["gated"], skipped=out["skipped"], metadata=out["metadata"], macs=out["macs"],
+                   mac_gated=out["mac_gated"], mac_skipped=out["mac_skipped"], steps=out["steps"],
+                   extra_energy=extra, dense_macs=counts.macs)
