@@ -482,7 +482,7 @@ def _message(exc: BaseException) -> str:
 
 # Larger commands live in their own modules (tasder/cli/<name>.py) and register themselves on
 # `app` with @app.command when imported; list them here. They import helpers from this module.
-_COMMAND_MODULES: tuple[str, ...] = ("models", "profile", "train", "hw")
+_COMMAND_MODULES: tuple[str, ...] = ("models", "profile", "train", "hw", "search")
 for _module in _COMMAND_MODULES:
     importlib.import_module(f"tasder.cli.{_module}")
 

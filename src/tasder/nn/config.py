@@ -53,7 +53,7 @@ CONFIG_VERSION = 1
 Mode = Literal["W", "A"]
 
 _SPEC_KEYS = ("series", "mode")
-_TOP_KEYS = ("version", "layers")
+_TOP_KEYS = ("version", "layers", "provenance")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -183,8 +183,13 @@ class TASDConfig:
     """
 
     layers: dict[str, LayerSpec] = field(default_factory=dict)
+    #: Where the config came from (e.g. a ``tasder search``: model id, target, constraint, scores).
+    #: Free-form, JSON-like; it does not change what the config does, so equality ignores it.
+    provenance: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.provenance is not None and not isinstance(self.provenance, Mapping):
+            raise ValueError(f"TASDConfig.provenance must be a mapping; got {type(self.provenance).__name__}")
         if not isinstance(self.layers, Mapping):
             raise ValueError(f"TASDConfig.layers must be a mapping of layer names to specs; got {self.layers!r}")
         checked: dict[str, LayerSpec] = {}
@@ -210,7 +215,8 @@ class TASDConfig:
         if "version" in data or "layers" in data:
             unknown = [k for k in data if k not in _TOP_KEYS]
             if unknown:
-                raise ValueError(f"TASD config: unknown top-level key {unknown[0]!r}; allowed keys: version, layers")
+                raise ValueError(f"TASD config: unknown top-level key {unknown[0]!r}; allowed keys: "
+                                 f"{', '.join(_TOP_KEYS)}")
             version = data.get("version", CONFIG_VERSION)
             if isinstance(version, bool) or version != CONFIG_VERSION:
                 raise ValueError(f"TASD config: unsupported `version` {version!r}; this tasder reads version 1")
@@ -219,7 +225,10 @@ class TASDConfig:
                 raise ValueError("TASD config: missing key 'layers' (a mapping of layer names/globs to specs)")
             if not isinstance(layers, Mapping):
                 raise ValueError(f"TASD config: `layers` must be a mapping; got {type(layers).__name__}")
-            return cls(dict(layers))
+            provenance = data.get("provenance")
+            if provenance is not None and not isinstance(provenance, Mapping):
+                raise ValueError(f"TASD config: `provenance` must be a mapping; got {type(provenance).__name__}")
+            return cls(dict(layers), dict(provenance) if provenance is not None else None)
         return cls(dict(data))
 
     @classmethod
@@ -264,8 +273,12 @@ class TASDConfig:
     # -- writing --------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The versioned form ``{"version": 1, "layers": {name: {"series", "mode"}}}``."""
-        return {"version": CONFIG_VERSION, "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+        """The versioned form ``{"version": 1, "layers": {name: {"series", "mode"}}}`` (plus
+        ``"provenance"`` when the config carries one)."""
+        out: dict[str, Any] = {"version": CONFIG_VERSION, "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+        if self.provenance is not None:
+            out["provenance"] = dict(self.provenance)
+        return out
 
     def to_yaml(self) -> str:
         """YAML text, one flow mapping per layer in config order (short diffs)."""
@@ -274,7 +287,12 @@ class TASDConfig:
         lines = [f"version: {CONFIG_VERSION}", "layers:" + ("" if self.layers else " {}")]
         for key, spec in self.layers.items():
             lines.append(f"  {json.dumps(key)}: {{series: {json.dumps(str(spec.series))}, mode: {spec.mode}}}")
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        if self.provenance is not None:
+            # safe_dump quotes every string a YAML 1.1 reader would take for a number ("2:8").
+            text += yaml.safe_dump({"provenance": dict(self.provenance)}, sort_keys=False,
+                                   default_flow_style=False, allow_unicode=True)
+        return text
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_yaml` to ``path`` atomically (temp file + rename); returns the path."""

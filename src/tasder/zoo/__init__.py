@@ -255,6 +255,12 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
     def evaluate(net: nn.Module) -> float:
         return evaluate_accuracy(net, x_test, y_test)
 
+    x_val, y_val = data.x_val, data.y_val
+
+    def evaluate_val(net: nn.Module) -> float:
+        # Searches (tasder.search) decide on this split so that the test split stays untouched.
+        return evaluate_accuracy(net, x_val, y_val)
+
     weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     n_weights = sum(w.numel() for w in weights)
     n_zero = sum(int((w == 0).sum()) for w in weights)
@@ -276,6 +282,8 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
             "recipe": {**vars(recipe), "optimizer": "Adam"},
             **({"finetune_recipe": {**vars(finetune), "optimizer": "Adam"}} if sparsity else {}),
             "test_accuracy": evaluate(model),
+            "evaluate_val": evaluate_val,
+            "val_metric": "validation accuracy",
         },
     )
 
@@ -304,8 +312,11 @@ for _percent in (50, 80, 90, 95):
 
 @register("minilm", kind="pretrained", metric="recall@1",
           description="all-MiniLM-L6-v2 (real weights, BERT 6×384) on stdlib-docstring retrieval")
-def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64) -> ZooModel:
-    """``n``: task size (queries = candidates); tests use a few dozen."""
+def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64, val_n: int = 512) -> ZooModel:
+    """``n``: task size (queries = candidates); tests use a few dozen. ``val_n``: size of the
+    validation task (``metadata["evaluate_val"]``), drawn from pairs disjoint from the scored
+    ``n`` and from the calibration text, so a search can decide without touching the test pairs
+    (with the default ``n`` the pool has 511 such pairs on CPython 3.11; fewer are used if fewer remain)."""
     from tasder.zoo.minilm import load_minilm_model
     from tasder.zoo.retrieval import RetrievalTask, load_docstring_pairs
 
@@ -326,6 +337,16 @@ def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64) -> ZooModel:
     def evaluate(net: nn.Module) -> float:
         return task.evaluate(net).recall_at_1
 
+    extra: dict[str, Any] = {}
+    val_pairs = pairs[n + 32 : n + 32 + val_n] if len(pairs) - n >= 32 else []
+    if val_n > 0 and val_pairs:
+        val_task = RetrievalTask.build(tokenizer, val_pairs, batch_size=batch_size)
+
+        def evaluate_val(net: nn.Module) -> float:
+            return val_task.evaluate(net).recall_at_1
+
+        extra = {"evaluate_val": evaluate_val, "val_metric": "validation recall@1", "val_size": len(val_pairs)}
+
     return ZooModel(
         name="minilm",
         description=_MODELS["minilm"].description,
@@ -345,6 +366,7 @@ def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64) -> ZooModel:
             "python": task_meta["python"],
             "missing_modules": task_meta["missing_modules"],
             "embedding": "mean pooling over the attention mask, L2-normalised",
+            **extra,
         },
     )
 

@@ -1,0 +1,121 @@
+"""``tasder search``: find a per-layer TASD config of a zoo model for a hardware target.
+
+::
+
+    tasder search MODEL --target ttc-vegeta-m8 --mode W|A [--method cost-aware] [--constraint 0.99]
+                  [--drop 0.005] [--layers GLOB ...] [--out config.yaml] [--report report.md]
+
+The search decides on the zoo entry's validation split (``metadata["evaluate_val"]``) and the
+chosen config is re-scored on the test split afterwards; both are printed. Output paths are
+checked writable before the (possibly long) search starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tasder.cli.app import _emit, app
+from tasder.cli.profile import _load_zoo, _table, format_count
+
+__all__ = ["check_writable", "search_cmd"]
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError now if ``path`` cannot be written (its folder missing or read-only, or a folder)."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "No such directory", str(parent))
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(13, "Permission denied", str(path))
+    with tempfile.NamedTemporaryFile(dir=parent, prefix=".tasder-check-", delete=True):
+        pass  # the atomic writers create a temp file in the same folder: that is what must work
+
+
+@app.command("search")
+def search_cmd(
+    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
+    target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
+    = "ttc-vegeta-m8",
+    mode: Annotated[str, typer.Option("--mode", "-m", help="W (TASD-W, weights) or A (TASD-A, activations).")]
+    = "W",
+    method: Annotated[str, typer.Option("--method", help="cost-aware, paper-greedy or paper-threshold (A).")]
+    = "cost-aware",
+    constraint: Annotated[float, typer.Option("--constraint", help="Keep ≥ this fraction of the original "
+                                              "validation metric, in (0, 1].")] = 0.99,
+    drop: Annotated[float | None, typer.Option("--drop", help="Instead: an absolute allowed drop of the metric.",
+                                               show_default=False)] = None,
+    layers: Annotated[list[str] | None, typer.Option("--layers", help="Globs of the layers to search "
+                      "(repeatable; default: all, minilm TASD-A: encoder.layer.?.output.dense).",
+                      show_default=False)] = None,
+    statistic: Annotated[str, typer.Option("--statistic", help="paper-threshold's S(L): mean or p99.")] = "mean",
+    max_evals: Annotated[int | None, typer.Option("--max-evals", min=1, show_default=False,
+                                                   help="Stop after this many evaluations.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the chosen config (YAML) here.",
+                                             show_default=False)] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a markdown report here.",
+                                                show_default=False)] = None,
+) -> None:
+    """Search a per-layer TASD configuration of a zoo MODEL that keeps the metric under the constraint
+    and minimises effective MACs; print a summary, optionally write the config and a report."""
+    from tasder.io import atomic_write_text
+    from tasder.search import Drop, render_markdown, search
+    from tasder.search.methods import _check_constraint, default_layers
+    from tasder.search.targets import load_target
+
+    limit = _check_constraint(Drop(drop) if drop is not None else constraint)
+    load_target(target)
+    for path in (out, report):
+        if path is not None:
+            check_writable(path)
+    entry = _load_zoo(model)
+    evaluate = entry.metadata.get("evaluate_val")
+    if evaluate is None:
+        raise ValueError(f"zoo model {model!r} has no validation split evaluator (metadata['evaluate_val'])")
+    mode_u = mode.strip().upper()
+    chosen_layers = layers if layers else default_layers(model, mode_u)
+    result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
+                    method,  # type: ignore[arg-type]
+                    holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
+                    statistic=statistic, model_id=model, progress=True)  # type: ignore[arg-type]
+    val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
+    test_name = entry.metric if "test" in entry.metric else f"test {entry.metric}"
+    if out is not None:
+        result.config_with_provenance().save(out)
+    if report is not None:
+        atomic_write_text(report, render_markdown(result, val_name, test_name))
+
+    def render(console: Console) -> None:
+        r = result
+        console.print(f"{model} on {r.target}: TASD-{r.mode}, {r.method}, constraint {r.constraint}", markup=False)
+        hold = r.holdout_ratio
+        console.print(f"{val_name}: {r.metric_original:.4f} → {r.metric_final:.4f} "
+                      f"({100 * r.metric_ratio:.2f} %)", markup=False)
+        if r.holdout_original is not None and r.holdout_final is not None:
+            console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
+                          + ("" if hold is None else f" ({100 * hold:.2f} %)"), markup=False)
+        console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
+                      f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
+                      + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
+        table = _table()
+        for col in ("layer", "series", "mode", "dense MACs", "executed", "output rel. err."):
+            table.add_column(col, justify="left" if col in ("layer", "series", "mode") else "right")
+        for row in r.layers:
+            table.add_row(row.name, row.series, row.mode, format_count(row.dense_macs), f"{row.fraction:.3f}",
+                          "-" if row.damage is None else f"{row.damage:.3f}")
+        console.print(table)
+        for f in r.failures:
+            console.print(f"failed evaluation: {f}", markup=False)
+        for path, what in ((out, "config"), (report, "report")):
+            if path is not None:
+                console.print(f"wrote {what}: {path}", markup=False)
+
+    _emit(render, None, None)

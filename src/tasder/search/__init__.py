@@ -1,0 +1,33 @@
+"""TASDER: layer-wise TASD configuration search under an accuracy constraint (DESIGN.md §3.4).
+
+>>> from tasder.search import candidate_series
+>>> [str(s) for s in candidate_series("ttc-vegeta-m8")]
+['1:8', '2:8', '2:8+1:8', '4:8', '4:8+1:8', '4:8+2:8', 'dense']
+
+``search(model, target, evaluate, calib, mode="W", constraint=0.99, method="cost-aware")``
+returns a :class:`SearchResult`; :func:`render_markdown` turns it into a report.
+"""
+
+from tasder.search.candidates import candidate_series
+from tasder.search.cost import CostFn, MACCost
+from tasder.search.methods import METHODS, Drop, search
+from tasder.search.report import render_markdown
+from tasder.search.result import EvalPoint, LayerRow, SearchResult, pareto_front
+from tasder.search.targets import Target, list_targets, load_target
+
+__all__ = [
+    "METHODS",
+    "CostFn",
+    "Drop",
+    "EvalPoint",
+    "LayerRow",
+    "MACCost",
+    "SearchResult",
+    "Target",
+    "candidate_series",
+    "list_targets",
+    "load_target",
+    "pareto_front",
+    "render_markdown",
+    "search",
+]

@@ -1,0 +1,54 @@
+"""A markdown report of a :class:`~tasder.search.result.SearchResult`: summary, per-layer table,
+and metric vs cost of every evaluated config (Pareto points marked)."""
+
+from __future__ import annotations
+
+from tasder.search.result import SearchResult
+
+__all__ = ["render_markdown"]
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def render_markdown(result: SearchResult, metric_name: str = "validation metric",
+                    holdout_name: str = "held-out metric") -> str:
+    """The report as markdown text (tables render on GitHub and in any markdown viewer).
+
+    ``metric_name`` names what the search's ``evaluate`` returned, ``holdout_name`` the re-scoring.
+    """
+    r = result
+    hold = r.holdout_ratio
+    lines = [
+        f"# TASDER search: {r.model_id or 'model'} on {r.target} (TASD-{r.mode}, {r.method})",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| constraint | {r.constraint} (threshold {r.threshold:.4f} on the {metric_name}) |",
+        f"| {metric_name} | {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %) |",
+        f"| {holdout_name} | {_num(r.holdout_original)} → {_num(r.holdout_final)}"
+        f"{'' if hold is None else f' ({100 * hold:.2f} %)'} |",
+        f"| cost | {r.cost_before:,.0f} → {r.cost_after:,.0f} ({100 * r.cost_cut:.1f} % cut) |",
+        f"| evaluations | {r.evaluations} ({r.cache_hits} cache hits), {r.seconds:.1f} s |",
+    ]
+    if r.interrupted:
+        lines.append("| interrupted | yes: the best valid config found so far |")
+    lines += ["", "## Per layer", "",
+              "| layer | kind | K | dense MACs | series | mode | executed fraction | output rel. error |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in r.layers:
+        lines.append(f"| `{row.name}` | {row.kind} | {row.k} | {row.dense_macs:,} | {row.series} | {row.mode} | "
+                     f"{row.fraction:.3f} | {_num(row.damage)} |")
+    pareto = {p.index for p in r.pareto}
+    lines += ["", "## Every evaluated config", "",
+              f"`*` marks the Pareto front (higher {metric_name}, lower cost); ok = meets the constraint.", "",
+              f"| # | step | {metric_name} | cost | ok | non-dense layers |", "|---|---|---|---|---|---|"]
+    for p in r.history:
+        layers = ", ".join(f"{k}={v}" for k, v in p.layers.items()) or "(dense)"
+        metric = _num(p.metric) if p.error is None else f"failed: {p.error}"
+        lines.append(f"| {p.index}{'*' if p.index in pareto else ''} | {p.step} | {metric} | {p.cost:,.0f} | "
+                     f"{'yes' if p.ok else 'no'} | {layers} |")
+    if r.failures:
+        lines += ["", "## Failed evaluations", ""] + [f"- {f}" for f in r.failures]
+    return "\n".join(lines) + "\n"

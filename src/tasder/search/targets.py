@@ -1,0 +1,137 @@
+"""Hardware targets as data: which structured patterns a target runs natively, and how many terms.
+
+A target is a small YAML file (the built-in ones ship in ``tasder/search/targets/``; a user can
+pass the path of their own)::
+
+    name: ttc-vegeta-m8
+    description: "VEGETA-like TTC, M=8"
+    patterns: ["1:8", "2:8", "4:8"]     # per-term patterns the hardware runs natively
+    max_order: 2                        # at most this many terms in a series
+
+Why data and not code: new accelerators are described by their pattern set, and researchers
+should be able to add one without touching the search. A pattern may hold ``{a..b}`` integer
+ranges, expanded to every concrete pattern (``C1(2:{2..8})->C0(2:{2..4})`` is HighLight's HSS
+family); patterns of density 1 (no sparsity) are dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from tasder.sparsity import parse_pattern
+from tasder.sparsity.patterns import Pattern, StructuredPattern
+
+__all__ = ["Target", "expand_pattern", "list_targets", "load_target"]
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_KEYS = ("name", "description", "patterns", "max_order")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A hardware target: its native per-term ``patterns`` (canonical strings) and ``max_order``."""
+
+    name: str
+    patterns: tuple[str, ...]
+    max_order: int
+    description: str = ""
+    source: str = "<built-in>"
+
+    def parsed(self) -> list[Pattern]:
+        """The native patterns, parsed."""
+        return [parse_pattern(p) for p in self.patterns]
+
+
+def expand_pattern(text: str) -> list[str]:
+    """Every concrete pattern of ``text`` with its ``{a..b}`` ranges expanded (in order)."""
+    ranges = [(int(a), int(b)) for a, b in _RANGE.findall(text)]
+    if not ranges:
+        return [text]
+    pieces = _RANGE.split(text)[::3]
+    out = []
+    for values in itertools.product(*(range(a, b + 1) for a, b in ranges)):
+        out.append("".join(p + (str(v) if i < len(values) else "") for i, (p, v) in
+                           enumerate(itertools.zip_longest(pieces, values, fillvalue=""))))
+    return out
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("tasder.search") / "targets"))
+
+
+def list_targets() -> dict[str, str]:
+    """Built-in target names → one-line descriptions."""
+    out: dict[str, str] = {}
+    for path in sorted(_builtin_dir().glob("*.yaml")):
+        t = _parse(path.read_text(encoding="utf-8"), str(path))
+        out[t.name] = t.description
+    return out
+
+
+def _parse(text: str, source: str) -> Target:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a target file must be a YAML mapping with keys {', '.join(_KEYS)}")
+    unknown = [k for k in data if k not in _KEYS]
+    if unknown:
+        raise ValueError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: `name` must be a non-empty string; got {name!r}")
+    raw = data.get("patterns")
+    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) for p in raw):
+        raise ValueError(f"{source}: `patterns` must be a non-empty list of pattern strings such as "
+                         f"['1:8', '2:8'] (quote them: a bare 2:8 is a base-60 number to YAML); got {raw!r}")
+    order = data.get("max_order", 1)
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
+        raise ValueError(f"{source}: `max_order` must be an integer in [1, 4]; got {order!r}")
+    patterns: dict[str, None] = {}
+    for entry in raw:
+        for concrete in expand_pattern(entry):
+            try:
+                p = parse_pattern(concrete)
+            except ValueError as exc:
+                raise ValueError(f"{source}: bad pattern {concrete!r}: {exc}") from None
+            if not isinstance(p, StructuredPattern):
+                raise ValueError(f"{source}: pattern {concrete!r} is not structured (G:H or HSS)")
+            if p.density < 1.0:
+                patterns.setdefault(str(p))
+    if not patterns:
+        raise ValueError(f"{source}: every pattern has density 1: the target has nothing to skip")
+    description = data.get("description", "")
+    return Target(name=name.strip(), patterns=tuple(patterns), max_order=order,
+                  description=str(description), source=source)
+
+
+def load_target(target: str | os.PathLike[str] | Target) -> Target:
+    """A :class:`Target` from a built-in name (``"ttc-vegeta-m8"``), a YAML file path, or a Target.
+
+    Raises:
+        ValueError: unknown name (the known ones are listed) or a bad file (the message names it).
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"`target` must be a target name, a YAML path or a Target; got {type(target).__name__}")
+    text = os.fspath(target)
+    builtin = _builtin_dir() / f"{text}.yaml"
+    if "/" not in text and not text.endswith((".yaml", ".yml")) and builtin.is_file():
+        return _parse(builtin.read_text(encoding="utf-8"), str(builtin))
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"no such target file: {path}")
+        return _parse(path.read_text(encoding="utf-8"), str(path))
+    raise ValueError(f"unknown target {text!r}; built-in targets: {', '.join(list_targets())} "
+                     f"(or pass the path of a target YAML file)")

@@ -1,0 +1,213 @@
+"""tasder.search.search on small hand-made models with synthetic evaluate functions.
+
+The synthetic metric is 1 − Σ penalty(layer, density) over the model's TASD layers, so which step
+breaks the constraint is known in advance and the tests can assert rollbacks and choices exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tasder.nn import TASDConfig, tasd_layers
+from tasder.search import Drop, pareto_front, search
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+
+
+def _calib() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 16, generator=g) for _ in range(2)]
+
+
+def synthetic(weights: dict[str, float]):
+    """metric = 1 − Σ w[layer]·(1 − density)²; counts its calls."""
+
+    def evaluate(model: nn.Module) -> float:
+        evaluate.calls += 1  # type: ignore[attr-defined]
+        return 1.0 - sum(weights.get(n, 0.0) * (1.0 - layer.series.effective_density) ** 2
+                         for n, layer in tasd_layers(model))
+
+    evaluate.calls = 0  # type: ignore[attr-defined]
+    return evaluate
+
+
+def _series(result, name: str) -> str:
+    spec = result.config.resolve(name)
+    return "dense" if spec is None else str(spec.series)
+
+
+@pytest.mark.parametrize("method", ["paper-greedy", "cost-aware"])
+def test_breaking_steps_are_rolled_back(method):
+    # Layer "0" may not be touched at all (any step costs ≥ 0.0156 > 0.01); "2" and "4" are free.
+    ev = synthetic({"0": 1.0, "2": 0.0, "4": 0.0})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, method, progress=False)
+    assert _series(r, "0") == "dense"
+    assert _series(r, "2") == "1:8" and _series(r, "4") == "1:8"
+    failed = [p for p in r.history if not p.ok]
+    assert failed and all("0" in p.layers for p in failed)  # the breaking steps were evaluated, rolled back
+    assert r.metric_final >= r.threshold and r.cost_after < r.cost_before
+    if method == "paper-greedy":  # greedy continued after the first rollback
+        first_fail = failed[0].index
+        assert any(p.ok and p.index > first_fail for p in r.history)
+
+
+def test_determinism_same_seed_same_result():
+    ev = synthetic({"0": 0.2, "2": 0.05, "4": 0.1})
+    a = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.98, "cost-aware", seed=3, progress=False)
+    b = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.98, "cost-aware", seed=3, progress=False)
+    assert a.config == b.config
+    assert [(p.layers, p.metric, p.cost) for p in a.history] == [(p.layers, p.metric, p.cost) for p in b.history]
+
+
+@pytest.mark.parametrize("method", ["paper-greedy", "cost-aware", "paper-threshold"])
+def test_evaluations_are_cached(method):
+    ev = synthetic({"0": 0.2, "2": 0.05, "4": 0.1})
+    mode = "A" if method == "paper-threshold" else "W"
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), mode, 0.98, method, progress=False)
+    keys = [tuple(sorted(p.layers.items())) for p in r.history]
+    assert len(set(keys)) == len(keys)  # never the same config twice
+    assert ev.calls == r.evaluations == len(r.history)
+
+
+def test_greedy_revisit_is_a_cache_hit():
+    # With 1:8 rejected for every layer, the cost-aware batches re-propose configs already scored.
+    ev = synthetic({"0": 0.2, "2": 0.2, "4": 0.2})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.97, "cost-aware", progress=False)
+    assert ev.calls == r.evaluations
+
+
+def test_ctrl_c_returns_best_valid_so_far():
+    inner = synthetic({"0": 0.0, "2": 0.0, "4": 0.0})
+    n = 3
+
+    def evaluate(model: nn.Module) -> float:
+        if inner.calls >= n:
+            raise KeyboardInterrupt
+        return inner(model)
+
+    r = search(_model(), "ttc-vegeta-m8", evaluate, _calib(), "W", 0.99, "paper-greedy", progress=False)
+    assert r.interrupted
+    assert r.evaluations == n + 1 and len(r.history) == n  # the interrupted call is not a point
+    assert r.metric_final >= r.threshold
+    assert r.cost_after == min(p.cost for p in r.history if p.ok)
+
+
+def test_nan_and_raising_evaluate_are_rejected_and_reported():
+    inner = synthetic({"0": 0.0, "2": 0.0, "4": 0.0})
+
+    def evaluate(model: nn.Module) -> float:
+        layers = dict(tasd_layers(model))
+        if "2" in layers and str(layers["2"].series) == "1:8":
+            return float("nan")
+        if "4" in layers and str(layers["4"].series) == "1:8":
+            raise RuntimeError("boom")
+        return inner(model)
+
+    r = search(_model(), "ttc-vegeta-m8", evaluate, _calib(), "W", 0.99, "paper-greedy", progress=False)
+    assert any("NaN" in f for f in r.failures) and any("RuntimeError: boom" in f for f in r.failures)
+    bad = [p for p in r.history if p.error is not None]
+    assert bad and all(not p.ok and p.metric is None for p in bad)
+    assert _series(r, "2") == "2:8" and _series(r, "4") == "2:8" and _series(r, "0") == "1:8"
+
+
+def test_holdout_reevaluation_is_reported_and_not_used_by_the_search():
+    ev = synthetic({"0": 0.2, "2": 0.05, "4": 0.1})
+    seen: list[int] = []
+
+    def holdout(model: nn.Module) -> float:
+        seen.append(len(list(tasd_layers(model))))
+        return 0.5 + 0.1 * len(seen)
+
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.98, "cost-aware", holdout_evaluate=holdout,
+               progress=False)
+    assert seen == [0, len(r.config.layers)]  # the original, then the chosen config, after the search
+    assert (r.holdout_original, r.holdout_final) == (pytest.approx(0.6), pytest.approx(0.7))
+    assert r.holdout_ratio == pytest.approx(0.7 / 0.6)
+
+
+def test_pareto_front_is_non_dominated():
+    ev = synthetic({"0": 0.2, "2": 0.05, "4": 0.1})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.9, "paper-greedy", progress=False)
+    front = r.pareto
+    assert front == pareto_front(r.history)
+    for p in front:
+        for q in r.history:
+            assert not (q.metric > p.metric and q.cost <= p.cost) and not (q.metric >= p.metric and q.cost < p.cost)
+    for q in r.history:  # everything evaluated is dominated by (or on) the front
+        assert any(p.metric >= q.metric and p.cost <= q.cost for p in front)
+
+
+def test_cost_aware_never_worse_than_paper_greedy_on_a_small_case():
+    weights = {"0": 0.3, "2": 0.02, "4": 0.1}
+    g = search(_model(), "ttc-vegeta-m8", synthetic(weights), _calib(), "W", 0.98, "paper-greedy", progress=False)
+    c = search(_model(), "ttc-vegeta-m8", synthetic(weights), _calib(), "W", 0.98, "cost-aware", progress=False)
+    assert c.cost_after <= g.cost_after
+    assert c.evaluations <= g.evaluations
+
+
+def test_paper_threshold_picks_by_sparsity_and_custom_cost_plugs_in():
+    ev = synthetic({"0": 0.0, "2": 0.0, "4": 0.0})
+    calls = []
+
+    def cost(config) -> float:
+        calls.append(dict(config))
+        return sum(spec.series.effective_density for spec in config.values())
+
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "A", 0.99, "paper-threshold", cost=cost, progress=False)
+    assert r.extra["alpha"] is not None and r.cost_after == pytest.approx(3 * 0.125)
+    assert calls and set(calls[0]) == {"0", "2", "4"}
+
+
+def test_drop_constraint_and_layers_globs():
+    ev = synthetic({"0": 0.0, "2": 0.0, "4": 0.0})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", Drop(0.0), "cost-aware", layers=["2"],
+               progress=False)
+    assert set(r.config.layers) == {"2"} and r.constraint.startswith("drop")
+    with pytest.raises(ValueError, match="matches no"):
+        search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, layers=["nope*"], progress=False)
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), math.inf, True, "0.99"])
+def test_constraint_outside_0_1_is_rejected_before_any_work(bad):
+    ev = synthetic({})
+    with pytest.raises(ValueError, match="constraint"):
+        search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", bad, progress=False)
+    assert ev.calls == 0
+
+
+def test_other_bad_arguments():
+    ev = synthetic({})
+    with pytest.raises(ValueError, match="Drop amount"):
+        Drop(-0.1)
+    with pytest.raises(ValueError, match="unknown method"):
+        search(_model(), "ttc-vegeta-m8", ev, _calib(), method="exhaustive", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="TASD-A"):
+        search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", method="paper-threshold", progress=False)
+    assert ev.calls == 0
+
+
+def test_result_config_carries_provenance_through_yaml(tmp_path):
+    ev = synthetic({"0": 0.2, "2": 0.05, "4": 0.1})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.98, model_id="tiny", progress=False)
+    path = r.config_with_provenance().save(tmp_path / "c.yaml")
+    back = TASDConfig.load(path)
+    assert back == r.config
+    assert back.provenance["model"] == "tiny" and back.provenance["target"] == "ttc-vegeta-m8"
+    assert back.provenance["scores"]["metric_final"] == pytest.approx(r.metric_final)
+    text = path.read_text().replace("version: 1", "version: 2")
+    with pytest.raises(ValueError, match="version"):
+        TASDConfig.from_yaml(text)
+
+
+def test_max_evals_stops_the_search_with_a_valid_config():
+    ev = synthetic({"0": 0.0, "2": 0.0, "4": 0.0})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "paper-greedy", max_evals=4, progress=False)
+    assert r.evaluations == ev.calls == 4 and "stopped" in r.extra
+    assert r.metric_final >= r.threshold and not r.interrupted
