@@ -40,7 +40,6 @@ Not modelled: load imbalance of unstructured skipping across PEs (expected work 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +48,7 @@ import numpy as np
 from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, density_model
 from tasder.hw.formats import Format, parse_format
 from tasder.hw.spec import SpecError, check_keys, get_float, get_str
+from tasder.sparsity import expand_ranges
 
 if TYPE_CHECKING:
     from tasder.hw.architecture import Architecture
@@ -87,17 +87,6 @@ class SparseSpec:
     accumulation_energy: float = 0.0
     tasd_unit_energy: float = 0.0
     term_reuse: dict[str, str] = field(default_factory=dict)
-
-
-def _expand(text: str) -> list[str]:
-    """Brace ranges: ``C1(2:{2..8})->C0(2:{2..4})`` → every combination."""
-    m = re.search(r"\{(\d+)\.\.(\d+)\}", text)
-    if not m:
-        return [text]
-    out = []
-    for v in range(int(m.group(1)), int(m.group(2)) + 1):
-        out += _expand(text[: m.start()] + str(v) + text[m.end():])
-    return out
 
 
 def _ranks_of(model: DensityModel) -> tuple[tuple[int, int], ...] | None:
@@ -159,7 +148,7 @@ def parse_sparse_spec(node: Any, level_names: list[str], compute_name: str) -> S
                 raise SpecError(f"{sup.where(t)}: structured_support.{t} must be a list of patterns")
             out = []
             for p in pats:
-                for text in _expand(str(p)):
+                for text in expand_ranges(str(p)):
                     try:
                         r = _ranks_of(density_model(text))
                     except ValueError as exc:

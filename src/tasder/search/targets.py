@@ -16,21 +16,18 @@ family); patterns of density 1 (no sparsity) are dropped.
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from tasder.sparsity import parse_pattern
+from tasder.sparsity import expand_ranges, parse_pattern
 from tasder.sparsity.patterns import Pattern, StructuredPattern
 
 __all__ = ["Target", "expand_pattern", "list_targets", "load_target"]
 
-_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _KEYS = ("name", "description", "patterns", "max_order")
 
 
@@ -51,15 +48,7 @@ class Target:
 
 def expand_pattern(text: str) -> list[str]:
     """Every concrete pattern of ``text`` with its ``{a..b}`` ranges expanded (in order)."""
-    ranges = [(int(a), int(b)) for a, b in _RANGE.findall(text)]
-    if not ranges:
-        return [text]
-    pieces = _RANGE.split(text)[::3]
-    out = []
-    for values in itertools.product(*(range(a, b + 1) for a, b in ranges)):
-        out.append("".join(p + (str(v) if i < len(values) else "") for i, (p, v) in
-                           enumerate(itertools.zip_longest(pieces, values, fillvalue=""))))
-    return out
+    return expand_ranges(text)
 
 
 def _builtin_dir() -> Path:

@@ -7,7 +7,7 @@
 """
 
 from tasder.sparsity.masks import compute_mask, magnitude_key, satisfies
-from tasder.sparsity.notation import NOTATION_EXAMPLES, parse_pattern, parse_series
+from tasder.sparsity.notation import NOTATION_EXAMPLES, expand_ranges, parse_pattern, parse_series
 from tasder.sparsity.patterns import (
     GH,
     HSS,
@@ -30,6 +30,7 @@ __all__ = [
     "StructuredPattern",
     "Unstructured",
     "compute_mask",
+    "expand_ranges",
     "magnitude_key",
     "parse_pattern",
     "parse_series",

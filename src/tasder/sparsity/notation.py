@@ -16,12 +16,13 @@ Parsing is cached: a notation string is parsed once per process.
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import lru_cache
 
 from tasder.sparsity.patterns import GH, HSS, Dense, Pattern, Rank, Series, Unstructured
 
-__all__ = ["NOTATION_EXAMPLES", "parse_pattern", "parse_series"]
+__all__ = ["NOTATION_EXAMPLES", "expand_ranges", "parse_pattern", "parse_series"]
 
 #: (example, meaning) pairs shown by ``tasder patterns`` and quoted in error messages.
 NOTATION_EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -106,3 +107,23 @@ def parse_pattern(spec: str | Pattern) -> Pattern:
     if series.order != 1:
         raise ValueError(f"expected one pattern, got a series of {series.order} terms: {spec!r}")
     return series.terms[0]
+
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_ranges(text: str) -> list[str]:
+    """Every concrete notation of ``text`` with its ``{a..b}`` ranges expanded, first range slowest.
+
+    Hardware families are written this way: ``C1(2:{2..8})->C0(2:{2..4})`` is HighLight's 21 HSS
+    patterns, ``2:{4..8}`` STC-flexible's.
+    """
+    ranges = [(int(a), int(b)) for a, b in _RANGE.findall(text)]
+    if not ranges:
+        return [text]
+    pieces = _RANGE.split(text)[::3]  # split keeps the two groups: take the text between ranges
+    out = []
+    for values in itertools.product(*(range(a, b + 1) for a, b in ranges)):
+        out.append("".join(piece + (str(v) if i < len(values) else "")
+                           for i, (piece, v) in enumerate(itertools.zip_longest(pieces, values, fillvalue=""))))
+    return out
