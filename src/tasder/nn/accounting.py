@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasder._batch import call_with_batch
 from tasder.nn.layers import TASDLayer
 
 __all__ = ["LayerMACs", "MACReport", "count_macs"]
@@ -203,12 +204,7 @@ def count_macs(
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook))
         with torch.no_grad():
-            if isinstance(example_inputs, Mapping):
-                model(**example_inputs)
-            elif isinstance(example_inputs, (tuple, list)):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
+            call_with_batch(model, example_inputs)
     finally:
         for handle in handles:
             handle.remove()

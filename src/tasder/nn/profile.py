@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasder._batch import call_with_batch
 from tasder.sparsity import Series, StructuredPattern, parse_series
 from tasder.tasd import DecompositionSums, decompose, tensor_sums
 
@@ -376,15 +377,6 @@ def _check_batch(batch: object, index: int) -> None:
                         f"tuple of positional arguments; got {type(batch).__name__}")
 
 
-def _call(model: nn.Module, batch: Batch) -> None:
-    if isinstance(batch, torch.Tensor):
-        model(batch)
-    elif isinstance(batch, Mapping):
-        model(**batch)
-    else:
-        model(*batch)
-
-
 # ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +453,7 @@ def profile_model(
             for index, batch in enumerate(batches):
                 _check_batch(batch, index)
                 try:
-                    _call(model, batch)
+                    call_with_batch(model, batch)
                 except _LayerError as exc:
                     raise ValueError(f"calibration batch {index}: {exc}") from None
                 except Exception as exc:  # torch raises RuntimeError/IndexError/...: name the batch

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder._batch import call_with_batch
 from tasder.nn.accounting import count_macs
 from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.nn.layers import TASDConv2d, TASDLinear, incompatibility
@@ -143,14 +144,6 @@ def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple
     return chosen
 
 
-def _call(model: nn.Module, batch: Any) -> Any:
-    if isinstance(batch, dict):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
-
-
 def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, nn.Module]],
              cands: list[Series], mode: str) -> tuple[list[_Layer], int]:
     """One pass over the calibration batches: per layer and candidate the relative output error,
@@ -195,7 +188,7 @@ def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, n
     try:
         with torch.no_grad():
             for batch in calib:
-                _call(model, batch)
+                call_with_batch(model, batch)
     finally:
         for h in handles:
             h.remove()

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder._batch import call_with_batch
 from tasder.zoo.minilm import (
     MINILM_MODEL_NAME,
     WorkloadUnavailableError,
@@ -169,7 +170,7 @@ class ZooModel:
         if net is None:
             raise ValueError(f"{self.name} is a shape-only entry: it has no model to run")
         with torch.inference_mode():
-            return [net(**b) if isinstance(b, dict) else net(b) for b in self.calibration]
+            return [call_with_batch(net, b) for b in self.calibration]
 
 
 @dataclass(frozen=True)
