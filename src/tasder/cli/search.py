@@ -3,11 +3,14 @@
 ::
 
     tasder search MODEL --target ttc-vegeta-m8 --mode W|A [--method cost-aware] [--constraint 0.99]
-                  [--drop 0.005] [--layers GLOB ...] [--out config.yaml] [--report report.md]
+                  [--drop 0.005] [--layers GLOB ...] [--cost macs|edp|energy|cycles] [--design NAME]
+                  [--out config.yaml] [--report report.md] [--json]
 
 The search decides on the zoo entry's validation split (``metadata["evaluate_val"]``) and the
 chosen config is re-scored on the test split afterwards; both are printed. Output paths are
-checked writable before the (possibly long) search starts.
+checked writable before the (possibly long) search starts. ``--cost edp --design ttc-vegeta-m8``
+makes the modelled EDP of the whole model on that design (:class:`tasder.search.HardwareCost`) the
+cost the search minimises; the summary then also shows the chosen config's EDP normalised to TC.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,6 +42,39 @@ def check_writable(path: Path) -> None:
         pass  # the atomic writers create a temp file in the same folder: that is what must work
 
 
+def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode: str, budget: int,
+                   seed: int) -> tuple[Any, Any]:
+    """(the search's cost, the same cost on TC) for ``--cost``; (None, None) = effective MACs."""
+    from tasder.hw import list_designs
+    from tasder.search import HardwareCost
+    from tasder.search.cost import COST_METRICS
+
+    key = cost.strip().lower()
+    if key == "macs":
+        if design is not None:
+            raise ValueError("--design only applies to a modelled cost: add --cost edp (or energy, cycles)")
+        return None, None
+    if key not in COST_METRICS:
+        raise ValueError(f"--cost {cost!r}: expected macs, {', '.join(COST_METRICS)}")
+    if design is None:
+        if target not in list_designs():
+            raise ValueError(f"--cost {key} needs --design: the target {target!r} is not a shipped design "
+                             f"(shipped: {', '.join(list_designs())})")
+        design = target
+    fn = HardwareCost.for_model(entry.model, entry.calibration[0], design, mode,  # type: ignore[arg-type]
+                                metric=key, budget=budget, seed=seed)
+    tc = HardwareCost("tc", fn.problems, fn.mode, metric=key, budget=budget, seed=seed)
+    return fn, tc
+
+
+def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
+    """The chosen config's modelled cost next to TC running the original model (what the report shows)."""
+    tc = tc_cost({})
+    return {"design": cost_fn.design, "metric": cost_fn.metric, "unit": cost_fn.unit, "tc_original": tc,
+            "before_vs_tc": result.cost_before / tc if tc else float("nan"),
+            "after_vs_tc": result.cost_after / tc if tc else float("nan")}
+
+
 @app.command("search")
 def search_cmd(
     model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
@@ -58,14 +94,30 @@ def search_cmd(
     statistic: Annotated[str, typer.Option("--statistic", help="paper-threshold's S(L): mean or p99.")] = "mean",
     max_evals: Annotated[int | None, typer.Option("--max-evals", min=1, show_default=False,
                                                    help="Stop after this many evaluations.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    cost: Annotated[str, typer.Option("--cost", help="What to minimise: macs (effective MACs), or the modelled "
+                                      "edp, energy or cycles on --design.")] = "macs",
+    design: Annotated[str | None, typer.Option("--design", help="Accelerator design for a modelled cost (default: "
+                                               "the target's name when it is a shipped design).",
+                                               show_default=False)] = None,
+    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1,
+                                               help="Mappings tried per distinct layer for a modelled cost.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds torch and the mapper (results are repeatable).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the chosen config (YAML) here.",
                                              show_default=False)] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a markdown report here.",
                                                 show_default=False)] = None,
 ) -> None:
     """Search a per-layer TASD configuration of a zoo MODEL that keeps the metric under the constraint
-    and minimises effective MACs; print a summary, optionally write the config and a report."""
+    and minimises effective MACs or a modelled hardware cost; print a summary, optionally write the config
+    and a report.
+
+    Examples:
+
+        tasder search digits-cnn-sparse-95 --mode W -o config.yaml
+
+        tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md
+    """
     from tasder.io import atomic_write_text
     from tasder.search import Drop, render_markdown, search
     from tasder.search.methods import _check_constraint, default_layers
@@ -82,10 +134,13 @@ def search_cmd(
         raise ValueError(f"zoo model {model!r} has no validation split evaluator (metadata['evaluate_val'])")
     mode_u = mode.strip().upper()
     chosen_layers = layers if layers else default_layers(model, mode_u)
+    cost_fn, tc_cost = _cost_function(cost, design, target, entry, mode_u, mapper_budget, seed)
     result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                     method,  # type: ignore[arg-type]
                     holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                    statistic=statistic, model_id=model, progress=True)  # type: ignore[arg-type]
+                    statistic=statistic, model_id=model, progress=True, cost=cost_fn)  # type: ignore[arg-type]
+    if tc_cost is not None and cost_fn is not None:
+        result.extra["hardware"] = hardware_summary(cost_fn, tc_cost, result)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
     test_name = entry.metric if "test" in entry.metric else f"test {entry.metric}"
     if out is not None:
@@ -102,9 +157,16 @@ def search_cmd(
         if r.holdout_original is not None and r.holdout_final is not None:
             console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
                           + ("" if hold is None else f" ({100 * hold:.2f} %)"), markup=False)
-        console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
-                      f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
-                      + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
+        hw = r.extra.get("hardware")
+        if hw is None:
+            console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
+                          f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
+                          + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
+        else:
+            console.print(f"modelled {hw['metric']} on {hw['design']}: {r.cost_before:.4g} → {r.cost_after:.4g} "
+                          f"{hw['unit']} ({100 * r.cost_cut:.1f} % cut; {hw['after_vs_tc']:.3f} × TC running the "
+                          f"original model); {r.evaluations} evaluations, {r.seconds:.1f} s"
+                          + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
         table = _table()
         for col in ("layer", "series", "mode", "dense MACs", "executed", "output rel. err."):
             table.add_column(col, justify="left" if col in ("layer", "series", "mode") else "right")
@@ -118,4 +180,7 @@ def search_cmd(
             if path is not None:
                 console.print(f"wrote {what}: {path}", markup=False)
 
-    _emit(render, None, None)
+    if json_out:
+        _emit(None, result.as_dict(), None)
+    else:
+        _emit(render, None, None)

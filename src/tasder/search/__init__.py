@@ -9,7 +9,7 @@ returns a :class:`SearchResult`; :func:`render_markdown` turns it into a report.
 """
 
 from tasder.search.candidates import candidate_series
-from tasder.search.cost import CostFn, MACCost
+from tasder.search.cost import CostFn, HardwareCost, MACCost
 from tasder.search.methods import METHODS, Drop, search
 from tasder.search.report import render_markdown
 from tasder.search.result import EvalPoint, LayerRow, SearchResult, pareto_front
@@ -20,6 +20,7 @@ __all__ = [
     "CostFn",
     "Drop",
     "EvalPoint",
+    "HardwareCost",
     "LayerRow",
     "MACCost",
     "SearchResult",

@@ -1,4 +1,4 @@
-"""The cost a search minimises: by default the model's effective MACs on a calibration batch.
+"""The cost a search minimises: effective MACs (default) or modelled cycles/energy/EDP on a design.
 
 A cost function takes the per-layer configuration — every searched layer's name → its
 :class:`~tasder.nn.LayerSpec` (``dense`` included) — and returns a float, lower is better. Why a
@@ -9,16 +9,31 @@ without the search knowing anything about it.
 effective density (Σ term densities); for TASD-A the *measured* fraction of input elements the
 approximation keeps on the calibration data (an already sparse activation keeps fewer than the
 series allows). Layers the search does not touch count dense.
+
+:class:`HardwareCost` runs the configuration through the analytical accelerator model
+(:mod:`tasder.hw`): every Linear/Conv2d of the model becomes a GEMM whose operands carry their
+measured densities (weights and inputs, as ``unstructured(d)``), the searched operand of a
+configured layer carries its TASD series instead, each distinct (shape, densities) pair is mapped
+once (the mapper's best mapping is cached), and the network's cycles, energy or EDP come back.
 """
+
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from tasder.nn.config import LayerSpec
 
-__all__ = ["CostFn", "MACCost"]
+if TYPE_CHECKING:
+    from tasder.hw import Architecture, MapperResult, Network, NetworkResult, Problem
+
+__all__ = ["COST_METRICS", "CostFn", "HardwareCost", "MACCost"]
+
+#: What :class:`HardwareCost` can return, with its unit.
+COST_METRICS: dict[str, str] = {"edp": "J·s", "energy": "pJ", "cycles": "cycles"}
 
 #: ``cost(config) -> float``: config maps every searched layer to its spec; lower is better.
 CostFn = Callable[[Mapping[str, LayerSpec]], float]
@@ -58,3 +73,166 @@ class MACCost:
             spec = config.get(name)
             total += macs * (1.0 if spec is None else self.fraction(name, spec))
         return total
+
+
+def density_text(density: float) -> str:
+    """A measured nonzero fraction in the pattern notation: ``dense`` above 99.9 %, else
+    ``unstructured(d)`` (3 significant digits, at least 0.001 so an all-zero tensor stays valid).
+
+    >>> density_text(1.0), density_text(0.05123), density_text(0.0)
+    ('dense', 'unstructured(0.0512)', 'unstructured(0.001)')
+    """
+    if not math.isfinite(density) or density >= 0.999:
+        return "dense"
+    return f"unstructured({max(density, 0.001):.3g})"
+
+
+class HardwareCost:
+    """Modelled cycles, energy or EDP of a whole model on an accelerator design.
+
+    Args:
+        design: a shipped design name (``"ttc-vegeta-m8"``) or an :class:`~tasder.hw.Architecture`.
+        problems: every GEMM layer of the model by name, with its *baseline* operand densities
+            (``a_density`` weights, ``b_density`` inputs); :meth:`for_model` builds them.
+        mode: which operand a configured layer's series replaces: ``"W"`` → A (weights),
+            ``"A"`` → B (inputs). A spec's own mode wins when it differs.
+        metric: ``"edp"`` (J·s, total energy × total delay), ``"energy"`` (pJ) or ``"cycles"``.
+        budget: mappings the mapper tries per distinct layer (shared by layers of equal shape).
+        seed: mapper seed (results are deterministic per seed).
+
+    Why map per (shape, densities) and cache: a search evaluates hundreds of configs but each
+    layer only has a handful of candidate series, so the mapper runs a few times per layer.
+    """
+
+    def __init__(self, design: str | Architecture, problems: Mapping[str, Problem], mode: Literal["W", "A"] = "W",
+                 *, metric: str = "edp", budget: int = 2000, seed: int = 0) -> None:
+        from tasder.hw import Architecture, load_architecture
+
+        if metric not in COST_METRICS:
+            raise ValueError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
+        if mode not in ("W", "A"):
+            raise ValueError(f"mode={mode!r}: expected 'W' (weights) or 'A' (activations)")
+        if not problems:
+            raise ValueError("HardwareCost needs at least one layer (problems is empty)")
+        self.arch = design if isinstance(design, Architecture) else load_architecture(design)
+        self.problems = dict(problems)
+        self.mode = mode
+        self.metric = metric
+        self.budget = budget
+        self.seed = seed
+        self._cache: dict[tuple[Any, ...], MapperResult] = {}
+
+    @property
+    def unit(self) -> str:
+        """The unit of what :meth:`__call__` returns."""
+        return COST_METRICS[self.metric]
+
+    @property
+    def design(self) -> str:
+        return self.arch.name
+
+    @classmethod
+    def for_model(cls, model: Any, example: Any, design: str | Architecture, mode: Literal["W", "A"] = "W", *,
+                  metric: str = "edp", budget: int = 2000, seed: int = 0, per_sample: bool = True,
+                  word_bits: int = 16) -> HardwareCost:
+        """Trace ``model`` on ``example`` (a calibration batch) and measure each layer's operand densities.
+
+        ``per_sample`` (default) divides each GEMM's N by the batch size, so the workload is one
+        inference — the batch-1 setting the TASD paper evaluates — while densities are averaged
+        over the whole batch.
+        """
+        import torch
+        from torch import nn
+
+        from tasder._batch import call_with_batch
+        from tasder.hw import from_conv2d, from_linear
+
+        names = {m: n for n, m in model.named_modules()}
+        found: dict[str, Problem] = {}
+
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            name = names[module]
+            x = inputs[0]
+            batch = int(x.shape[0]) if per_sample and x.dim() > 1 else 1
+            a = density_text(float((module.weight != 0).float().mean()))
+            b = density_text(float((x != 0).float().mean()))
+            if isinstance(module, nn.Linear):
+                tokens = output.numel() // output.shape[-1]
+                p = from_linear(name, module.in_features, module.out_features, max(1, tokens // batch),
+                                word_bits=word_bits)
+            else:
+                hw = (int(output.shape[-2]), int(output.shape[-1]))
+                p = from_conv2d(name, module.in_channels, module.out_channels, module.kernel_size, hw,
+                                1 if per_sample else (int(output.shape[0]) if output.dim() == 4 else 1),
+                                groups=module.groups, word_bits=word_bits)
+            if name in found:  # a module called twice: count it twice
+                p = replace(found[name], repeat=found[name].repeat + 1)
+            found[name] = replace(p, a_density=a, b_density=b)
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                call_with_batch(model, example)
+        finally:
+            model.train(was_training)
+            for h in handles:
+                h.remove()
+        if not found:
+            raise ValueError("HardwareCost.for_model: the forward pass called no nn.Linear or nn.Conv2d")
+        return cls(design, found, mode, metric=metric, budget=budget, seed=seed)
+
+    def workload(self, config: Mapping[str, LayerSpec] | None = None, name: str = "model") -> Network:
+        """The network as the design sees it under ``config`` (layers not in it keep their baseline)."""
+        from tasder.hw import Network
+
+        config = config or {}
+        unknown = sorted(set(config) - set(self.problems))
+        if unknown:
+            raise KeyError(f"HardwareCost: layer(s) {', '.join(unknown)} were not traced "
+                           f"(traced: {', '.join(self.problems)})")
+        layers = []
+        for lname, p in self.problems.items():
+            spec = config.get(lname)
+            if spec is not None and not spec.is_dense:
+                operand = "a_density" if (spec.mode or self.mode) == "W" else "b_density"
+                p = replace(p, **{operand: str(spec.series)})
+            layers.append(p)
+        return Network(name, tuple(layers))
+
+    def _map(self, p: Problem) -> MapperResult:
+        from tasder.hw import search
+
+        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
+        if key not in self._cache:
+            objective = "edp" if self.metric == "edp" else self.metric
+            self._cache[key] = search(self.arch, p, budget=self.budget, objective=objective, seed=self.seed)
+        return self._cache[key]
+
+    def evaluate(self, config: Mapping[str, LayerSpec] | None = None, name: str = "model") -> NetworkResult:
+        """Every layer mapped and evaluated under ``config`` (cached per distinct layer)."""
+        from tasder.hw import Evaluation, MapperResult, NetworkResult
+
+        net = self.workload(config, name)
+        out = []
+        for p in net.layers:
+            r = self._map(p)
+            out.append(MapperResult(Evaluation(self.arch, p, r.best.mapping, r.best.counts, r.best.costs),
+                                    r.top, r.objective, r.candidates, r.valid, r.exhaustive))
+        return NetworkResult(net, tuple(out))
+
+    def totals(self, config: Mapping[str, LayerSpec] | None = None) -> dict[str, float]:
+        """``cycles``, ``energy_pj``, ``seconds`` and ``edp_js`` of the whole model under ``config``."""
+        r = self.evaluate(config)
+        return {"cycles": r.cycles, "energy_pj": r.energy_pj, "seconds": r.cycles / self.arch.clock_hz,
+                "edp_js": r.edp(self.arch.clock_hz)}
+
+    def __call__(self, config: Mapping[str, LayerSpec]) -> float:
+        t = self.totals(config)
+        return {"edp": t["edp_js"], "energy": t["energy_pj"], "cycles": t["cycles"]}[self.metric]
+
+    def __repr__(self) -> str:
+        return (f"HardwareCost(design={self.design!r}, mode={self.mode!r}, metric={self.metric!r}, "
+                f"layers={len(self.problems)}, budget={self.budget})")
+

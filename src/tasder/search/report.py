@@ -12,6 +12,11 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _cost(x: float) -> str:
+    # MACs are large integers; a modelled EDP is ~1e-11 J·s: print both readably.
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def render_markdown(result: SearchResult, metric_name: str = "validation metric",
                     holdout_name: str = "held-out metric") -> str:
     """The report as markdown text (tables render on GitHub and in any markdown viewer).
@@ -20,6 +25,8 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
     """
     r = result
     hold = r.holdout_ratio
+    hw = r.extra.get("hardware")
+    hw_unit = "" if hw is None else f" (modelled {hw['metric']} on {hw['design']}, {hw['unit']})"
     lines = [
         f"# TASDER search: {r.model_id or 'model'} on {r.target} (TASD-{r.mode}, {r.method})",
         "",
@@ -29,9 +36,12 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
         f"| {metric_name} | {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %) |",
         f"| {holdout_name} | {_num(r.holdout_original)} → {_num(r.holdout_final)}"
         f"{'' if hold is None else f' ({100 * hold:.2f} %)'} |",
-        f"| cost | {r.cost_before:,.0f} → {r.cost_after:,.0f} ({100 * r.cost_cut:.1f} % cut) |",
+        f"| cost{hw_unit} | {_cost(r.cost_before)} → {_cost(r.cost_after)} ({100 * r.cost_cut:.1f} % cut) |",
         f"| evaluations | {r.evaluations} ({r.cache_hits} cache hits), {r.seconds:.1f} s |",
     ]
+    if hw is not None:
+        lines.append(f"| vs TC | original model {hw['before_vs_tc']:.3f} × TC → chosen config "
+                     f"{hw['after_vs_tc']:.3f} × TC ({hw['metric']}, TC running the original model) |")
     if r.interrupted:
         lines.append("| interrupted | yes: the best valid config found so far |")
     lines += ["", "## Per layer", "",
@@ -47,7 +57,7 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
     for p in r.history:
         layers = ", ".join(f"{k}={v}" for k, v in p.layers.items()) or "(dense)"
         metric = _num(p.metric) if p.error is None else f"failed: {p.error}"
-        lines.append(f"| {p.index}{'*' if p.index in pareto else ''} | {p.step} | {metric} | {p.cost:,.0f} | "
+        lines.append(f"| {p.index}{'*' if p.index in pareto else ''} | {p.step} | {metric} | {_cost(p.cost)} | "
                      f"{'yes' if p.ok else 'no'} | {layers} |")
     if r.failures:
         lines += ["", "## Failed evaluations", ""] + [f"- {f}" for f in r.failures]
