@@ -20,11 +20,16 @@ Rules (per tile, then scaled by the number of tiles moved, as thesis 4.6):
   is not stored or read below), combined over different leaders as independent events.
 * **Compute**: a MAC is ineffectual unless every listed leader is nonzero; skipping removes its
   cycle, gating keeps the cycle at ``gated_energy_ratio`` of the energy.
-* **Structured engines** (``structured_support``): a tensor whose density model is one of the
-  engine's patterns is exploited exactly (skips are deterministic, so cycles = steps · density);
-  any other model on that tensor makes the engine run it dense — no format, no skipping (gating
-  needs only a zero detector, so gating SAFs apply to any model). Without a support list the SAFs
-  always apply (DSTC pays its bitmask even on dense data).
+* **Structured engines** (``structured_support``): a structured operand runs at the sparsest engine
+  pattern its own pattern is guaranteed to satisfy (:func:`tasder.sparsity.implies`; e.g. 2:4 on a
+  4:8 engine runs as 4:8, 1:8 on a {1,2,4}:8 engine as 1:8, 1:4 on a 2:4 engine as 2:4): the
+  operand's model becomes that pattern's (density, format slots, empty-tile odds), explicit zeros
+  filling the slots its own pattern leaves empty; skips are deterministic, so cycles = steps ·
+  that density. A TASD series is mapped term by term; it is exploited only if every term maps.
+  An operand with no such pattern (unstructured, dense, or a pattern no engine pattern contains)
+  makes the engine run it dense — no format, no skipping (gating needs only a zero detector, so
+  gating SAFs apply to any model, with the operand's own density). Without a support list the
+  SAFs always apply (DSTC pays its bitmask even on dense data).
 * **TASD series** (TTC: a design with ``term_reuse``): each term is its own pass with the same
   mapping (other designs see the series as one operand of its total density); the series operand's
   traffic and the compute add over terms; the other tensors are reused across terms at and below
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,14 +54,15 @@ import numpy as np
 from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, density_model
 from tasder.hw.formats import Format, parse_format
 from tasder.hw.spec import SpecError, check_keys, get_float, get_str
-from tasder.sparsity import expand_ranges
+from tasder.sparsity import GH, HSS, Rank, expand_ranges, implies
 
 if TYPE_CHECKING:
     from tasder.hw.architecture import Architecture
     from tasder.hw.dataflow import ActionCounts
     from tasder.hw.workload import Problem
 
-__all__ = ["SAF", "SparseSpec", "compressed_need", "operand_models", "parse_sparse_spec", "sparse_step"]
+__all__ = ["SAF", "SparseSpec", "compressed_need", "engine_pattern", "executed_models", "operand_models",
+           "parse_sparse_spec", "sparse_step"]
 
 _TENSORS = ("A", "B", "Z")
 _ROWS_DIM = {"A": 0, "B": 2}  # the non-K dim of each operand (MKN order); K is dim 1
@@ -175,12 +182,70 @@ def operand_models(problem: Problem) -> dict[str, DensityModel]:
             "B": density_model(problem.b_density, problem.K * problem.N), "Z": DenseModel()}
 
 
-def _active(spec: SparseSpec, t: str, model: DensityModel) -> bool:
-    """Whether the design exploits ``t``'s sparsity (structured engines only their patterns)."""
+def _pattern(ranks: tuple[tuple[int, int], ...]) -> GH | HSS:
+    if len(ranks) == 1:
+        return GH(*ranks[0])
+    return HSS(tuple(Rank(g, h) for g, h in reversed(ranks)))
+
+
+@lru_cache(maxsize=4096)
+def engine_pattern(support: tuple[tuple[tuple[int, int], ...], ...],
+                   ranks: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...] | None:
+    """The engine pattern (ranks, lowest first) an operand pattern ``ranks`` runs at, or None (dense).
+
+    The sparsest of ``support`` that ``ranks`` is guaranteed to satisfy; an exact match wins a tie.
+    Patterns of density 1 are never a target (nothing to skip) unless the operand is exactly one.
+
+    >>> engine_pattern((((4, 8),),), ((2, 4),)), engine_pattern((((2, 4),),), ((1, 4),))
+    (((4, 8),), ((2, 4),))
+    >>> engine_pattern((((1, 8),), ((2, 8),), ((4, 8),)), ((1, 8),)), engine_pattern((((2, 4),),), ((4, 8),))
+    (((1, 8),), None)
+    """
+    def density(r: tuple[tuple[int, int], ...]) -> float:
+        return math.prod(g / h for g, h in r)
+
+    p = _pattern(ranks)
+    fits = [q for q in support if q == ranks or (density(q) < 1.0 and implies(p, _pattern(q)))]
+    if not fits:
+        return None
+    best = min(density(q) for q in fits)
+    return ranks if ranks in fits and density(ranks) == best else next(q for q in fits if density(q) == best)
+
+
+def _executed(spec: SparseSpec, t: str, model: DensityModel) -> tuple[DensityModel, bool]:
+    """(model the design executes for ``t``, whether it exploits its sparsity).
+
+    Designs without a support list exploit any model. A structured engine maps each structured term
+    to :func:`engine_pattern`; any term without one makes the engine run the operand dense.
+    """
     if t not in spec.structured_support:
-        return True
-    pats = spec.structured_support[t]
-    return all(_ranks_of(m) in pats for m in model.terms)
+        return model, True
+    support = spec.structured_support[t]
+    terms: list[StructuredModel] = []
+    for m in model.terms:
+        ranks = _ranks_of(m)
+        q = None if ranks is None else engine_pattern(support, ranks)
+        if q is None:
+            return model, False
+        assert isinstance(m, StructuredModel)
+        terms.append(m if q == ranks else StructuredModel(q, str(_pattern(q))))
+    if isinstance(model, SeriesModel):
+        same = all(a is b for a, b in zip(terms, model.parts, strict=True))
+        return (model if same else SeriesModel(tuple(terms))), True
+    return terms[0], True
+
+
+def executed_models(arch: Architecture, problem: Problem) -> tuple[dict[str, DensityModel], dict[str, bool]]:
+    """The operand models ``arch`` executes for ``problem`` (after engine-pattern mapping) and which
+    operands it exploits; a design without sparse features exploits nothing."""
+    models = operand_models(problem)
+    spec: SparseSpec | None = getattr(arch, "sparse", None)
+    if spec is None:
+        return models, {"A": False, "B": False}
+    active = {}
+    for t in ("A", "B"):
+        models[t], active[t] = _executed(spec, t, models[t])
+    return models, active
 
 
 def _granularity(value: int | str, model: DensityModel) -> int:
@@ -199,13 +264,13 @@ def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: fl
     spec = arch.sparse
     if spec is None or not spec.formats:
         return None
-    models = operand_models(problem)
+    models, active = executed_models(arch, problem)
     need = np.zeros(ext.shape[:2])
     for i, lv in enumerate(arch.levels):
         for t in lv.keep:
             e = ext[:, i]
             fmt = spec.formats.get((lv.name, t))
-            if t == "Z" or fmt is None or not _active(spec, t, models[t]):
+            if t == "Z" or fmt is None or not active[t]:
                 need[:, i] += np.prod(e[:, [d for d, name in enumerate("MKN") if name in _DIMS[t]]], axis=1)
                 continue
             rows, k = _tile(e, t)
@@ -293,8 +358,7 @@ def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> A
     spec: SparseSpec | None = getattr(arch, "sparse", None)
     if spec is None or counts.extents is None:
         return counts
-    models = operand_models(problem)
-    active = {t: _active(spec, t, models[t]) for t in ("A", "B")}
+    models, active = executed_models(arch, problem)
     # Term-by-term execution is a TTC feature (term_reuse); other designs see a series as its sum.
     series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t] and spec.term_reuse]
     if len(series) > 1:

@@ -17,6 +17,7 @@ from tasder.sparsity.patterns import (
     Series,
     StructuredPattern,
     Unstructured,
+    implies,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Unstructured",
     "compute_mask",
     "expand_ranges",
+    "implies",
     "magnitude_key",
     "parse_pattern",
     "parse_series",

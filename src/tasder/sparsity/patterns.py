@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 __all__ = [
     "GH",
@@ -22,6 +23,7 @@ __all__ = [
     "Series",
     "StructuredPattern",
     "Unstructured",
+    "implies",
 ]
 
 
@@ -250,3 +252,93 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.terms)
+
+
+def _ranks_for_implication(p: Pattern) -> tuple[tuple[int, int], ...]:
+    if isinstance(p, Dense):
+        return ((1, 1),)
+    if isinstance(p, StructuredPattern):
+        return tuple((r.g, r.h) for r in p.ranks_lowest_first)
+    raise ValueError(f"implies(): expected dense, G:H or HSS, not {p!r}")
+
+
+def _most_children(p: tuple[tuple[int, int], ...], child: int, window: int) -> int:
+    """Most non-empty aligned ``child``-blocks any tensor obeying ``p`` has in one aligned ``window``.
+
+    A tensor obeying ``p`` stays valid when nonzeros are removed, so the worst case puts at most one
+    nonzero per child block and nothing outside the window. A dynamic programme over the window's
+    positions tracks, per rank of ``p``, how many non-empty children its current block has. The
+    window starts at every offset a multiple of ``window`` can have inside ``p``'s outermost block.
+    """
+    sizes, b = [], 1
+    for _, h in p:
+        b *= h
+        sizes.append(b)
+    best = 0
+    for offset in range(0, b, math.gcd(window, b)):
+        states: dict[tuple[tuple[int, ...], bool], int] = {((0,) * len(p), False): 0}
+        for i in range(window):
+            pos = offset + i
+            nxt: dict[tuple[tuple[int, ...], bool], int] = {}
+            for (cnt, used), val in states.items():
+                cnt = tuple(0 if pos % s == 0 else c for c, s in zip(cnt, sizes, strict=True))
+                used = used and i % child != 0
+                key = (cnt, used)
+                nxt[key] = max(nxt.get(key, -1), val)
+                if used:
+                    continue
+                new, ok, r = list(cnt), True, 0
+                while r < len(p):  # the element opens a child at rank r: count it, maybe open one above
+                    new[r] += 1
+                    if new[r] > p[r][0]:
+                        ok = False
+                        break
+                    if new[r] > 1:
+                        break
+                    r += 1
+                if ok:
+                    key = (tuple(new), True)
+                    nxt[key] = max(nxt.get(key, -1), val + 1)
+            states = nxt
+        best = max(best, max(states.values()))
+    return best
+
+
+@lru_cache(maxsize=4096)
+def _ranks_imply(p: tuple[tuple[int, int], ...], q: tuple[tuple[int, int], ...]) -> bool:
+    child = 1
+    for g, h in q:  # each rank of q is its own constraint: at most g non-empty children per block
+        if _most_children(p, child, child * h) > g:
+            return False
+        child *= h
+    return True
+
+
+def implies(p: Pattern | str, q: Pattern | str) -> bool:
+    """True when every tensor obeying ``p`` also obeys ``q`` (along the same dim).
+
+    What a structured engine needs: an operand pruned to ``p`` runs on an engine built for ``q``
+    (with ``q``'s density: explicit zeros fill ``q``'s slots). Exact for dense, G:H and HSS:
+    the rules are checked per rank of ``q`` for the worst case ``p`` allows (tensors of any length;
+    a short tail block is padded with zeros, as :func:`~tasder.sparsity.satisfies` does).
+    ``unstructured(d)`` guarantees no structure, and no structured pattern guarantees a global
+    density on a tensor of any length (a tail shorter than a block may be full): unstructured
+    targets are implied only by a sparser unstructured pattern or when ``d`` = 1.
+
+    >>> implies("2:4", "4:8"), implies("4:8", "2:4"), implies("1:8", "2:8"), implies("2:8", "2:4")
+    (True, False, True, True)
+    >>> implies("K1(2:4)->K0(2:4)", "4:16"), implies("K1(2:4)->K0(2:4)", "2:4"), implies("2:4", "1:2")
+    (True, True, False)
+    >>> implies("dense", "2:4"), implies("3:4", "dense")
+    (False, True)
+    """
+    from tasder.sparsity.notation import parse_pattern  # notation imports this module
+
+    pp, qq = parse_pattern(p), parse_pattern(q)
+    if isinstance(qq, Unstructured) and qq.fraction < 1.0:
+        return isinstance(pp, Unstructured) and pp.fraction <= qq.fraction
+    if isinstance(qq, Unstructured):
+        return True
+    if isinstance(pp, Unstructured):
+        return pp.fraction >= 1.0 and _ranks_imply(((1, 1),), _ranks_for_implication(qq))
+    return _ranks_imply(_ranks_for_implication(pp), _ranks_for_implication(qq))
