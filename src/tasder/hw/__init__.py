@@ -10,7 +10,8 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.formats` — per-rank formats (U, B, CP, RLE, UOP): compressed tile sizes;
 * :mod:`~tasder.hw.sparse` — the sparse step: SAFs split dense counts into actual/gated/skipped/metadata;
 * :mod:`~tasder.hw.model` — dataflow → sparse step → :mod:`~tasder.hw.microarch`;
-* :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call.
+* :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call;
+* :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT).
 
 >>> from tasder.hw import load_architecture, Problem, search
 >>> arch = load_architecture("tc")
@@ -53,6 +54,7 @@ from tasder.hw.microarch import Costs, cost
 from tasder.hw.model import Evaluation, evaluate, evaluate_batch
 from tasder.hw.sparse import SAF, SparseSpec, sparse_step
 from tasder.hw.spec import SpecError
+from tasder.hw.training import PHASES, TrainingResult, search_training, training_gemms, training_network
 from tasder.hw.workload import (
     Network,
     Problem,
@@ -64,6 +66,7 @@ from tasder.hw.workload import (
 )
 
 __all__ = [
+    "PHASES",
     "SAF",
     "ActionCounts",
     "ActualModel",
@@ -90,6 +93,7 @@ __all__ = [
     "SpecError",
     "StorageLevel",
     "StructuredModel",
+    "TrainingResult",
     "UniformModel",
     "analyze",
     "analyze_reference",
@@ -111,6 +115,9 @@ __all__ = [
     "parse_format",
     "search",
     "search_network",
+    "search_training",
     "sparse_step",
     "trace_module",
+    "training_gemms",
+    "training_network",
 ]
