@@ -1,0 +1,274 @@
+"""What the report says, as a list of format-neutral blocks that the HTML and markdown writers print.
+
+Building the words and numbers once is what keeps ``report.html`` and ``report.md`` saying the
+same thing: the writers only decide how a heading, a table or a figure looks, never which
+numbers go in it or which unit they carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from tasder.report._format import DASH, count, num, pct, sci, slug, times
+from tasder.report._schema import finite
+from tasder.report.figures import ReportFigure, constraint_ratio, design_label
+
+__all__ = ["Block", "Box", "Facts", "FigureRef", "Heading", "Paragraph", "Table", "build_blocks"]
+
+#: The one-sentence description of tasder at the top of every report.
+ABOUT = (
+    "tasder approximates DNN tensors as short series of N:M-sparse terms (TASD), searches a series per layer "
+    "under an accuracy constraint (TASDER), and estimates with an analytical accelerator model what that saves "
+    "in cycles, energy and energy-delay product (EDP) on sparse tensor-core designs."
+)
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section title; ``anchor`` is its HTML id (unique within the report)."""
+
+    level: int
+    text: str
+    anchor: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """Plain text; writers escape it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Label/value pairs (command, machine, date …)."""
+
+    items: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A highlighted note with titled bullet lists (the measured-vs-modelled box)."""
+
+    title: str
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of preformatted cells; ``numeric[i]`` right-aligns column ``i``."""
+
+    caption: str
+    columns: tuple[str, ...]
+    numeric: tuple[bool, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    """A figure with its report-wide number."""
+
+    number: int
+    figure: ReportFigure
+
+
+Block = Union[Heading, Paragraph, Facts, Box, Table, FigureRef]  # noqa: UP007 (runtime alias, py3.10 target)
+
+_MODES = {"W": "TASD-W (weights)", "A": "TASD-A (activations)"}
+
+
+def _duration(seconds: object) -> str:
+    """Wall time in seconds plus minutes for long runs: "123.4 s (2 min 3 s)"."""
+    s = finite(seconds)
+    if s is None:
+        return DASH
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes, rest = divmod(round(s), 60)
+    return f"{s:.1f} s ({minutes} min {rest} s)"
+
+
+def _ratio_text(new: float | None, old: float | None) -> str:
+    if new is None or old is None or old == 0:
+        return DASH
+    return f"{100 * new / old:.2f} % of original"
+
+
+def _search_rows(model: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """The design rows for the original and the transformed model on the design the search used."""
+    rows = [row for row in model["designs"] if row["design"] == model["design"]]
+    original = next((row for row in rows if row["workload"] == "original"), None)
+    transformed = next((row for row in rows if row["workload"] != "original"), None)
+    return original, transformed
+
+
+def _summary_table(model: Mapping[str, Any]) -> Table:
+    metric = model["metric_name"]
+    rows: list[tuple[str, ...]] = []
+    for split in ("validation", "test"):
+        scores = model["scores"][split]
+        old, new = finite(scores["original"]), finite(scores["transformed"])
+        rows.append((f"{metric}, {split} set (fraction)", num(old), num(new), _ratio_text(new, old)))
+    dense, eff = finite(model["macs"]["dense"]), finite(model["macs"]["transformed"])
+    if dense is None or dense == 0 or eff is None:
+        cut = DASH
+    else:
+        cut = f"{100 * eff / dense:.1f} % of original ({100 * (1 - eff / dense):.1f} % cut)"
+    rows.append(("effective MACs per sample batch", count(dense, " MACs"), count(eff, " MACs"), cut))
+    label = design_label(model, model["design"])
+    before, after = _search_rows(model)
+    for name, key in (("cycles", "cycles_norm"), ("energy", "energy_norm"), ("EDP", "edp_norm")):
+        old = finite(before[key]) if before else None
+        new = finite(after[key]) if after else None
+        rows.append((f"modelled {name} on {label}", times(old), times(new), _ratio_text(new, old)))
+    return Table(
+        caption=(
+            f"Summary for {model['model']}: scores are measured; cycles, energy and EDP are modelled on {label} and "
+            "normalised to TC running the original model (× TC)."
+        ),
+        columns=("quantity", "original model", "transformed model", "transformed vs original"),
+        numeric=(False, True, True, True),
+        rows=tuple(rows),
+    )
+
+
+def _designs_table(model: Mapping[str, Any]) -> Table:
+    rows = []
+    for row in model["designs"]:
+        cycles, energy = finite(row["cycles"]), finite(row["energy_pj"])
+        norms = [finite(row[key]) for key in ("cycles_norm", "energy_norm", "edp_norm")]
+        rows.append(
+            (
+                str(row["label"]),
+                str(row["workload"]),
+                DASH if cycles is None else f"{cycles:,.0f}",
+                DASH if energy is None else f"{energy / 1e6:,.2f}",
+                sci(row["edp_js"]),
+                *(DASH if x is None else f"{x:.3f}" for x in norms),
+            )
+        )
+    return Table(
+        caption="Modelled cost of each design and workload; the last three columns are normalised to TC (× TC).",
+        columns=(
+            "design",
+            "workload",
+            "cycles",
+            "energy (µJ)",
+            "EDP (J·s)",
+            "cycles (× TC)",
+            "energy (× TC)",
+            "EDP (× TC)",
+        ),
+        numeric=(False, False, True, True, True, True, True, True),
+        rows=tuple(rows),
+    )
+
+
+def _layers_table(model: Mapping[str, Any]) -> Table:
+    rows = []
+    for layer in model["layers"]:
+        rows.append(
+            (
+                str(layer["name"]),
+                str(layer["kind"]),
+                count(layer["dense_macs"]),
+                str(layer["series"]),
+                pct(layer["density"]),
+                pct(layer.get("executed")),
+                pct(layer["weight_sparsity"]),
+                pct(layer["activation_sparsity"]),
+                num(layer["damage"]),
+            )
+        )
+    return Table(
+        caption=(
+            "Chosen series per layer. Density and executed MACs are % of the dense layer; sparsities are % zeros "
+            "(measured); output damage is the layer's relative output error ‖y−ŷ‖/‖y‖ (— where not measured)."
+        ),
+        columns=(
+            "layer",
+            "kind",
+            "dense MACs",
+            "series",
+            "density (% of dense)",
+            "executed MACs (% of dense)",
+            "weight sparsity (% zeros)",
+            "activation sparsity (% zeros)",
+            "output damage (rel. error)",
+        ),
+        numeric=(False, False, True, False, True, True, True, True, True),
+        rows=tuple(rows),
+    )
+
+
+def _search_text(model: Mapping[str, Any]) -> str:
+    search = model["search"]
+    cost = model["cost"].upper() if len(model["cost"]) <= 4 else model["cost"]
+    seconds = finite(search["seconds"])
+    chosen = search["chosen"]
+    text = (
+        f"Search: {model['method']} method, target {model['target']}, minimising modelled {cost} on "
+        f"{design_label(model, model['design'])} subject to validation {model['metric_name']} "
+        f"{model['constraint']}. {search['evaluations']} configurations evaluated"
+        f"{'' if seconds is None else f' in {seconds:.1f} s'}; "
+        + ("no configuration was chosen." if chosen is None else f"configuration #{chosen} was chosen.")
+    )
+    ratio, original = constraint_ratio(model["constraint"]), finite(model["scores"]["validation"]["original"])
+    if ratio is not None and original is not None:
+        text += f" Threshold: {ratio:g} × {original:.4f} = {ratio * original:.4f}."
+    if model.get("config_file"):
+        text += f" The chosen configuration is saved as {model['config_file']}."
+    return text
+
+
+def build_blocks(doc: Mapping[str, Any], figures: Sequence[ReportFigure]) -> list[Block]:
+    """The whole report as blocks, in reading order (``doc`` must already be validated)."""
+    blocks: list[Block] = [
+        Heading(1, doc["title"], "top"),
+        Paragraph(ABOUT),
+        Facts(
+            (
+                ("command", doc["command"]),
+                ("machine", doc["machine"]),
+                ("created", doc["created"]),
+                ("total wall time", _duration(doc["seconds"])),
+                ("tasder version", doc["tasder_version"]),
+                ("run", "quick (reduced data and search budget)" if doc.get("quick") else "full"),
+            )
+        ),
+        Box(
+            "What is measured and what is modelled",
+            (
+                ("Measured on this machine", tuple(doc["modelled_vs_measured"]["measured"])),
+                ("Modelled (analytical, not measured)", tuple(doc["modelled_vs_measured"]["modelled"])),
+            ),
+        ),
+    ]
+    number = 0
+    anchors: set[str] = {"top"}
+    for m, model in enumerate(doc["models"]):
+        anchor = f"model-{slug(model['model'])}"
+        if anchor in anchors:
+            anchor = f"{anchor}-{m + 1}"
+        anchors.add(anchor)
+        mode = _MODES.get(model["mode"], f"mode {model['mode']}")
+        blocks.append(Heading(2, f"{model['model']}: {mode}", anchor))
+        if model.get("description"):
+            blocks.append(Paragraph(model["description"]))
+        blocks.append(Paragraph(_search_text(model)))
+        blocks += [
+            Heading(3, "Summary", f"{anchor}-summary"),
+            _summary_table(model),
+            Heading(3, "Design comparison", f"{anchor}-designs"),
+            _designs_table(model),
+            Heading(3, "Per-layer choices", f"{anchor}-layers"),
+            _layers_table(model),
+            Heading(3, "Plots", f"{anchor}-plots"),
+        ]
+        for fig in figures:
+            if fig.model_index == m:
+                number += 1
+                blocks.append(FigureRef(number, fig))
+    return blocks
