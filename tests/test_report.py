@@ -305,7 +305,7 @@ def test_summary_numbers(written: tuple[dict[str, Any], dict[str, Any]]) -> None
     _, paths = written
     page = Path(paths["html"]).read_text(encoding="utf-8")
     assert "99.46 % of original" in page  # 0.925 / 0.93
-    assert "19.5 % of original (80.5 % cut)" in page  # 23 M of 118 M MACs
+    assert "19.5 % of dense (80.5 % cut)" in page  # 23 M of 118 M MACs
     assert "0.410 × TC" in page  # the TASD config's cycles on the search design
     assert "Threshold: 0.99 × 0.9300 = 0.9207." in page
 

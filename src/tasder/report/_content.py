@@ -115,8 +115,9 @@ def _summary_table(model: Mapping[str, Any]) -> Table:
     if dense is None or dense == 0 or eff is None:
         cut = DASH
     else:
-        cut = f"{100 * eff / dense:.1f} % of original ({100 * (1 - eff / dense):.1f} % cut)"
-    rows.append(("effective MACs per sample batch", count(dense, " MACs"), count(eff, " MACs"), cut))
+        cut = f"{100 * eff / dense:.1f} % of dense ({100 * (1 - eff / dense):.1f} % cut)"
+    unit = str(model["macs"].get("unit", "MACs per inference")).removeprefix("MACs ")
+    rows.append((f"effective MACs {unit} (original = dense)", count(dense, " MACs"), count(eff, " MACs"), cut))
     label = design_label(model, model["design"])
     before, after = _search_rows(model)
     for name, key in (("cycles", "cycles_norm"), ("energy", "energy_norm"), ("EDP", "edp_norm")):
