@@ -272,7 +272,7 @@ def test_parse_gemm_workload():
         parse_gemm_workload("gemm:8x8x8:C=2:4")
 
 
-def test_hw_compare_json_and_table(capsys):
+def test_hw_compare_json_and_table(capsys, tmp_path):
     import json
 
     from tasder.cli.app import run
@@ -285,13 +285,16 @@ def test_hw_compare_json_and_table(capsys):
     keys = {"design", "workload", "cycles", "energy_pj", "edp", "cycles_norm", "energy_norm", "edp_norm"}
     assert keys <= set(rows[0])
     assert rows[0]["edp_norm"] == 1.0 and rows[1]["cycles_norm"] < 1.0
-    assert run([*args, "--plot", "/nonexistent/p.png"]) == 0
+    plot = tmp_path / "p.png"
+    assert run([*args, "--plot", str(plot)]) == 0
     out = capsys.readouterr()
     assert "EDP/TC" in out.out
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "matplotlib is not installed; plot skipped" in out.err
+    else:
+        assert plot.stat().st_size > 0
     assert run(["hw", "compare", "--designs", "tc", "--workload", "gemm:8x8x8:A=3:9:1"]) != 0
 
 

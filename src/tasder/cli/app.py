@@ -3,18 +3,30 @@
 ::
 
     tasder decompose weights.safetensors --series 2:8+1:8 [--dim -1] [--json] [--output FILE]
-    tasder patterns
+    tasder patterns [--json] [--output FILE]
     tasder demo [--series 2:8 --series 4:8+2:8] [--json] [--output FILE]
     tasder --version
 
-Tables and JSON go to stdout; progress bars and errors go to stderr. Bad input (a missing file, an
-unknown notation, a tensor that cannot be decomposed...) ends with exit code 2 and one line
-``error: ...`` on stderr, and nothing on stdout or on disk.
+The conventions every command follows (the helpers below implement them; command modules use them):
+
+* Tables and JSON go to stdout; every command that prints a table has ``--json``, and
+  ``--output/-o FILE`` writes the report (or, for ``train``, the checkpoint) to FILE instead.
+* Same meaning, same flag: ``--series/-s``, ``--seed``, ``--mapper-budget``, ``--objective``,
+  ``--json``, ``--output/-o``. Every ``--help`` ends with an ``Examples:`` block (:func:`with_examples`).
+* Progress bars (:func:`progress_bar`) and status lines (:func:`status`) go to stderr and only when
+  stderr is a terminal; warnings (:func:`warn`) and errors always. When stdout is not a terminal the
+  report is plain text (no ANSI codes) at :data:`REPORT_WIDTH` columns unless ``COLUMNS`` is set.
+* Exit codes: 0 success; 2 bad usage or bad input (a missing file, an unknown notation, a tensor
+  that cannot be decomposed...: ValueError, TypeError, OSError), with one line ``error: ...`` on
+  stderr and nothing on stdout or on disk; 1 any other failure (a missing optional package, a
+  runtime error: ``error: ...`` on stderr, the traceback only with ``TASDER_DEBUG=1``); 130 when
+  interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import os
@@ -31,7 +43,15 @@ import typer
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from tasder import __version__
@@ -48,14 +68,41 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 # click < 8.2 has no NoArgsIsHelpError (it printed the help itself); () matches nothing.
 _NO_ARGS_IS_HELP = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
-__all__ = ["app", "human_bytes", "main", "run"]
+__all__ = ["app", "human_bytes", "main", "progress_bar", "run", "status", "warn", "with_examples"]
 
 #: Width used for tables when stdout is not a terminal and ``COLUMNS`` is not set.
 REPORT_WIDTH = 100
 
+#: Environment variable that makes an internal error (exit code 1) show its traceback.
+DEBUG_ENV = "TASDER_DEBUG"
+
+
+def with_examples(help_text: str, *examples: str) -> str:
+    """``help_text`` followed by an ``Examples:`` block of command lines, for a command's ``help=``.
+
+    The example lines keep their indentation and line breaks in both help renderers: typer's rich
+    help dedents every paragraph after the first (so each line starts with a markup tag, which
+    also lifts the examples out of the dimmed help text), click's plain help (``TYPER_USE_RICH=0``)
+    rewraps paragraphs unless they start with a ``\\b`` line.
+    """
+    if typer.core.HAS_RICH:
+        block = "Examples:\n" + "\n".join(f"[not dim]  {escape(line)}[/]" for line in examples)
+    else:  # pragma: no cover - depends on the environment
+        block = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
+    return f"{inspect.cleandoc(help_text)}\n\n{block}\n"
+
+
 app = typer.Typer(
     name="tasder",
-    help="Structured sparsity for DNNs: TASD series, patterns and their analysis.",
+    help=with_examples(
+        "Structured sparsity for DNNs: TASD series, patterns and their analysis.",
+        "tasder patterns                                    # the sparsity notations",
+        "tasder decompose weights.safetensors -s 2:8+1:8    # what a TASD series drops",
+        "tasder models                                      # the built-in models",
+        "tasder profile digits-cnn --json -o profile.json",
+        "tasder hw eval --arch tc --workload resnet50",
+        "tasder COMMAND --help                              # options and examples of a command",
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -114,19 +161,58 @@ def _error(message: str) -> None:
     _stderr_console().print(f"error: {_one_line(message)}", markup=False, soft_wrap=True)
 
 
-@contextmanager
-def _progress(total: int, description: str) -> Iterator[Progress]:
-    """A progress bar on stderr that disappears when done."""
+def interactive() -> bool:
+    """Whether stderr is a terminal: progress bars and status lines are shown only then."""
+    return _stderr_console().is_terminal
+
+
+def status(message: str) -> None:
+    """A status line on stderr (``wrote FILE``...), shown only when stderr is a terminal."""
     console = _stderr_console()
-    progress = Progress(
+    if console.is_terminal:
+        console.print(message, markup=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, shown always (also in logs and pipes): ``note: ...``."""
+    _stderr_console().print(f"note: {_one_line(message)}", markup=False, soft_wrap=True)
+
+
+def _new_progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        transient=True,
+        transient=True,  # gone when done: only the report stays on screen
         disable=not console.is_terminal,  # no stray lines in logs and pipes
     )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr (only on a terminal, gone when done); yields ``advance(n=1)``.
+
+    ``total=None`` shows a spinner without a bar, for work whose length is unknown. The one way
+    commands show progress: use it for anything that can take more than a second.
+    """
+    console = _stderr_console()
+    progress = _new_progress(console)
+    with progress:
+        task = progress.add_task(_one_line(description), total=total)
+
+        def advance(n: int = 1) -> None:
+            progress.update(task, advance=n)
+
+        yield advance
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Progress]:
+    """The older form of :func:`progress_bar`: yields the Progress (advance it with :func:`_advance`)."""
+    progress = _new_progress(_stderr_console())
     with progress:
         progress.add_task(description, total=total)
         yield progress
@@ -134,6 +220,22 @@ def _progress(total: int, description: str) -> Iterator[Progress]:
 
 def _advance(progress: Progress) -> None:
     progress.update(progress.task_ids[0], advance=1)
+
+
+#: ``--json``: every command that prints a table has it.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+#: ``--output/-o``: where the report goes instead of stdout.
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", metavar="FILE", show_default=False,
+                 help="Write the report to FILE instead of stdout."),
+]
+
+
+def table(title: str | None = None, caption: str | None = None) -> Table:
+    """The table style of every report: a rule under the header, no outer frame."""
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+                 caption_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
 
 
 def _text_width(text: str) -> int:
@@ -183,15 +285,23 @@ def _emit(render: Callable[[Console], None] | None, json_doc: object | None, out
             sys.stdout.flush()
     else:
         assert render is not None
-        if output is None:
-            render(_stdout_console())
+        console = _stdout_console()
+        if output is None and console.is_terminal:
+            render(console)
             return
+        # A file or a pipe: plain text (no ANSI codes), without rich's padding at line ends.
         buffer = StringIO()
-        render(_stdout_console(buffer))
+        plain = _stdout_console(buffer)
+        if output is None:
+            plain.width = console.width
+        render(plain)
         text = "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
     if output is not None:
         atomic_write_text(output, text)
-        _stderr_console().print(f"wrote {output}", markup=False, soft_wrap=True)
+        status(f"wrote {output}")
 
 
 def _metric_cells(effective_density: float, dropped_nnz: float, dropped_mag: float, rel_err: float,
@@ -305,20 +415,25 @@ def _record(name: str, result: TASDResult) -> dict[str, object]:
     }
 
 
-@app.command("decompose")
+@app.command("decompose", help=with_examples(
+    """Decompose every tensor in FILE into a TASD series and report what it drops.
+
+    Tensors that cannot be decomposed (integers, scalars, a --dim out of range) are skipped and
+    listed; if none can be, the command fails with exit code 2.""",
+    "tasder decompose weights.safetensors --series 2:8+1:8",
+    "tasder decompose model.pt -s 2:4 --dim 0 --json -o report.json",
+))
 def decompose_cmd(
     file: Annotated[Path, typer.Argument(help="A .pt/.pth, .safetensors or .npy file of tensors.",
                                          show_default=False)],
     series: Annotated[str, typer.Option("--series", "-s", help="TASD series, e.g. 2:8+1:8 or 2:4.",
                                         show_default=False)],
     dim: Annotated[int, typer.Option("--dim", "-d", help="Dimension the G:H groups run along.")] = -1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
     allow_nonfinite: Annotated[
         bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf (they rank above every value).")
     ] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
-    ] = None,
+    output: OutputOption = None,
 ) -> None:
     """Decompose every tensor in FILE into a TASD series and report what it drops."""
     parsed = parse_series(series)
@@ -367,21 +482,27 @@ def decompose_cmd(
     _emit(render, None, output)
 
 
-@app.command("patterns")
-def patterns_cmd() -> None:
-    """List the sparsity notations tasder understands, with examples and their density."""
+@app.command("patterns", help=with_examples(
+    "List the sparsity notations tasder understands, with examples and their density.",
+    "tasder patterns",
+    "tasder patterns --json",
+))
+def patterns_cmd(as_json: JsonOption = False, output: OutputOption = None) -> None:
+    rows = [(example, parse_series(example).effective_density, meaning) for example, meaning in NOTATION_EXAMPLES]
+    if as_json:
+        _emit(None, [{"notation": n, "density": d, "meaning": m} for n, d, m in rows], output)
+        return
 
     def render(console: Console) -> None:
-        table = Table(title="Sparsity notations (use them with --series)", box=box.SIMPLE_HEAD,
-                      title_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-        table.add_column("notation", no_wrap=True)
-        table.add_column("density", justify="right", no_wrap=True)
-        table.add_column("meaning", ratio=1)
-        for example, meaning in NOTATION_EXAMPLES:
-            table.add_row(example, f"{parse_series(example).effective_density:.4g}", meaning)
-        console.print(table)
+        t = table("Sparsity notations (use them with --series)")
+        t.add_column("notation", no_wrap=True)
+        t.add_column("density", justify="right", no_wrap=True)
+        t.add_column("meaning", ratio=1)
+        for notation, density, meaning in rows:
+            t.add_row(notation, f"{density:.4g}", meaning)
+        console.print(t)
 
-    render(_stdout_console())
+    _emit(render, None, output)
 
 
 @app.command("demo")
@@ -488,7 +609,8 @@ for _module in _COMMAND_MODULES:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code:
+    0 success, 2 bad usage or input, 1 any other failure, 130 interrupted."""
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=None if argv is None else list(argv), prog_name="tasder",
@@ -508,17 +630,25 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.Abort:
         _error("aborted")
         return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
     except BrokenPipeError:  # `tasder demo | head`: the reader left; stay quiet
         # Python's advice: point stdout at devnull so the flush at exit does not fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except WorkloadUnavailableError as exc:
+    except WorkloadUnavailableError as exc:  # a missing package or file of ours, not the user's input
         _error(str(exc))
         return 1
     except (ValueError, TypeError, OSError) as exc:
         _error(_message(exc))
         return 2
+    except Exception as exc:  # a failure that is not the user's input: one line, code 1
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        _error(f"{type(exc).__name__}: {_message(exc)} (set {DEBUG_ENV}=1 for the traceback)")
+        return 1
     return rv if isinstance(rv, int) else 0
 
 

@@ -17,20 +17,37 @@ naming the file, line and key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from tasder.cli.app import _emit, app
+from tasder.cli.app import (
+    JsonOption,
+    OutputOption,
+    _emit,
+    app,
+    progress_bar,
+    status,
+    table,
+    warn,
+    with_examples,
+)
 
-__all__ = ["compare_cmd", "compare_rows", "eval_cmd", "hw_app", "network_report", "parse_gemm_workload"]
+__all__ = ["compare_cmd", "compare_rows", "eval_cmd", "hw_app", "network_report", "parse_gemm_workload",
+           "search_network_with_progress"]
 
-hw_app = typer.Typer(name="hw", help="The analytical accelerator model: map and evaluate workloads.",
-                     no_args_is_help=True, add_completion=False)
+hw_app = typer.Typer(name="hw", no_args_is_help=True, add_completion=False, help=with_examples(
+    "The analytical accelerator model: map and evaluate workloads.",
+    "tasder hw eval --arch tc --workload resnet50",
+    "tasder hw compare --designs tc,stc,dstc --workload gemm:512x512x512:A=2:4,B=dense",
+))
+
+#: Options shared by ``hw eval`` and ``hw compare`` (same meaning, same flag).
+ObjectiveOption = Annotated[str, typer.Option("--objective", help="What the mapper minimises: edp, energy or cycles.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Mapper seed (results are deterministic per seed).")]
 app.add_typer(hw_app, name="hw")
 
 
@@ -62,7 +79,7 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
 
 
 def _render(doc: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"{doc['workload']} on {doc['architecture']}", box=box.SIMPLE_HEAVY)
+    t = table(f"{doc['workload']} on {doc['architecture']}")
     for col in ("layer", "M-K-N", "×", "cycles", "energy µJ", "EDP J·s", "util"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for layer in doc["layers"]:
@@ -70,10 +87,12 @@ def _render(doc: dict[str, Any], console: Console) -> None:
                   f"{layer['cycles']:,.0f}", f"{layer['energy_pj'] / 1e6:,.2f}", f"{layer['edp']:.3e}",
                   f"{layer['utilization']:.1%}")
     tot = doc["total"]
+    t.add_section()
     t.add_row("TOTAL", "", "", f"{tot['cycles']:,.0f}", f"{tot['energy_pj'] / 1e6:,.2f}", f"{tot['edp_js']:.3e}",
               f"{tot['utilization']:.1%}", style="bold")
     console.print(t)
-    b = Table(title="energy by level and action (µJ, all layers × repeat)", box=box.SIMPLE_HEAVY)
+    console.print()
+    b = table("energy by level and action (µJ, all layers × repeat)")
     actions = ("read", "write", "update", "leakage", "mac")
     b.add_column("level")
     for a in (*actions, "total"):
@@ -86,25 +105,52 @@ def _render(doc: dict[str, Any], console: Console) -> None:
         console.print(layer["loop_nest"], markup=False, highlight=False)
 
 
-@hw_app.command("eval")
+def search_network_with_progress(arch: Any, network: Any, **kwargs: Any) -> Any:
+    """:func:`tasder.hw.search_network` with a progress bar: one step per distinct layer shape
+    (layers of the same shape share one search, as in ``search_network``)."""
+    from tasder.hw import NetworkResult, search_network
+    from tasder.hw.workload import Network
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(network.layers):
+        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
+        groups.setdefault(key, []).append(i)
+    results: list[Any] = [None] * len(network.layers)
+    with progress_bar(f"mapping {network.name} onto {arch.name}", len(groups)) as advance:
+        for indices in groups.values():
+            part = search_network(arch, Network(network.name, tuple(network.layers[i] for i in indices)), **kwargs)
+            for i, r in zip(indices, part.layers, strict=True):
+                results[i] = r
+            advance()
+    return NetworkResult(network, tuple(results))
+
+
+@hw_app.command("eval", help=with_examples(
+    "Map every layer of WORKLOAD onto ARCH; report cycles, energy by level and action, EDP and mappings.",
+    "tasder hw eval --arch tc --workload resnet50",
+    "tasder hw eval --arch stc --workload bert-base --mapper-budget 2000 --objective energy",
+    "tasder hw eval --arch my_design.yaml --workload workload.yaml --json -o eval.json",
+))
 def eval_cmd(
-    arch: Annotated[str, typer.Option("--arch", help="a shipped design name (e.g. tc) or an architecture YAML")],
+    arch: Annotated[str, typer.Option("--arch", show_default=False,
+                                      help="The design: a shipped name (e.g. tc) or an architecture YAML.")],
     workload: Annotated[str, typer.Option(
-        "--workload", help="resnet50, bert-base, deit-small, another zoo model (traced) or a workload YAML")],
-    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="mappings tried per layer")] = 5000,
-    objective: Annotated[str, typer.Option("--objective", help="edp, energy or cycles")] = "edp",
-    seed: Annotated[int, typer.Option("--seed", help="mapper seed (results are deterministic per seed)")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the report to FILE")] = None,
+        "--workload", show_default=False,
+        help="resnet50, bert-base, deit-small, another zoo model (traced) or a workload YAML.")],
+    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="Mappings tried per layer.")] = 5000,
+    objective: ObjectiveOption = "edp",
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """Map every layer of WORKLOAD onto ARCH; report cycles, energy by level and action, EDP and mappings."""
-    from tasder.hw import load_architecture, load_network, search_network
+    from tasder.hw import load_architecture, load_network
 
     architecture = load_architecture(arch)
     network = load_network(workload)
-    result = search_network(architecture, network, budget=mapper_budget, objective=objective, seed=seed)
+    result = search_network_with_progress(architecture, network, budget=mapper_budget, objective=objective,
+                                          seed=seed)
     doc = network_report(architecture, result)
-    if json_out:
+    if as_json:
         _emit(None, doc, output)
     else:
         _emit(lambda console: _render(doc, console), None, output)
@@ -136,18 +182,23 @@ def parse_gemm_workload(text: str) -> Any:
 
 
 def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000, objective: str = "edp",
-                 seed: int = 0) -> list[dict[str, Any]]:
+                 seed: int = 0, on_search: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Search every (design, workload) and normalize cycles, energy and EDP to TC on the same workload.
 
     Why each design gets its own mapper search: a design is judged at its best dataflow, as the
-    papers do; TC is evaluated as the baseline even when not listed.
+    papers do; TC is evaluated as the baseline even when not listed. ``on_search`` is called
+    after each of the ``len(problems) × len({"tc", *designs})`` searches (a progress bar's advance).
     """
     from tasder.hw import load_architecture, search
 
     archs = {d: load_architecture(d) for d in dict.fromkeys(["tc", *designs])}
     rows = []
     for p in problems:
-        res = {d: search(a, p, budget=budget, objective=objective, seed=seed).best for d, a in archs.items()}
+        res = {}
+        for d, a in archs.items():
+            res[d] = search(a, p, budget=budget, objective=objective, seed=seed).best
+            if on_search is not None:
+                on_search()
         base = res["tc"]
         for d in designs:
             e = res[d]
@@ -182,39 +233,45 @@ def _save_plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-@hw_app.command("compare")
+@hw_app.command("compare", help=with_examples(
+    "Cycles, energy and EDP of several designs on GEMM workloads, normalized to TC.",
+    "tasder hw compare --designs tc,stc,dstc --workload gemm:512x512x512:A=2:4,B=dense",
+    'tasder hw compare --designs stc,ttc-vegeta-m8 --workload "gemm:1024x1024x1024:A=2:4,B=unstructured(0.5)"',
+    "tasder hw compare --designs tc,highlight --workload gemm:256x1024x256 --json -o compare.json --plot edp.png",
+))
 def compare_cmd(
-    designs: Annotated[str, typer.Option("--designs", help="comma-separated shipped designs or YAML files")],
+    designs: Annotated[str, typer.Option("--designs", show_default=False,
+                                         help="Comma-separated designs: shipped names or architecture YAMLs.")],
     workload: Annotated[list[str], typer.Option(
-        "--workload", help="gemm:MxKxN:A=<density>,B=<density> (repeatable)")],
-    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="mappings tried per design")] = 3000,
-    objective: Annotated[str, typer.Option("--objective", help="edp, energy or cycles")] = "edp",
-    seed: Annotated[int, typer.Option("--seed", help="mapper seed")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="save a bar chart of EDP/TC (needs matplotlib)")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the report to FILE")] = None,
+        "--workload", show_default=False, help="gemm:MxKxN:A=<density>,B=<density> (repeatable).")],
+    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="Mappings tried per design.")] = 3000,
+    objective: ObjectiveOption = "edp",
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", show_default=False,
+                                              help="Also save a bar chart of EDP/TC to FILE.")] = None,
+    output: OutputOption = None,
 ) -> None:
-    """Cycles, energy and EDP of several designs on GEMM workloads, normalized to TC."""
-    from tasder.cli.app import _stderr_console
-
     names = [d.strip() for d in designs.split(",") if d.strip()]
     if not names:
         raise ValueError("--designs lists no design")
     problems = [parse_gemm_workload(w) for w in workload]
-    rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed)
+    searches = len(problems) * len(dict.fromkeys(["tc", *names]))
+    with progress_bar("mapping designs × workloads", searches) as advance:
+        rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed,
+                            on_search=advance)
     if plot is not None:
         if _save_plot(rows, plot):
-            _stderr_console().print(f"wrote {plot}", markup=False, soft_wrap=True)
+            status(f"wrote {plot}")
         else:
-            _stderr_console().print("note: matplotlib is not installed; plot skipped", markup=False,
-                                    soft_wrap=True)
-    if json_out:
+            warn("matplotlib is not installed; plot skipped")
+    if as_json:
         _emit(None, rows, output)
         return
 
     def render(console: Console) -> None:
         for w in dict.fromkeys(r["workload"] for r in rows):
-            t = Table(title=f"{w} (normalized to TC; each design at its best mapping)", box=box.SIMPLE_HEAVY)
+            t = table(f"{w} (normalized to TC; each design at its best mapping)")
             for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC"):
                 t.add_column(col, justify="left" if col == "design" else "right")
             for r in rows:

@@ -6,41 +6,36 @@ loading an entry may train a model the first time (``tasder.zoo.load``).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from tasder.cli.app import _emit, app
+from tasder.cli.app import JsonOption, OutputOption, _emit, app, table, with_examples
 from tasder.zoo import model_entries
 
 __all__ = ["models_cmd"]
 
 
-@app.command("models")
-def models_cmd(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """List the built-in models (trained, pretrained, and shape-only tables for the hardware model)."""
+@app.command("models", help=with_examples(
+    "List the built-in models (trained, pretrained, and shape-only tables for the hardware model).",
+    "tasder models",
+    "tasder models --json -o models.json",
+))
+def models_cmd(as_json: JsonOption = False, output: OutputOption = None) -> None:
     entries = model_entries()
     if as_json:
         _emit(None, [
             {"name": e.name, "kind": e.kind, "metric": e.metric or None, "description": e.description}
             for e in entries.values()
-        ], None)
+        ], output)
         return
 
     def render(console: Console) -> None:
-        table = Table(title="Built-in models (python: tasder.zoo.load(name))", box=box.SIMPLE_HEAD,
-                      title_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-        table.add_column("name", no_wrap=True)
-        table.add_column("kind", no_wrap=True)
-        table.add_column("metric", no_wrap=True)
-        table.add_column("description", ratio=1)
+        t = table("Built-in models (python: tasder.zoo.load(name))")
+        t.add_column("name", no_wrap=True)
+        t.add_column("kind", no_wrap=True)
+        t.add_column("metric", no_wrap=True)
+        t.add_column("description", ratio=1)
         for e in entries.values():
-            table.add_row(e.name, e.kind, e.metric or "-", e.description)
-        console.print(table)
+            t.add_row(e.name, e.kind, e.metric or "-", e.description)
+        console.print(t)
 
-    _emit(render, None, None)
+    _emit(render, None, output)

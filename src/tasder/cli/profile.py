@@ -2,7 +2,7 @@
 
 ::
 
-    tasder profile MODEL [--candidates 2:8,4:8+1:8 ...] [--batches N] [--json] [-o FILE]
+    tasder profile MODEL [--series 2:8,4:8+1:8 ...] [--batches N] [--json] [-o FILE]
     tasder apply MODEL --config config.yaml [--json] [-o FILE]
 
 Both are thin layers over :func:`tasder.nn.profile.profile_model`, :func:`tasder.nn.apply_tasd`
@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from tasder.cli.app import _advance, _emit, _progress, _wrap_dotted, app, scaled_number
+from tasder.cli.app import (
+    JsonOption,
+    OutputOption,
+    _emit,
+    _wrap_dotted,
+    app,
+    progress_bar,
+    scaled_number,
+    table,
+    with_examples,
+)
 from tasder.sparsity import Series, parse_series
 
 if TYPE_CHECKING:
@@ -42,7 +50,8 @@ def format_count(n: float) -> str:
 
 
 def parse_candidates(values: list[str] | None) -> list[Series] | None:
-    """``["2:8,4:8+1:8", "1:8"]`` → the parsed series, duplicates (by canonical form) dropped.
+    """``["2:8,4:8+1:8", "1:8"]`` (``--series`` values) → the parsed series, duplicates (by canonical
+    form) dropped.
 
     None (the option not given) stays None: the API's default candidates apply.
     """
@@ -52,7 +61,7 @@ def parse_candidates(values: list[str] | None) -> list[Series] | None:
     for value in values:
         for spec in value.split(","):
             if not spec.strip():
-                raise ValueError(f"empty series in --candidates {value!r}; separate series with commas")
+                raise ValueError(f"empty series in --series {value!r}; separate series with commas")
             s = parse_series(spec.strip())
             parsed.setdefault(str(s), s)
     return list(parsed.values())
@@ -75,9 +84,8 @@ def _load_zoo(name: str) -> Any:
     return entry
 
 
-def _table(title: str | None = None, caption: str | None = None) -> Table:
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
-                 caption_justify="left", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+#: The report table style (kept under this name for the modules that import it from here).
+_table = table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,39 +167,43 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
         console.print(f"not profiled: {'; '.join(f'{n}: {r}' for n, r in p.skipped)}", markup=False)
 
 
-@app.command("profile")
+@app.command("profile", help=with_examples(
+    """Per-layer sparsity profile of a zoo MODEL on its calibration data, and what each candidate
+    TASD series would drop from every layer's weights and input activations.""",
+    "tasder profile digits-cnn",
+    "tasder profile minilm --series 2:8,4:8+1:8 --batches 2",
+    "tasder profile digits-cnn --json -o profile.json",
+))
 def profile_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see tasder.zoo.list_models()).",
+    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
                                          show_default=False)],
-    candidates: Annotated[
+    series: Annotated[
         list[str] | None,
-        typer.Option("--candidates", "-c", show_default=False,
-                     help="Series to evaluate, comma-separated or repeated (default: every TTC-VEGETA-M8 "
-                     "series: 1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
+        typer.Option("--series", "-s", show_default=False,
+                     help="Candidate TASD series, comma-separated or repeated (default: every "
+                     "TTC-VEGETA-M8 series: 1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
+    ] = None,
+    candidates: Annotated[  # the option's former name, kept working
+        list[str] | None, typer.Option("--candidates", "-c", hidden=True, show_default=False)
     ] = None,
     batches: Annotated[
         int | None, typer.Option("--batches", "-n", min=1, show_default=False,
                                  help="Use only the first N calibration batches (default: all).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
-    ] = None,
+    as_json: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """Per-layer sparsity profile of a zoo MODEL on its calibration data, and what each candidate
-    TASD series would drop from every layer's weights and input activations."""
     from tasder.nn.profile import profile_model
 
-    parsed = parse_candidates(candidates)
+    parsed = parse_candidates([*(series or []), *(candidates or [])])
     entry = _load_zoo(model)
     calibration = list(entry.calibration)
     if batches is not None:
         calibration = calibration[:batches]
     if not calibration:
         raise ValueError(f"zoo model {model!r} has no calibration batches to profile with")
-    with _progress(len(calibration), f"profiling {model}") as progress:
-        result = profile_model(entry.model, calibration, candidates=parsed,
-                               on_batch=lambda _: _advance(progress))
+    with progress_bar(f"profiling {model}", len(calibration)) as advance:
+        result = profile_model(entry.model, calibration, candidates=parsed, on_batch=lambda _: advance())
     if as_json:
         _emit(None, {"model": model, "description": entry.description, **result.as_dict()}, output)
         return
@@ -210,18 +222,19 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     return (after - before) / abs(before)
 
 
-@app.command("apply")
+@app.command("apply", help=with_examples(
+    "Apply a TASD config to a zoo MODEL: its metric before and after, and the MACs it saves.",
+    "tasder apply digits-cnn --config config.yaml",
+    "tasder apply digits-cnn-sparse-95 --config config.yaml --json -o apply.json",
+))
 def apply_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see tasder.zoo.list_models()).",
+    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
                                          show_default=False)],
-    config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...).",
-                                         show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
-    ] = None,
+    config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...), "
+                                         "e.g. written by `tasder search`.", show_default=False)],
+    as_json: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """Apply a TASD config to a zoo MODEL: its metric before and after, and the MACs it saves."""
     from tasder.nn import apply_tasd, count_macs
     from tasder.nn.transform import tasd_report
 
@@ -231,14 +244,15 @@ def apply_cmd(
         raise ValueError(f"zoo model {model!r} has no calibration batch to count MACs with")
     transformed = apply_tasd(entry.model, config)  # a converted copy; entry.model is unchanged
     report = tasd_report(transformed)
-    with _progress(2, f"evaluating {model}") as progress:
-        before = after = None
+    before = after = None
+    with progress_bar(f"evaluating {model}", 3 if entry.evaluate is not None else 1) as advance:
         if entry.evaluate is not None:
             before = float(entry.evaluate(entry.model))
-            _advance(progress)
+            advance()
             after = float(entry.evaluate(transformed))
-            _advance(progress)
-    macs = count_macs(transformed, calibration[0])
+            advance()
+        macs = count_macs(transformed, calibration[0])
+        advance()
     change = _relative_change(before, after)
     dense, effective = macs.total_dense, macs.total_effective
     reduction = 1.0 - effective / dense if dense else None

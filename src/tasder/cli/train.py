@@ -2,7 +2,7 @@
 
 ::
 
-    tasder train digits-cnn --pattern 2:8 --method bdwp --epochs 20 [--seed 0] [--out ckpt.pt]
+    tasder train digits-cnn --pattern 2:8 --method bdwp --epochs 20 [--seed 0] [--output ckpt.pt]
                             [--resume ckpt.pt] [--lr 3e-3] [--batch-size 64]
                             [--backward-mask independent|nested] [--json]
 
@@ -10,6 +10,7 @@ Trains on the built-in digits data (:mod:`tasder.zoo.digits`) and prints a summa
 and validation accuracy, per-layer sparsity of the weights the model computes with (``W⊙M_F``),
 and the training operations of one step as a fraction of dense training, next to the ideal
 ``(2N/M + 1)/3``. Registered on the app by importing this module (see ``_COMMAND_MODULES``).
+``--output/-o`` names the checkpoint (the command's output file; ``--out`` is its former name).
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from typing import Annotated
 
 import torch
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from tasder.cli.app import _emit, app
+from tasder.cli.app import JsonOption, _emit, app, status, table, with_examples
 from tasder.train import (
     DEFAULT_DECAY,
     count_training_ops,
@@ -41,7 +40,15 @@ __all__ = ["TRAIN_MODELS"]
 TRAIN_MODELS: tuple[str, ...] = ("digits-cnn",)
 
 
-@app.command("train")
+@app.command("train", help=with_examples(
+    """Train a built-in model with N:M sparse weights (SR-STE or BDWP) or densely, and summarise.
+
+    A progress bar shows the epochs when stderr is a terminal. With --output the checkpoint is
+    written after every epoch; --resume continues a run up to --epochs.""",
+    "tasder train digits-cnn --pattern 2:8 --method bdwp --epochs 20",
+    "tasder train digits-cnn -p 1:4 -m srste -e 10 --seed 1 -o ckpt.pt",
+    "tasder train digits-cnn --epochs 40 --resume ckpt.pt -o ckpt.pt --json",
+))
 def train_command(
     model_name: Annotated[str, typer.Argument(metavar="MODEL", help=f"Model to train: {', '.join(TRAIN_MODELS)}.")],
     pattern: Annotated[str, typer.Option("--pattern", "-p", help="N:M pattern, e.g. 2:8, 1:4, 4:8.")] = "2:8",
@@ -54,11 +61,17 @@ def train_command(
         str, typer.Option("--backward-mask", help="BDWP's M_B: independent (top-N of |W| along out) or nested (⊆ M_F).")
     ] = "independent",
     decay: Annotated[float, typer.Option("--decay", help="SR-STE decay λ on pruned weights.")] = DEFAULT_DECAY,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a checkpoint here after every epoch.")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue from this checkpoint.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", show_default=False,
+        help="Write a checkpoint to FILE after every epoch.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True, show_default=False)] = None,  # former name
+    resume: Annotated[Path | None, typer.Option("--resume", metavar="FILE", show_default=False,
+                                                help="Continue from this checkpoint.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Train a built-in model with N:M sparse weights (SR-STE or BDWP) or densely, and summarise."""
+    if output is not None and out is not None and output != out:
+        raise ValueError("--out is the former name of --output; give one of them")
+    out = output if output is not None else out
     if model_name not in TRAIN_MODELS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(TRAIN_MODELS)}")
     check_method(method)
@@ -105,17 +118,18 @@ def train_command(
     def render(console: Console) -> None:
         resumed = f", resumed from epoch {result.start_epoch}" if resume is not None else ""
         console.print(f"{model_name}: {label} training, {epochs} epochs, seed {seed}{resumed}", markup=False)
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        layer_table = table()
         for col, justify in (("layer", "left"), ("weight", "left"), ("mode", "left"),
                              ("zeros (W⊙M_F)", "right"), ("train ops", "right"), ("note", "left")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+            layer_table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for row in layers:
             frac = row["ops_fraction"]
-            table.add_row(str(row["layer"]), f"{row['kind']} " + "×".join(map(str, row["shape"])), str(row["mode"]),
-                          f"{100 * float(row['sparsity']):.1f}%", "-" if frac is None else f"{frac:.3f}",
-                          str(row["reason"]))
-        console.print(table)
-        summary = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), show_header=False)
+            layer_table.add_row(str(row["layer"]), f"{row['kind']} " + "×".join(map(str, row["shape"])),
+                                str(row["mode"]), f"{100 * float(row['sparsity']):.1f}%",
+                                "-" if frac is None else f"{frac:.3f}", str(row["reason"]))
+        console.print(layer_table)
+        summary = table()
+        summary.show_header = False
         summary.add_column("what")
         summary.add_column("value", justify="right")
         acc = result.test_accuracy
@@ -130,4 +144,4 @@ def train_command(
 
     _emit(render, None, None)
     if out is not None:
-        Console(stderr=True, highlight=False).print(f"wrote {out}", markup=False, soft_wrap=True)
+        status(f"wrote {out}")
