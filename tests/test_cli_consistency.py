@@ -27,10 +27,10 @@ from tasder.cli.app import progress_bar, run, status, with_examples
 cli = importlib.import_module("tasder.cli.app")  # the module (tasder.cli.app is also the Typer app)
 
 #: Commands another change is rewriting right now; they join the conventions with it.
-PENDING = {("demo",): "demo is being replaced", ("search",): "cli/search.py is being changed"}
+PENDING: dict[tuple[str, ...], str] = {}
 #: What each of them still lacks.
 PENDING_HELP = PENDING  # no Examples: block
-PENDING_OUTPUT = {("search",)}  # -o is --out (the config YAML)
+PENDING_OUTPUT: set[tuple[str, ...]] = set()
 
 
 def _leaf_commands() -> list[tuple[str, ...]]:

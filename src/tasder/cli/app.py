@@ -4,7 +4,8 @@
 
     tasder decompose weights.safetensors --series 2:8+1:8 [--dim -1] [--json] [--output FILE]
     tasder patterns [--json] [--output FILE]
-    tasder demo [--series 2:8 --series 4:8+2:8] [--json] [--output FILE]
+    tasder sweep [minilm-weights] [--series 2:8 --series 4:8+2:8] [--json] [--output FILE]
+    tasder demo [--model digits|minilm] [--quick] [--out DIR]
     tasder --version
 
 The conventions every command follows (the helpers below implement them; command modules use them):
@@ -505,25 +506,32 @@ def patterns_cmd(as_json: JsonOption = False, output: OutputOption = None) -> No
     _emit(render, None, output)
 
 
-@app.command("demo")
-def demo_cmd(
+@app.command("sweep", help=with_examples(
+    """TASD of a built-in tensor workload with several series: a table per tensor and a pooled total.
+
+    The default workload is the real all-MiniLM-L6-v2 encoder (36 Linear weight matrices), decomposed
+    with every TTC-VEGETA-M8 series.""",
+    "tasder sweep",
+    "tasder sweep minilm-weights -s 2:8 -s 4:8+2:8 --json",
+))
+def sweep_cmd(
+    workload_name: Annotated[str, typer.Argument(metavar="WORKLOAD", help="A built-in tensor workload.")]
+    = "minilm-weights",
     series: Annotated[
         list[str] | None,
         typer.Option("--series", "-s", show_default=False,
                      help="A TASD series to try (repeat the option); default: every TTC-VEGETA-M8 "
                      "series (1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead.")
-    ] = None,
+    as_json: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """TASD of the real all-MiniLM-L6-v2 encoder weights (36 Linear matrices), series by series."""
+    """TASD of a built-in tensor workload with several series."""
     parsed: dict[str, Series] = {}
     for spec in series or TTC_VEGETA_M8_SERIES:
         s = parse_series(spec)
         parsed.setdefault(str(s), s)
-    workload = get_workload("minilm-weights")
+    workload = get_workload(workload_name)
     weights = workload.load()
     n_params = sum(w.numel() for w in weights.values())
 
@@ -603,7 +611,7 @@ def _message(exc: BaseException) -> str:
 
 # Larger commands live in their own modules (tasder/cli/<name>.py) and register themselves on
 # `app` with @app.command when imported; list them here. They import helpers from this module.
-_COMMAND_MODULES: tuple[str, ...] = ("models", "profile", "train", "hw", "search")
+_COMMAND_MODULES: tuple[str, ...] = ("demo", "models", "profile", "train", "hw", "search")
 for _module in _COMMAND_MODULES:
     importlib.import_module(f"tasder.cli.{_module}")
 

@@ -23,8 +23,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import _emit, app
-from tasder.cli.profile import _load_zoo, _table, format_count
+from tasder.cli.app import JsonOption, _emit, app, interactive, status, table, with_examples
+from tasder.cli.profile import _load_zoo, format_count
 
 __all__ = ["check_writable", "search_cmd"]
 
@@ -75,12 +75,19 @@ def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
             "after_vs_tc": result.cost_after / tc if tc else float("nan")}
 
 
-@app.command("search")
+@app.command("search", help=with_examples(
+    """Search a per-layer TASD configuration of a zoo MODEL that keeps the validation metric under the
+    constraint and minimises effective MACs or a modelled hardware cost; print a summary, re-score the
+    chosen config on the test split, optionally write the config (YAML) and a markdown report.""",
+    "tasder search digits-cnn-sparse-95 --mode W -o config.yaml",
+    "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
+    "tasder search minilm --mode A --method paper-threshold --json",
+))
 def search_cmd(
     model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
     = "ttc-vegeta-m8",
-    mode: Annotated[str, typer.Option("--mode", "-m", help="W (TASD-W, weights) or A (TASD-A, activations).")]
+    mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights) or A (TASD-A, activations).")]
     = "W",
     method: Annotated[str, typer.Option("--method", help="cost-aware, paper-greedy or paper-threshold (A).")]
     = "cost-aware",
@@ -102,27 +109,21 @@ def search_cmd(
     mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1,
                                                help="Mappings tried per distinct layer for a modelled cost.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch and the mapper (results are repeatable).")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the chosen config (YAML) here.",
-                                             show_default=False)] = None,
+    json_out: JsonOption = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False,
+                                                help="Write the chosen config (YAML) to FILE.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True, show_default=False)] = None,  # former name
     report: Annotated[Path | None, typer.Option("--report", help="Write a markdown report here.",
                                                 show_default=False)] = None,
 ) -> None:
-    """Search a per-layer TASD configuration of a zoo MODEL that keeps the metric under the constraint
-    and minimises effective MACs or a modelled hardware cost; print a summary, optionally write the config
-    and a report.
-
-    Examples:
-
-        tasder search digits-cnn-sparse-95 --mode W -o config.yaml
-
-        tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md
-    """
     from tasder.io import atomic_write_text
     from tasder.search import Drop, render_markdown, search
     from tasder.search.methods import _check_constraint, default_layers
     from tasder.search.targets import load_target
 
+    if output is not None and out is not None and output != out:
+        raise ValueError("--out is the former name of --output; give one of them")
+    out = output if output is not None else out
     limit = _check_constraint(Drop(drop) if drop is not None else constraint)
     load_target(target)
     for path in (out, report):
@@ -138,7 +139,7 @@ def search_cmd(
     result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                     method,  # type: ignore[arg-type]
                     holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                    statistic=statistic, model_id=model, progress=True, cost=cost_fn)  # type: ignore[arg-type]
+                    statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn)  # type: ignore[arg-type]
     if tc_cost is not None and cost_fn is not None:
         result.extra["hardware"] = hardware_summary(cost_fn, tc_cost, result)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
@@ -167,20 +168,20 @@ def search_cmd(
                           f"{hw['unit']} ({100 * r.cost_cut:.1f} % cut; {hw['after_vs_tc']:.3f} × TC running the "
                           f"original model); {r.evaluations} evaluations, {r.seconds:.1f} s"
                           + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
-        table = _table()
+        t = table()
         for col in ("layer", "series", "mode", "dense MACs", "executed", "output rel. err."):
-            table.add_column(col, justify="left" if col in ("layer", "series", "mode") else "right")
+            t.add_column(col, justify="left" if col in ("layer", "series", "mode") else "right")
         for row in r.layers:
-            table.add_row(row.name, row.series, row.mode, format_count(row.dense_macs), f"{row.fraction:.3f}",
+            t.add_row(row.name, row.series, row.mode, format_count(row.dense_macs), f"{row.fraction:.3f}",
                           "-" if row.damage is None else f"{row.damage:.3f}")
-        console.print(table)
+        console.print(t)
         for f in r.failures:
             console.print(f"failed evaluation: {f}", markup=False)
-        for path, what in ((out, "config"), (report, "report")):
-            if path is not None:
-                console.print(f"wrote {what}: {path}", markup=False)
 
     if json_out:
         _emit(None, result.as_dict(), None)
     else:
         _emit(render, None, None)
+    for path, what in ((out, "config"), (report, "report")):
+        if path is not None:
+            status(f"wrote {what}: {path}")
