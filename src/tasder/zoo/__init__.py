@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -211,8 +212,11 @@ def model_entries() -> dict[str, ModelEntry]:
     return dict(_MODELS)
 
 
-def load(name: str, **kwargs: Any) -> ZooModel:
+def load(name: str, *, progress: bool | None = None, **kwargs: Any) -> ZooModel:
     """Load the zoo model ``name`` (``kwargs`` go to its loader, e.g. ``load("bert-base", seq_len=512)``).
+
+    ``progress`` turns training progress bars on or off for loaders that train (others ignore it),
+    so a caller can load any entry the same way.
 
     Raises:
         ValueError: unknown name (the message suggests close matches).
@@ -223,6 +227,8 @@ def load(name: str, **kwargs: Any) -> ZooModel:
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown zoo model {name!r}{hint} (known: {', '.join(_MODELS)})")
+    if progress is not None and "progress" in inspect.signature(entry.loader).parameters:
+        kwargs["progress"] = progress
     return entry.loader(**kwargs)
 
 
