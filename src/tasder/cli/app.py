@@ -90,7 +90,11 @@ def with_examples(help_text: str, *examples: str) -> str:
         block = "Examples:\n" + "\n".join(f"[not dim]  {escape(line)}[/]" for line in examples)
     else:  # pragma: no cover - depends on the environment
         block = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
-    return f"{inspect.cleandoc(help_text)}\n\n{block}\n"
+    # Source lines are wrapped for the code, not for the terminal: join each paragraph's lines so
+    # the help renderer wraps them to the terminal's width (otherwise a break stays mid-sentence).
+    paragraphs = [" ".join(line.strip() for line in par.splitlines())
+                  for par in inspect.cleandoc(help_text).split("\n\n")]
+    return "\n\n".join(paragraphs) + f"\n\n{block}\n"
 
 
 app = typer.Typer(
