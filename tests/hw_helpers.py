@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasder.hw import Architecture, load_architecture
+from tasder.hw import Architecture, Evaluation, Mapping, Problem, evaluate, load_architecture, search
 
 
 def two_level(tmp_path: Path, *, capacity: int = 4096, dram_bw: float = 1e9, buf_bw: float = 1e9, macs: int = 1,
@@ -32,3 +32,22 @@ architecture:
     path = tmp_path / f"{name}_{capacity}_{dram_bw}_{buf_bw}_{macs}.yaml"
     path.write_text(text)
     return load_architecture(path)
+
+
+#: The GEMM the sparse-design tests compare designs on (big enough to be compute-bound on tc).
+SHAPE = {"M": 256, "K": 1024, "N": 256}
+
+
+def problem(a: str | None = None, b: str | None = None) -> Problem:
+    """The :data:`SHAPE` GEMM with A (weights) and B (inputs) densities in the pattern notation."""
+    return Problem("gemm", **SHAPE, a_density=a, b_density=b)
+
+
+def tc_best_mapping() -> Mapping:
+    """TC's EDP-best mapping: the sparse designs are compared on the same dataflow (thesis 4.9.1)."""
+    return search(load_architecture("tc"), problem(), budget=3000, seed=0).best.mapping
+
+
+def ev(design: str, mapping: Mapping, a: str | None = None, b: str | None = None) -> Evaluation:
+    """``design`` on the :data:`SHAPE` GEMM with ``mapping``."""
+    return evaluate(load_architecture(design), problem(a, b), mapping)

@@ -10,23 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasder.hw import Problem, evaluate, load_architecture, search
+from hw_helpers import ev, problem, tc_best_mapping
+from tasder.hw import load_architecture, search
 from tasder.hw.sparse import engine_pattern, executed_models
-
-SHAPE = {"M": 256, "K": 1024, "N": 256}
-
-
-def problem(a: str | None = None, b: str | None = None) -> Problem:
-    return Problem("gemm", **SHAPE, a_density=a, b_density=b)
 
 
 @pytest.fixture(scope="module")
 def tc_mapping():
-    return search(load_architecture("tc"), problem(), budget=3000, seed=0).best.mapping
+    return tc_best_mapping()
 
 
-def ev(design: str, mapping, a: str | None = None, b: str | None = None):
-    return evaluate(load_architecture(design), problem(a, b), mapping)
 
 
 def steps(mapping) -> float:

@@ -12,26 +12,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tasder.hw import Problem, SpecError, evaluate, list_designs, load_architecture, search
+from hw_helpers import ev, problem, tc_best_mapping
+from tasder.hw import SpecError, evaluate, list_designs, load_architecture, search
 from tasder.hw.density import ActualModel, DenseModel, SeriesModel, StructuredModel, UniformModel, density_model
 from tasder.hw.formats import parse_format
 
-SHAPE = {"M": 256, "K": 1024, "N": 256}
 TC_YAML = (Path(__file__).parents[1] / "src/tasder/hw/designs/tc.yaml").read_text()
 
 
-def problem(a: str | None = None, b: str | None = None) -> Problem:
-    return Problem("gemm", **SHAPE, a_density=a, b_density=b)
 
 
 @pytest.fixture(scope="module")
 def tc_mapping():
-    """TC's EDP-best mapping: the sparse designs are compared on the same dataflow (thesis 4.9.1)."""
-    return search(load_architecture("tc"), problem(), budget=3000, seed=0).best.mapping
+    return tc_best_mapping()
 
 
-def ev(design: str, mapping, a: str | None = None, b: str | None = None):
-    return evaluate(load_architecture(design), problem(a, b), mapping)
 
 
 # --- density models -------------------------------------------------------------------------------
