@@ -334,3 +334,14 @@ def test_profile_model_is_the_same_function_and_doctest_passes():
     assert isinstance(profile(_mlp(), _mlp_batches(), candidates=[])[0], LayerProfile)
     module = importlib.import_module("tasder.nn.profile")
     assert doctest.testmod(module).failed == 0
+
+
+def test_layers_filter_profiles_only_the_named_layers_with_the_same_numbers():
+    model, batches = _mlp(), _mlp_batches()
+    full = profile_model(model, batches, candidates=["2:8"])
+    some = profile_model(model, batches, candidates=["2:8"], layers=["2"])
+    assert [p.name for p in some] == ["2"]
+    assert some["2"].as_dict() == full["2"].as_dict()
+    assert [p.name for p in profile_model(model, batches, candidates=["2:8"], layers="*")] == [p.name for p in full]
+    with pytest.raises(ValueError, match="matches no"):
+        profile_model(model, batches, layers=["nope*"])

@@ -152,7 +152,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
 
     log(f"{case.model_id}: profiling layers and comparing designs")
     series = [s for s in (str(c) for c in candidate_series(DEMO_TARGET)) if s != "dense"]
-    prof = profile_model(entry.model, calib, candidates=series)
+    prof = profile_model(entry.model, calib, candidates=series, layers=[r.name for r in result.layers])
     layer_rows = []
     for row in result.layers:
         p = prof[row.name]

@@ -23,6 +23,7 @@ sample (its sparsity, for the percentile).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -388,8 +389,9 @@ def profile_model(
     *,
     candidates: Iterable[str | Series] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    layers: Iterable[str] | None = None,
 ) -> ModelProfile:
-    """Profile every eligible layer of ``model`` on the calibration ``batches``.
+    """Profile every eligible layer of ``model`` (or those ``layers`` names) on the calibration ``batches``.
 
     Args:
         model: any ``nn.Module``. Its ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``) submodules —
@@ -400,6 +402,9 @@ def profile_model(
             dicts (``model(**b)``) or tuples (``model(*b)``).
         candidates: series to evaluate (strings or parsed); default: every TTC-VEGETA-M8 series.
         on_batch: called with the batch index after each batch (progress reporting).
+        layers: names or fnmatch globs of the layers to profile (default: all eligible ones);
+            decomposing every candidate on every layer's activations is the expensive part, so a
+            caller that needs a few layers says which.
 
     Returns:
         A :class:`ModelProfile`; see :class:`LayerProfile` for what each row holds.
@@ -419,14 +424,20 @@ def profile_model(
         s = parse_series(spec)
         parsed.setdefault(str(s), s)
 
+    wanted = None if layers is None else [str(g) for g in ([layers] if isinstance(layers, str) else layers)]
     stats: list[_LayerStats] = []
     skipped: list[tuple[str, str]] = []
     for name, module in model.named_modules():
+        if wanted is not None and not any(fnmatch.fnmatchcase(name, g) for g in wanted):
+            continue
         kind, reason = _layer_kind(module)
         if kind is not None:
             stats.append(_LayerStats(name or "<model>", module, kind, parsed))
         elif reason is not None:
             skipped.append((name or "<model>", reason))
+    if not stats and wanted is not None:
+        raise ValueError(f"`layers` {wanted} matches no nn.Linear or nn.Conv2d (groups=1) layer of "
+                         f"{type(model).__name__}")
     if not stats:
         extra = f" (skipped: {'; '.join(f'{n}: {r}' for n, r in skipped)})" if skipped else ""
         raise ValueError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d (groups=1) layer to "
@@ -483,6 +494,7 @@ def profile(
     *,
     candidates: Iterable[str | Series] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    layers: Iterable[str] | None = None,
 ) -> ModelProfile:
     """Alias of :func:`profile_model` (``tasder.nn.profile(model, batches)``)."""
-    return profile_model(model, batches, candidates=candidates, on_batch=on_batch)
+    return profile_model(model, batches, candidates=candidates, on_batch=on_batch, layers=layers)
