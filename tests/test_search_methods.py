@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tasder.nn import TASDConfig, tasd_layers
-from tasder.search import Drop, pareto_front, search
+from tasder.search import Drop, candidate_series, pareto_front, search
 
 
 def _model() -> nn.Module:
@@ -211,3 +211,20 @@ def test_max_evals_stops_the_search_with_a_valid_config():
     r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "paper-greedy", max_evals=4, progress=False)
     assert r.evaluations == ev.calls == 4 and "stopped" in r.extra
     assert r.metric_final >= r.threshold and not r.interrupted
+
+
+def test_cost_aware_does_not_evaluate_configs_dominating_a_clear_miss():
+    # Layer "4" is expensive to touch; batches that include its aggressive moves miss clearly, and
+    # any later batch at least as aggressive on every layer is counted as a miss without an evaluation.
+    ev = synthetic({"0": 0.0, "2": 0.0, "4": 0.1})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "cost-aware", progress=False)
+    assert r.extra["skipped_dominated"] > 0
+    assert r.evaluations == ev.calls
+    density = {str(s): s.effective_density for s in candidate_series("ttc-vegeta-m8")}
+    margin = r.metric_original - r.threshold
+    for i, miss in enumerate(r.history):
+        if miss.ok or miss.metric >= r.threshold - margin:
+            continue
+        for later in r.history[i + 1:]:  # no later evaluated config is as aggressive everywhere
+            assert not all(density[later.layers.get(n, "dense")] <= density[s] for n, s in miss.layers.items())
+    assert r.metric_final >= r.threshold

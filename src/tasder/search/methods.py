@@ -19,7 +19,9 @@ Three methods (DESIGN.md §3.4), one entry point :func:`search`:
   after a failure, so few evaluations go to large batches bound to fail). A single move that
   clearly fails is rejected together with the more aggressive candidates of its layer (damage
   grows with aggressiveness); after a near miss (within the constraint's own margin, possibly
-  evaluation noise) those stay in play. The cheapest evaluated config meeting the
+  evaluation noise) those stay in play. A batch at least as aggressive on every layer as a
+  config that already missed clearly is counted as a miss without evaluating it (the same
+  monotonicity). The cheapest evaluated config meeting the
   constraint is returned (the Pareto front of everything evaluated is in the result).
 
 All methods cache evaluations on the canonical config, record every evaluated point, treat an
@@ -325,6 +327,11 @@ def _paper_threshold(ev: _Evaluator, layers: list[_Layer], stat: str) -> dict[st
             "layer_sparsity": sparsity, "breakpoints": len(breaks)}
 
 
+def _dominates(trial: dict[str, Series], failed: dict[str, Series]) -> bool:
+    """``trial`` is at least as aggressive as ``failed`` on every layer (effective density ≤)."""
+    return all(trial.get(n, DENSE).effective_density <= s.effective_density for n, s in failed.items())
+
+
 def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str, Any]:
     base = cost(ev.specs({}))
     moves: list[tuple[float, float, int, Series]] = []
@@ -337,6 +344,8 @@ def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str,
     remaining = [(layers[i].name, s) for _, _, i, s in moves]
     current: dict[str, Series] = {}
     margin = max(ev.base_metric - ev.threshold, 0.0)
+    clear_misses: list[dict[str, Series]] = []  # configs that missed by more than the margin
+    skipped = 0
     k = 1  # galloping: double after a success, halve after a failure
     while remaining:
         k = min(k, len(remaining))
@@ -344,8 +353,18 @@ def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str,
         for name, s in remaining[:k]:
             if s.effective_density < trial.get(name, DENSE).effective_density:
                 trial[name] = s
-        point = ev(trial, f"batch of {k}")
-        if point.ok:
+        if any(_dominates(trial, f) for f in clear_misses):
+            # At least as aggressive on every layer as a config that clearly missed: under the same
+            # monotonicity the clear-miss rule below assumes, it misses too — not worth an evaluation.
+            skipped += 1
+            ok, clear = False, True
+        else:
+            point = ev(trial, f"batch of {k}")
+            ok = point.ok
+            clear = point.metric is None or point.metric < ev.threshold - margin
+            if not ok and clear:
+                clear_misses.append(trial)
+        if ok:
             current = trial
             remaining = [(n, s) for n, s in remaining[k:]
                          if s.effective_density < current.get(n, DENSE).effective_density]
@@ -353,14 +372,14 @@ def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str,
         elif k == 1:
             name, s = remaining[0]
             remaining = remaining[1:]
-            if point.metric is None or point.metric < ev.threshold - margin:
+            if clear:
                 # a clear miss: the layer's more aggressive candidates (more damage) would miss too
                 remaining = [(n, t) for n, t in remaining
                              if not (n == name and t.effective_density <= s.effective_density)]
             # a near miss (within the constraint's own margin) may be evaluation noise: keep trying
         else:
             k //= 2
-    return {}
+    return {"skipped_dominated": skipped}
 
 
 # ---------------------------------------------------------------------------------------------
