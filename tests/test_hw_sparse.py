@@ -284,12 +284,13 @@ def test_hw_compare_json_and_table(capsys, tmp_path):
     assert run([*args, "--plot", str(plot)]) == 0
     out = capsys.readouterr()
     assert "EDP/TC" in out.out
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "matplotlib is not installed; plot skipped" in out.err
-    else:
-        assert plot.stat().st_size > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a bad plot path is refused before any mapping runs, and nothing is written
+    assert run([*args, "--plot", str(tmp_path / "p.txt")]) == 2
+    assert "--plot" in capsys.readouterr().err
+    assert run([*args, "--plot", str(tmp_path / "missing" / "p.png")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "p.txt").exists()
     assert run(["hw", "compare", "--designs", "tc", "--workload", "gemm:8x8x8:A=3:9:1"]) != 0
 
 

@@ -394,7 +394,7 @@ def test_render_does_not_touch_pyplot(written: tuple[dict[str, Any], dict[str, A
     import matplotlib
 
     assert written[1]["figures"]
-    assert matplotlib.get_backend() == BACKEND_BEFORE
+    assert matplotlib.get_backend().lower() == BACKEND_BEFORE.lower()
     if "matplotlib.pyplot" in sys.modules:
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
 

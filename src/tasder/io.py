@@ -36,6 +36,7 @@ __all__ = [
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable",
     "load_tensors",
 ]
 
@@ -210,3 +211,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str; got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise OSError now if ``path`` cannot be written (its folder missing or read-only, or a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "No such directory", str(parent))
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(13, "Permission denied", str(path))
+    with tempfile.NamedTemporaryFile(dir=parent, prefix=".tasder-check-", delete=True):
+        pass  # the atomic writers create a temp file in the same folder: that is what must work

@@ -32,7 +32,6 @@ from tasder.cli.app import (
     progress_bar,
     status,
     table,
-    warn,
     with_examples,
 )
 
@@ -208,29 +207,36 @@ def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000,
     return rows
 
 
-def _save_plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Bar chart of normalized EDP; False (nothing written) when matplotlib is not installed."""
-    try:
-        import matplotlib
+def _save_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bar chart of normalized EDP per workload and design, written atomically.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    Drawn on an Agg canvas, not through pyplot: the caller's matplotlib backend and pyplot's
+    figure list stay untouched (the CLI runs in-process in tests and notebooks too).
+    """
+    from io import BytesIO
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from tasder.io import atomic_write_bytes
+
     workloads = list(dict.fromkeys(r["workload"] for r in rows))
     designs = list(dict.fromkeys(r["design"] for r in rows))
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(workloads) * len(designs) / 3, 4))
+    fig = Figure(figsize=(min(9.0, 2.5 + 1.2 * len(workloads) * len(designs) / 3), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     width = 0.8 / len(designs)
     for j, d in enumerate(designs):
         ys = [next(r["edp_norm"] for r in rows if r["design"] == d and r["workload"] == w) for w in workloads]
         ax.bar([i + j * width for i in range(len(workloads))], ys, width, label=d)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, rotation=15, fontsize=7)
-    ax.set_ylabel("EDP / TC")
+    ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, rotation=15, fontsize=7,
+                  ha="right")
+    ax.set_ylabel("EDP / TC (modelled; lower is better)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    buf = BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @hw_app.command("compare", help=with_examples(
@@ -256,15 +262,19 @@ def compare_cmd(
     if not names:
         raise ValueError("--designs lists no design")
     problems = [parse_gemm_workload(w) for w in workload]
+    if plot is not None:  # checked now, not after minutes of mapping
+        from tasder.io import check_writable
+
+        if plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise ValueError(f"--plot {str(plot)!r}: expected a .png, .svg or .pdf file name")
+        check_writable(plot)
     searches = len(problems) * len(dict.fromkeys(["tc", *names]))
     with progress_bar("mapping designs × workloads", searches) as advance:
         rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed,
                             on_search=advance)
     if plot is not None:
-        if _save_plot(rows, plot):
-            status(f"wrote {plot}")
-        else:
-            warn("matplotlib is not installed; plot skipped")
+        _save_plot(rows, plot)
+        status(f"wrote {plot}")
     if as_json:
         _emit(None, rows, output)
         return

@@ -15,8 +15,6 @@ cost the search minimises; the summary then also shows the chosen config's EDP n
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,20 +24,7 @@ from rich.console import Console
 from tasder.cli.app import JsonOption, _emit, app, interactive, status, table, with_examples
 from tasder.cli.profile import _load_zoo, format_count
 
-__all__ = ["check_writable", "search_cmd"]
-
-
-def check_writable(path: Path) -> None:
-    """Raise OSError now if ``path`` cannot be written (its folder missing or read-only, or a folder)."""
-    if path.is_dir():
-        raise IsADirectoryError(21, "Is a directory", str(path))
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(2, "No such directory", str(parent))
-    if path.exists() and not os.access(path, os.W_OK):
-        raise PermissionError(13, "Permission denied", str(path))
-    with tempfile.NamedTemporaryFile(dir=parent, prefix=".tasder-check-", delete=True):
-        pass  # the atomic writers create a temp file in the same folder: that is what must work
+__all__ = ["search_cmd"]
 
 
 def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode: str, budget: int,
@@ -116,7 +101,7 @@ def search_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="Write a markdown report here.",
                                                 show_default=False)] = None,
 ) -> None:
-    from tasder.io import atomic_write_text
+    from tasder.io import atomic_write_text, check_writable
     from tasder.search import Drop, render_markdown, search
     from tasder.search.methods import _check_constraint, default_layers
     from tasder.search.targets import load_target
