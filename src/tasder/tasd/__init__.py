@@ -16,6 +16,7 @@ from tasder.tasd.metrics import (
     tensor_sums,
 )
 from tasder.tasd.packing import PackedTensor, pack, unpack
+from tasder.tasd.permutation import find_permutation, kept_score
 
 __all__ = [
     "Backend",
@@ -26,7 +27,9 @@ __all__ = [
     "aggregate",
     "approximate",
     "decompose",
+    "find_permutation",
     "gemm_output_error",
+    "kept_score",
     "pack",
     "packed_nbytes",
     "tensor_sums",

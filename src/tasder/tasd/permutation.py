@@ -1,0 +1,211 @@
+"""Permute the reduction dimension so that a TASD series drops less (ours; DESIGN.md §3.2).
+
+G:H groups are *consecutive* elements along the reduction dim K of a GEMM, but which elements
+are consecutive is a layout choice: permuting K permutes the columns of A and the rows of B
+alike and leaves ``A @ B`` unchanged. NVIDIA's ASP uses this for 2:4 ("channel permutation");
+here it serves any series whose terms are one-rank G:H patterns with one block size H (every
+TTC target: ``1:8``, ``4:8+1:8``, ``2:4+1:4``...). Such a series keeps exactly the ΣG largest
+|x| of every block (each greedy term takes the largest of what the previous ones left), so a
+permutation is better when the blocks hold their large elements more evenly.
+
+:func:`find_permutation` maximises the kept score Σ_rows Σ_blocks top-ΣG(score), score = |x| by
+default, over the permutations of K shared by every row (the other dims of ``x``):
+
+1. start from the blocks dealt "snake-wise" by each column's total score (the heaviest columns
+   land in different blocks);
+2. repeat rounds: pair the blocks at random, and for every pair evaluate *all* H×H column swaps
+   at once (vectorised; a swap's gain has a closed form from each row's sorted block — no
+   re-sorting), applying the best one where it gains; stop after ``patience`` rounds in a row
+   that gain less than 0.01 % of the kept score, or after ``max_rounds`` rounds;
+3. return the result only if it keeps strictly more than the identity (else the identity), so
+   the permutation never makes a series drop more than it does in the original order.
+
+When K is not a multiple of H the last block is short (the padding slots stay at the end and
+are never swapped), exactly as :func:`~tasder.tasd.decompose` pads the last block.
+
+>>> import torch
+>>> x = torch.tensor([[5., 4., 0., 0., 3., 0., 0., 0.]])   # two blocks of 4 along dim -1
+>>> perm = find_permutation(x, "1:4")
+>>> kept_score(x, "1:4"), kept_score(x, "1:4", perm=perm)
+(8.0, 9.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tasder._validation import check_dim, check_float_tensor, check_score
+from tasder.sparsity.notation import parse_series
+from tasder.sparsity.patterns import GH, Pattern, Series
+
+__all__ = ["find_permutation", "kept_score", "permutable_block"]
+
+#: Elements of the per-chunk candidate tensor (pairs × rows × H × H) evaluated at once: bounds memory.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def permutable_block(series: str | Pattern | Series) -> tuple[int, int]:
+    """``(kept, H)`` of a series :func:`find_permutation` handles: ΣG over its terms and their H.
+
+    Raises ValueError for a series with an HSS, dense or unstructured term, or terms of different H
+    (their greedy result is not "the ΣG largest per block", which the search relies on).
+    """
+    s = parse_series(series) if not isinstance(series, Series) else series
+    terms = s.terms
+    if s.is_dense or not all(isinstance(t, GH) for t in terms):
+        raise ValueError(f"a K permutation needs a series of G:H terms (e.g. '4:8+1:8'); got '{s}'")
+    blocks = {t.h for t in terms if isinstance(t, GH)}
+    if len(blocks) != 1:
+        raise ValueError(f"a K permutation needs terms with one block size H; '{s}' mixes H = "
+                         f"{', '.join(str(h) for h in sorted(blocks))}")
+    h = blocks.pop()
+    return min(h, sum(t.g for t in terms if isinstance(t, GH))), h
+
+
+def _rows(x: torch.Tensor, dim: int, max_rows: int | None) -> torch.Tensor:
+    """``x`` as (rows, K) float64 with K = ``dim``; at most ``max_rows`` evenly spaced rows."""
+    k = x.shape[dim]
+    rows = x.movedim(dim, -1).reshape(-1, k)
+    if max_rows is not None and rows.shape[0] > max_rows:
+        rows = rows[torch.linspace(0, rows.shape[0] - 1, max_rows).round().long()]
+    return rows.to(torch.float64)
+
+
+def _blocks_score(s_ext: torch.Tensor, slots: torch.Tensor, g: int) -> float:
+    """Σ over rows and blocks of the top-g scores; ``slots`` (blocks, H) index columns of ``s_ext``."""
+    return float(s_ext[:, slots].topk(g, dim=-1).values.sum())
+
+
+def _swap_gains(x: torch.Tensor, y: torch.Tensor, g: int) -> torch.Tensor:
+    """Gain of swapping column i of every block ``x`` with column j of its partner ``y``.
+
+    ``x``, ``y``: (pairs, rows, H). Returns (pairs, H, H). For a block with sorted values
+    t1 ≥ … ≥ tH and kept sum S = t1+…+tg, replacing an element e by v keeps
+    S − e + max(v, t_{g+1}) when e ≥ t_g (e was kept; ties give the same value either way) and
+    S + max(0, v − t_g) otherwise.
+    """
+    h = x.shape[-1]
+
+    def replaced(block: torch.Tensor, incoming: torch.Tensor) -> torch.Tensor:
+        top = block.topk(min(g + 1, h), dim=-1).values
+        total = top[..., :g].sum(-1)[..., None, None]
+        t_g = top[..., g - 1][..., None, None]
+        t_next = top[..., g][..., None, None] if g < h else torch.zeros_like(t_g)
+        e = block[..., :, None]  # (pairs, rows, H, 1): the element leaving
+        v = incoming[..., None, :]  # (pairs, rows, 1, H): the element arriving
+        kept = torch.where(e >= t_g, total - e + torch.maximum(v, t_next), total + (v - t_g).clamp_min(0.0))
+        return (kept - total).sum(1)  # (pairs, H_out, H_in)
+
+    return replaced(x, y) + replaced(y, x).transpose(1, 2)
+
+
+def kept_score(x: torch.Tensor, series: str | Pattern | Series, dim: int = -1, *,
+               perm: torch.Tensor | None = None, score: torch.Tensor | None = None) -> float:
+    """Σ of the score (default |x|) that ``series`` keeps along ``dim`` after permuting it by ``perm``."""
+    x = check_float_tensor(x)
+    dim = check_dim(dim, x.dim())
+    g, h = permutable_block(series)
+    s = check_score(score, x).abs() if score is not None else x.abs()
+    rows = _rows(s, dim, None)
+    k = rows.shape[1]
+    order = torch.arange(k) if perm is None else _check_perm(perm, k)
+    nb = -(-k // h)
+    slots = torch.cat([order, torch.full((nb * h - k,), k, dtype=torch.long)]).view(nb, h)
+    return _blocks_score(torch.cat([rows, rows.new_zeros(rows.shape[0], 1)], 1), slots, g)
+
+
+def _check_perm(perm: object, k: int) -> torch.Tensor:
+    if not isinstance(perm, torch.Tensor) or perm.dtype != torch.long or perm.shape != (k,) \
+            or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+        raise ValueError(f"`perm` must be a permutation of range({k}) as a LongTensor of shape ({k},)")
+    return perm
+
+
+def find_permutation(
+    x: torch.Tensor,
+    series: str | Pattern | Series,
+    dim: int = -1,
+    *,
+    score: torch.Tensor | None = None,
+    seed: int = 0,
+    max_rounds: int = 200,
+    patience: int = 6,
+    max_rows: int | None = 4096,
+) -> torch.Tensor:
+    """A permutation of ``x``'s ``dim`` under which ``series`` keeps at least as much of ``x``.
+
+    Args:
+        x: the tensor (weights: rows = output units; activations: rows = samples × positions).
+        series: G:H terms with one H (see :func:`permutable_block`).
+        dim: the reduction dimension the groups run along.
+        score: rank by this instead of |x| (same shape; e.g. |w|·‖x_k‖); its magnitude is used.
+        seed: the block pairings are random; the result is deterministic per seed.
+        max_rounds, patience: stop after this many rounds, or this many rounds in a row without
+            a gain.
+        max_rows: use at most this many evenly spaced rows (None: all) — a sample of activation
+            rows decides a layout as well as all of them, at a fraction of the time.
+
+    Returns:
+        A LongTensor ``perm`` of shape ``(K,)``: ``x.index_select(dim, perm)`` is the layout in which
+        the groups are consecutive. The identity when no permutation keeps strictly more.
+    """
+    x = check_float_tensor(x)
+    dim = check_dim(dim, x.dim())
+    g, h = permutable_block(series)
+    for name, value in (("max_rounds", max_rounds), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int; got {value!r}")
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"`max_rows` must be a positive int or None; got {max_rows!r}")
+    s = check_score(score, x).abs() if score is not None else x.detach().abs()
+    rows = _rows(s, dim, max_rows)
+    n_rows, k = rows.shape
+    identity = torch.arange(k)
+    nb = -(-k // h)
+    if g >= h or nb < 2 or not bool(torch.isfinite(rows).all()):
+        return identity
+    s_ext = torch.cat([rows, rows.new_zeros(n_rows, 1)], 1)  # column k: the padding slots' zero score
+    pad = torch.full((nb * h - k,), k, dtype=torch.long)
+    base = _blocks_score(s_ext, torch.cat([identity, pad]).view(nb, h), g)
+
+    # Snake deal by column mass: block 0, 1, …, nb-1, nb-1, …, 0, … — only full blocks' slots, so
+    # the short last block keeps its padding at the end.
+    slots = torch.full((nb, h), k, dtype=torch.long)
+    order = torch.argsort(rows.sum(0), descending=True, stable=True).tolist()
+    cells = [(b, j) for j in range(h) for b in (range(nb) if j % 2 == 0 else reversed(range(nb)))
+             if b < nb - 1 or j < k - (nb - 1) * h]
+    for col, (b, j) in zip(order, cells, strict=True):
+        slots[b, j] = col
+    swappable = slots != k
+
+    gen = torch.Generator().manual_seed(seed)
+    chunk = max(1, _CHUNK_ELEMENTS // (n_rows * h * h))
+    tol = 1e-12 * max(base, 1e-300)
+    stale = 0
+    for _ in range(max_rounds):
+        pairing = torch.randperm(nb, generator=gen)
+        n_pairs = nb // 2
+        a_all, b_all = pairing[:n_pairs], pairing[n_pairs:2 * n_pairs]
+        round_gain = 0.0
+        for start in range(0, n_pairs, chunk):
+            a, b = a_all[start:start + chunk], b_all[start:start + chunk]
+            gains = _swap_gains(s_ext[:, slots[a]].transpose(0, 1), s_ext[:, slots[b]].transpose(0, 1), g)
+            ok = swappable[a][:, :, None] & swappable[b][:, None, :]
+            gains = torch.where(ok, gains, torch.tensor(-math.inf, dtype=gains.dtype))
+            best, arg = gains.flatten(1).max(1)
+            for p in torch.nonzero(best > tol).flatten().tolist():
+                i, j = divmod(int(arg[p]), h)
+                ba, bb = int(a[p]), int(b[p])
+                slots[ba, i], slots[bb, j] = slots[bb, j].clone(), slots[ba, i].clone()
+                round_gain += float(best[p])
+        # A round that gains less than 0.01 % of the kept score counts as no gain: on data
+        # that is already balanced (dense Gaussian-like activations) swaps keep finding crumbs.
+        stale = 0 if round_gain > 1e-4 * base else stale + 1
+        if stale >= patience:
+            break
+    perm = slots.flatten()
+    perm = perm[perm != k]
+    found = _blocks_score(s_ext, torch.cat([perm, pad]).view(nb, h), g)
+    return perm if found > base + tol else identity
