@@ -10,6 +10,7 @@
 """
 
 from tasder.nn.accounting import LayerMACs, MACReport, count_macs
+from tasder.nn.calibration import TASDCalibration
 from tasder.nn.config import CONFIG_VERSION, LayerSpec, TASDConfig
 from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
 from tasder.nn.profile import LayerProfile as LayerProfile
@@ -19,6 +20,7 @@ from tasder.nn.transform import (
     ExportedLayer,
     TASDReport,
     apply_tasd,
+    calibrate,
     export_tasd_weights,
     load_tasd_weights,
     revert,
@@ -33,12 +35,14 @@ __all__ = [
     "LayerMACs",
     "LayerSpec",
     "MACReport",
+    "TASDCalibration",
     "TASDConfig",
     "TASDConv2d",
     "TASDLayer",
     "TASDLinear",
     "TASDReport",
     "apply_tasd",
+    "calibrate",
     "count_macs",
     "export_tasd_weights",
     "load_tasd_weights",

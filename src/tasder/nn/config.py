@@ -9,6 +9,17 @@ or fnmatch globs (``*``, ``?``, ``[...]``) over those names, to a :class:`LayerS
 * ``A`` (TASD-A): the layer's *input* is decomposed on every forward pass.
 * series ``dense``: the layer is left untouched (whatever the mode).
 
+Two options go beyond the TASD paper (ours, off by default; see :mod:`tasder.nn.calibration`):
+
+* ``permute``: decompose in a permuted order of the reduction dim K chosen so the series drops
+  less (:func:`tasder.tasd.find_permutation`; TASD-W: from the weight, over the im2col K of a
+  convolution; TASD-A: from calibration activations, over the input channels);
+* ``bias_correction``: add to each output channel the mean output error the approximation makes
+  on calibration data (closed form, no training).
+
+Either option that needs calibration data (``bias_correction``; ``permute`` in mode A) makes
+:func:`~tasder.nn.apply_tasd` ask for calibration batches.
+
 On disk it is YAML, versioned so that later formats can be told apart, and one line per layer so
 that two configurations diff cleanly::
 
@@ -16,6 +27,7 @@ that two configurations diff cleanly::
     layers:
       encoder.layer.0.attention.self.query: {series: 2:8+1:8, mode: W}
       "encoder.layer.*.intermediate.dense": {series: 4:8+1:8, mode: A}
+      conv2: {series: 1:8, mode: W, permute: true, bias_correction: true}
       "*": {series: dense}
 
 The bare mapping (just the ``layers`` part) is accepted too, in YAML and in Python; a value may
@@ -44,6 +56,7 @@ import yaml
 from tasder.io import atomic_write_text
 from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import Pattern, Series, StructuredPattern, Unstructured
+from tasder.tasd.permutation import permutable_block
 
 __all__ = ["CONFIG_VERSION", "LayerSpec", "Mode", "TASDConfig", "is_glob"]
 
@@ -52,7 +65,8 @@ CONFIG_VERSION = 1
 
 Mode = Literal["W", "A"]
 
-_SPEC_KEYS = ("series", "mode")
+_SPEC_KEYS = ("series", "mode", "permute", "bias_correction")
+_OPTIONS = ("permute", "bias_correction")
 _TOP_KEYS = ("version", "layers", "provenance")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -114,14 +128,30 @@ class LayerSpec:
     Attributes:
         series: the parsed series; ``dense`` means "leave the layer as it is".
         mode: ``"W"`` (weights decomposed once) or ``"A"`` (input decomposed every forward pass).
+        permute: decompose in a permuted order of the reduction dim (see the module doc); needs a
+            series of G:H terms with one H.
+        bias_correction: add the mean output error on calibration data back to each output channel.
     """
 
     series: Series
     mode: Mode = "W"
+    permute: bool = False
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "series", _parse_series(self.series, "LayerSpec"))
         object.__setattr__(self, "mode", _parse_mode(self.mode, "LayerSpec"))
+        for option in _OPTIONS:
+            if not isinstance(getattr(self, option), bool):
+                raise ValueError(f"LayerSpec: `{option}` must be true or false; got {getattr(self, option)!r}")
+        if self.series.is_dense and (self.permute or self.bias_correction):
+            raise ValueError("LayerSpec: series 'dense' leaves the layer untouched; `permute` and "
+                             "`bias_correction` do not apply to it")
+        if self.permute:
+            try:
+                permutable_block(self.series)
+            except ValueError as exc:
+                raise ValueError(f"LayerSpec: `permute`: {exc}") from None
         if self.mode == "A" and any(isinstance(t, Unstructured) for t in self.series.terms):
             # An unstructured term keeps the top fraction of the *whole* activation tensor, so one
             # sample's result would depend on the rest of the batch: not a layer anyone wants.
@@ -136,6 +166,11 @@ class LayerSpec:
         return self.series.is_dense
 
     @property
+    def needs_calibration(self) -> bool:
+        """True when applying the spec needs calibration data (bias correction, or a TASD-A permutation)."""
+        return self.bias_correction or (self.permute and self.mode == "A")
+
+    @property
     def block_size(self) -> int:
         """The largest block (Π H) of the series: the shortest reduction dim the series can run on."""
         sizes = [t.block_size for t in self.series.terms if isinstance(t, StructuredPattern)]
@@ -143,7 +178,8 @@ class LayerSpec:
 
     @classmethod
     def from_value(cls, value: object, where: str = "layer spec") -> LayerSpec:
-        """Build a spec from a config value: a mapping ``{series, mode}``, a series string, or a spec."""
+        """Build a spec from a config value: a mapping ``{series, mode[, permute, bias_correction]}``, a
+        series string, or a spec."""
         if isinstance(value, LayerSpec):
             return value
         if isinstance(value, (str, Series, Pattern)):
@@ -160,14 +196,25 @@ class LayerSpec:
             raise ValueError(f"{where}: missing key 'series' (e.g. series: 2:8+1:8, or series: dense)")
         series = _parse_series(value["series"], where)
         mode = _parse_mode(value.get("mode", "W"), where)
+        for option in _OPTIONS:
+            if not isinstance(value.get(option, False), bool):
+                raise ValueError(f"{where}: `{option}` must be true or false; got {value[option]!r}")
         try:
-            return cls(series=series, mode=mode)
+            return cls(series=series, mode=mode, permute=value.get("permute", False),
+                       bias_correction=value.get("bias_correction", False))
         except ValueError as exc:
             raise ValueError(str(exc).replace("LayerSpec", where, 1)) from None
 
-    def to_dict(self) -> dict[str, str]:
-        """The YAML/JSON form ``{"series": ..., "mode": ...}``."""
-        return {"series": str(self.series), "mode": self.mode}
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML/JSON form ``{"series": ..., "mode": ...}``, plus each option that is on."""
+        out: dict[str, Any] = {"series": str(self.series), "mode": self.mode}
+        out.update({option: True for option in _OPTIONS if getattr(self, option)})
+        return out
+
+    def flow_yaml(self) -> str:
+        """The spec as one YAML flow mapping (``{series: "2:8", mode: W, permute: true}``)."""
+        options = "".join(f", {option}: true" for option in _OPTIONS if getattr(self, option))
+        return f"{{series: {json.dumps(str(self.series))}, mode: {self.mode}{options}}}"
 
 
 @dataclass(frozen=True)
@@ -286,7 +333,7 @@ class TASDConfig:
         # the base-60 integer 124 to a YAML 1.1 reader, and a glob ``*`` an alias.
         lines = [f"version: {CONFIG_VERSION}", "layers:" + ("" if self.layers else " {}")]
         for key, spec in self.layers.items():
-            lines.append(f"  {json.dumps(key)}: {{series: {json.dumps(str(spec.series))}, mode: {spec.mode}}}")
+            lines.append(f"  {json.dumps(key)}: {spec.flow_yaml()}")
         text = "\n".join(lines) + "\n"
         if self.provenance is not None:
             # safe_dump quotes every string a YAML 1.1 reader would take for a number ("2:8").

@@ -30,6 +30,17 @@ ints, not in the ``state_dict``; :mod:`tasder.nn.accounting` reads them), unless
 ``track_stats`` is False. NaN/Inf inputs are not rejected: they propagate as in a plain layer.
 Layers that read the very same input tensor (the query, key and value projections of an
 attention block) share one decomposition of it: see ``_approximate_memo``.
+
+**Options** (ours, :class:`~tasder.nn.LayerSpec`): ``permute`` stores a permutation of the
+reduction dim in the buffer ``permutation`` — TASD-W: of the *flattened* weight
+(:meth:`~TASDLayer.grouped_view`: ``(out, in)`` for Linear, ``(O, R·S·C)`` with C fastest for
+Conv2d, i.e. the im2col K), computed from the weight when the layer is built; TASD-A: of the input
+channels, set from calibration data (:mod:`tasder.nn.calibration`). The groups then run along the
+permuted order; the forward pass is unchanged (Ŵ is stored in the original order, and a TASD-A
+input is approximated in the permuted order and put back). ``bias_correction`` adds the buffer
+``output_correction`` (one value per output channel, set from calibration data) to the output.
+Both buffers are absent from the ``state_dict`` until set. A layer whose spec needs calibration
+refuses to run forward before it has it.
 """
 
 from __future__ import annotations
@@ -44,8 +55,9 @@ from torch.nn import functional as F  # noqa: N812 - the universal spelling
 from tasder.nn.config import LayerSpec, Mode
 from tasder.sparsity.patterns import HSS, Pattern, Series
 from tasder.tasd.decompose import approximate, decompose
+from tasder.tasd.permutation import find_permutation
 
-__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "incompatibility"]
+__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "incompatibility", "make_tasd_layer"]
 
 #: The dimension the weight groups run along, for both layer kinds (Linear: in; Conv2d: C).
 WEIGHT_DIM = 1
@@ -82,23 +94,35 @@ def incompatibility(module: nn.Module, spec: LayerSpec) -> str | None:
 # (torch.inference_mode) have no version counter, so they are never memoised.
 
 _MemoEntry = tuple["weakref.ReferenceType[torch.Tensor]", int, torch.Tensor, int]
-_MEMO: dict[tuple[Series, int], _MemoEntry] = {}
+_MemoKey = tuple[Series, int, tuple[int, ...] | None]
+#: A permutation, its inverse and a hashable key of it.
+_Perm = tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]
+_MEMO: dict[_MemoKey, _MemoEntry] = {}
 
 
-def _approximate_memo(x: torch.Tensor, series: Series, dim: int) -> tuple[torch.Tensor, int]:
-    """``(approximate(x, series, dim), its nonzero count)``, reusing the result for a repeated input."""
-    key = (series, dim)
+def _approximate_memo(x: torch.Tensor, series: Series, dim: int,
+                      perm: _Perm | None = None) -> tuple[torch.Tensor, int]:
+    """``(approximate(x, series, dim), its nonzero count)``, reusing the result for a repeated input.
+
+    ``perm`` = (permutation, its inverse, its key): approximate in the permuted order of ``dim``
+    and put the result back in the original order (layers with equal permutations share it).
+    """
+    key: _MemoKey = (series, dim, None if perm is None else perm[2])
     memo_ok = not x.is_inference()
     if memo_ok:
         entry = _MEMO.get(key)
         if entry is not None and entry[0]() is x and entry[1] == x._version:
             return entry[2], entry[3]
-    approx = approximate(x.detach(), series, dim, allow_nonfinite=True)
+    if perm is None:
+        approx = approximate(x.detach(), series, dim, allow_nonfinite=True)
+    else:
+        permuted = x.detach().index_select(dim, perm[0])
+        approx = approximate(permuted, series, dim, allow_nonfinite=True).index_select(dim, perm[1])
     n_kept = int(torch.count_nonzero(approx))
     if memo_ok:
         ref: weakref.ReferenceType[torch.Tensor]
 
-        def forget(dead: object, key: tuple[Series, int] = key) -> None:
+        def forget(dead: object, key: _MemoKey = key) -> None:
             current = _MEMO.get(key)
             if current is not None and current[0] is ref:
                 _MEMO.pop(key, None)
@@ -114,17 +138,27 @@ class TASDLayer:
 
     series: Series
     mode: Mode
+    permute: bool
+    bias_correction: bool
     track_stats: bool
     kept_elements: int
     seen_elements: int
     weight: nn.Parameter
+    bias: nn.Parameter | None
+    permutation: torch.Tensor | None
+    output_correction: torch.Tensor | None
     _term_cache: list[torch.Tensor] | None
+    _perm_cache: _Perm | None
 
     #: The input dimension TASD-A groups along (set by each subclass).
     input_dim: int
+    #: The output dimension the bias (and the output correction) runs along.
+    output_dim: int
 
-    def _init_tasd(self, series: str | Pattern | Series, mode: str) -> None:
-        spec = LayerSpec(series=series, mode=mode)  # type: ignore[arg-type]  # validates both
+    def _init_tasd(self, series: str | Pattern | Series, mode: str, permute: bool = False,
+                   bias_correction: bool = False) -> None:
+        spec = LayerSpec(series=series, mode=mode, permute=permute,  # type: ignore[arg-type]  # validates all
+                         bias_correction=bias_correction)
         if spec.is_dense:
             raise ValueError(
                 f"{type(self).__name__} needs a sparse series; 'dense' means 'leave the layer as it is' "
@@ -132,15 +166,122 @@ class TASDLayer:
             )
         self.series = spec.series
         self.mode = spec.mode
+        self.permute = spec.permute
+        self.bias_correction = spec.bias_correction
         self.track_stats = True
         self.kept_elements = 0
         self.seen_elements = 0
         self._term_cache = None
+        self._perm_cache = None
+        assert isinstance(self, nn.Module)
+        self.register_buffer("permutation", None)
+        self.register_buffer("output_correction", None)
 
     @property
     def spec(self) -> LayerSpec:
-        """The layer's series and mode as a :class:`LayerSpec`."""
-        return LayerSpec(series=self.series, mode=self.mode)
+        """The layer's series, mode and options as a :class:`LayerSpec`."""
+        return LayerSpec(series=self.series, mode=self.mode, permute=self.permute,
+                         bias_correction=self.bias_correction)
+
+    # -- options: the permutation and the output correction ---------------------------------------
+
+    @property
+    def reduction_size(self) -> int:
+        """Length of the dim a permutation runs over: TASD-W the flattened K, TASD-A the input channels."""
+        w = self.weight
+        return int(w[0].numel()) if self.mode == "W" else int(w.shape[1])
+
+    @torch.no_grad()
+    def set_permutation(self, perm: torch.Tensor) -> None:
+        """TASD-A: approximate the input in the channel order ``perm`` (a permutation of the input
+        channels; calibration sets it). A TASD-W layer's permutation comes from its weight when
+        the layer is built (the weight is approximated then; the original is not kept)."""
+        if not self.permute:
+            raise ValueError(f"this {type(self).__name__} was built without `permute`; its groups are fixed")
+        if self.mode != "A":
+            raise ValueError("a TASD-W layer's permutation is chosen from its weight when it is built")
+        k = self.reduction_size
+        if not isinstance(perm, torch.Tensor) or perm.shape != (k,) or perm.dtype != torch.long \
+                or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+            raise ValueError(f"`perm` must be a permutation of range({k}) as a LongTensor of shape ({k},)")
+        self.permutation = perm.clone().to(self.weight.device)
+        self._perm_cache = None
+
+    @torch.no_grad()
+    def set_output_correction(self, correction: torch.Tensor) -> None:
+        """Add ``correction`` (one value per output channel) to every output (``bias_correction``)."""
+        if not self.bias_correction:
+            raise ValueError(f"this {type(self).__name__} was built without `bias_correction`")
+        n = int(self.weight.shape[0])
+        if not isinstance(correction, torch.Tensor) or correction.shape != (n,) \
+                or not bool(torch.isfinite(correction).all()):
+            raise ValueError(f"`correction` must be a finite tensor of shape ({n},)")
+        self.output_correction = correction.detach().to(dtype=self.weight.dtype, device=self.weight.device).clone()
+
+    @property
+    def calibrated(self) -> bool:
+        """True when every buffer the spec needs is set (see :attr:`LayerSpec.needs_calibration`)."""
+        if self.bias_correction and self.output_correction is None:
+            return False
+        return not (self.permute and self.mode == "A" and self.permutation is None)
+
+    def _perm(self) -> _Perm | None:
+        """(permutation, inverse, hashable key), cached; None without a permutation."""
+        if self.permutation is None:
+            return None
+        if self._perm_cache is None or self._perm_cache[0] is not self.permutation:
+            perm = self.permutation
+            self._perm_cache = (perm, torch.argsort(perm), tuple(perm.tolist()))
+        return self._perm_cache
+
+    def grouped_view(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(view, dim)``: a weight-shaped tensor laid out so that the groups are consecutive along ``dim``.
+
+        Without a permutation it is ``t`` itself with the groups along dim 1 (Linear ``in``,
+        Conv2d ``C`` at each kernel position); with one, the flattened K ``(out, K)`` permuted.
+        """
+        perm = self._perm() if self.mode == "W" else None
+        if perm is None:
+            return t, WEIGHT_DIM
+        return _flatten_k(t).index_select(1, perm[0]), 1
+
+    def _from_grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`grouped_view` (TASD-W with a permutation)."""
+        perm = self._perm()
+        assert perm is not None
+        return _unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
+
+    def _decompose_weight(self, w: torch.Tensor,
+                          allow_nonfinite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(terms, residual)`` of the series on ``w`` in the layer's layout, in the weight's shape."""
+        view, dim = self.grouped_view(w)
+        r = decompose(view, self.series, dim, allow_nonfinite=allow_nonfinite)
+        if self.permutation is None:
+            return r.terms, r.residual
+        return [self._from_grouped(t) for t in r.terms], self._from_grouped(r.residual)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # The option buffers are None (absent from the state_dict) until set: a state_dict that has
+        # them sets them, so a layer built with the same spec loads a calibrated one's state.
+        for name in ("permutation", "output_correction"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and getattr(self, name) is None:
+                setattr(self, name, value.detach().clone())
+                self._perm_cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[misc]
+
+    def _check_calibrated(self) -> None:
+        if not self.calibrated:
+            missing = "output_correction" if self.bias_correction and self.output_correction is None else "permutation"
+            raise RuntimeError(
+                f"this {type(self).__name__} ({self._tasd_extra_repr()}) has no {missing} yet: it needs calibration "
+                f"data — build it with tasder.nn.apply_tasd(model, config, calibration=batches)"
+            )
+
+    def _effective_bias(self, corrected: bool) -> torch.Tensor | None:
+        if not corrected or self.output_correction is None:
+            return self.bias
+        return self.output_correction if self.bias is None else self.bias + self.output_correction
 
     @property
     def weight_dim(self) -> int:
@@ -166,9 +307,16 @@ class TASDLayer:
         """
         if self.mode != "W":
             raise ValueError(f"reapproximate_() is for TASD-W layers; this layer has mode {self.mode!r}")
-        result = decompose(self.weight.detach(), self.series, WEIGHT_DIM)
-        self.weight.copy_(result.approximation)
-        self._remember_terms(result.terms)
+        w = self.weight.detach()
+        if self.permute and self.permutation is None:
+            self.permutation = find_permutation(_flatten_k(w), self.series, 1).to(w.device)
+            self._perm_cache = None
+        terms, _ = self._decompose_weight(w)
+        approx = terms[0].clone()
+        for t in terms[1:]:
+            approx += t  # exact: each element lives in one term (TASDResult.approximation does the same)
+        self.weight.copy_(approx)
+        self._remember_terms(terms)
 
     def _remember_terms(self, terms: list[torch.Tensor]) -> None:
         # Re-decomposing Ŵ gives back the same terms for one-rank G:H series (each term's picks are
@@ -193,17 +341,17 @@ class TASDLayer:
                 total += t
             if torch.equal(total, w):
                 return [t.clone() for t in cached]
-        result = decompose(w, self.series, WEIGHT_DIM, allow_nonfinite=True)
-        if bool((result.residual != 0).any()):
+        terms, residual = self._decompose_weight(w, allow_nonfinite=True)
+        if bool((residual != 0).any()):
             raise ValueError(
                 f"the weight of this {type(self).__name__} no longer follows series '{self.series}' "
                 f"(was it trained, or loaded from a dense checkpoint?); call reapproximate_() first"
             )
-        return result.terms
+        return list(terms)
 
     def _approximate_input(self, x: torch.Tensor) -> torch.Tensor:
         """TASD-A: the approximated input (see the module docstring for gradients and counters)."""
-        approx, n_kept = _approximate_memo(x, self.series, self.input_dim)
+        approx, n_kept = _approximate_memo(x, self.series, self.input_dim, self._perm())
         if torch.is_grad_enabled() and x.requires_grad:
             approx = torch.where(approx != 0, x, approx)  # same values; gradient through kept elements
         if self.track_stats:
@@ -212,7 +360,15 @@ class TASDLayer:
         return approx
 
     def _tasd_extra_repr(self) -> str:
-        return f"series={self.series}, mode={self.mode}"
+        options = "".join(f", {o}" for o in ("permute", "bias_correction") if getattr(self, o))
+        return f"series={self.series}, mode={self.mode}{options}"
+
+    def forward_uncorrected(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass without the output correction (what calibration measures the error of)."""
+        return self._run(x, corrected=False)
+
+    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class TASDLinear(TASDLayer, nn.Linear):
@@ -239,9 +395,11 @@ class TASDLinear(TASDLayer, nn.Linear):
         *,
         series: str | Pattern | Series,
         mode: Mode = "W",
+        permute: bool = False,
+        bias_correction: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_tasd(series, mode)
+        self._init_tasd(series, mode, permute, bias_correction)
         reason = incompatibility(self, self.spec)
         if reason:
             raise ValueError(f"TASDLinear: {reason}")
@@ -249,25 +407,33 @@ class TASDLinear(TASDLayer, nn.Linear):
             self.reapproximate_()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, series: str | Pattern | Series, mode: Mode = "W") -> TASDLinear:
+    def from_linear(cls, linear: nn.Linear, series: str | Pattern | Series, mode: Mode = "W", *,
+                    permute: bool = False, bias_correction: bool = False) -> TASDLinear:
         """A TASD copy of ``linear`` (which is not modified; the new layer shares no storage with it)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear; got {type(linear).__name__}")
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                    device="meta", dtype=w.dtype, series=series, mode=mode)
+                    device="meta", dtype=w.dtype, series=series, mode=mode, permute=permute,
+                    bias_correction=bias_correction)
         _copy_parameters(layer, linear)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, corrected=True)
+
+    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
+        if corrected:
+            self._check_calibrated()
         if self.mode == "A":
             x = self._approximate_input(x)
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self._effective_bias(corrected))
 
     def to_plain(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing what this layer computes on approximated inputs:
-        TASD-W → Ŵ baked in; TASD-A → the original weights (the input approximation is dropped)."""
-        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+        TASD-W → Ŵ baked in (and the output correction in the bias); TASD-A → the original
+        layer (the input approximation and its correction are dropped)."""
+        plain = nn.Linear(self.in_features, self.out_features, bias=_plain_has_bias(self),
                           device="meta", dtype=self.weight.dtype)
         _copy_parameters(plain, self)
         return plain
@@ -301,11 +467,13 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
         *,
         series: str | Pattern | Series,
         mode: Mode = "W",
+        permute: bool = False,
+        bias_correction: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
                          device=device, dtype=dtype)
-        self._init_tasd(series, mode)
+        self._init_tasd(series, mode, permute, bias_correction)
         reason = incompatibility(self, self.spec)
         if reason:
             raise ValueError(f"TASDConv2d: {reason}")
@@ -313,27 +481,46 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
             self.reapproximate_()
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, series: str | Pattern | Series, mode: Mode = "W") -> TASDConv2d:
+    def from_conv2d(cls, conv: nn.Conv2d, series: str | Pattern | Series, mode: Mode = "W", *,
+                    permute: bool = False, bias_correction: bool = False) -> TASDConv2d:
         """A TASD copy of ``conv`` (which is not modified; the new layer shares no storage with it)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv2d needs an nn.Conv2d; got {type(conv).__name__}")
-        layer = cls(**_conv_kwargs(conv), device="meta", dtype=conv.weight.dtype, series=series, mode=mode)
+        layer = cls(**_conv_kwargs(conv), device="meta", dtype=conv.weight.dtype, series=series, mode=mode,
+                    permute=permute, bias_correction=bias_correction)
         _copy_parameters(layer, conv)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, corrected=True)
+
+    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
+        if corrected:
+            self._check_calibrated()
         if self.mode == "A":
             x = self._approximate_input(x)
-        return self._conv_forward(x, self.weight, self.bias)
+        return self._conv_forward(x, self.weight, self._effective_bias(corrected))
 
     def to_plain(self) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` (TASD-W: Ŵ baked in; TASD-A: the original weights)."""
-        plain = nn.Conv2d(**_conv_kwargs(self), device="meta", dtype=self.weight.dtype)
+        """A plain ``nn.Conv2d`` (TASD-W: Ŵ baked in, the output correction in the bias; TASD-A:
+        the original layer)."""
+        plain = nn.Conv2d(**{**_conv_kwargs(self), "bias": _plain_has_bias(self)}, device="meta",
+                          dtype=self.weight.dtype)
         _copy_parameters(plain, self)
         return plain
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._tasd_extra_repr()}"
+
+
+def make_tasd_layer(module: nn.Module, spec: LayerSpec) -> TASDLayer:
+    """The TASD layer for a plain ``nn.Linear``/``nn.Conv2d`` under ``spec`` (a copy; ``module`` is untouched)."""
+    options = {"permute": spec.permute, "bias_correction": spec.bias_correction}
+    if isinstance(module, nn.Conv2d):
+        return TASDConv2d.from_conv2d(module, spec.series, spec.mode, **options)
+    if isinstance(module, nn.Linear):
+        return TASDLinear.from_linear(module, spec.series, spec.mode, **options)
+    raise TypeError(f"TASD applies to nn.Linear and nn.Conv2d layers; got {type(module).__name__}")
 
 
 def _conv_kwargs(conv: nn.Conv2d) -> dict[str, Any]:
@@ -350,17 +537,39 @@ def _conv_kwargs(conv: nn.Conv2d) -> dict[str, Any]:
     }
 
 
+def _flatten_k(w: torch.Tensor) -> torch.Tensor:
+    """A weight as (out, K): Linear as it is; Conv2d (O, C, R, S) as (O, R·S·C), C fastest (im2col K)."""
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1) if w.dim() == 4 else w
+
+
+def _unflatten_k(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`_flatten_k` for a weight of ``shape``."""
+    if len(shape) != 4:
+        return flat.reshape(shape)
+    o, c, r, s = shape
+    return flat.reshape(o, r, s, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _plain_has_bias(layer: TASDLayer) -> bool:
+    """A TASD-W layer's output correction becomes a bias of its plain form, even without one before."""
+    return layer.bias is not None or (layer.mode == "W" and layer.output_correction is not None)
+
+
 @torch.no_grad()
 def _copy_parameters(dst: nn.Module, src: nn.Module) -> None:
     """Give ``dst`` (built on the meta device) copies of ``src``'s weight and bias, and its mode.
 
-    A TASD-W destination approximates the copied weight (``reapproximate_``).
+    A TASD-W destination approximates the copied weight (``reapproximate_``). A plain destination
+    of a TASD-W source gets the source's effective bias (bias + output correction).
     """
     for name in ("weight", "bias"):
         p = getattr(src, name)
+        if name == "bias" and isinstance(src, TASDLayer) and not isinstance(dst, TASDLayer) and src.mode == "W":
+            p = src._effective_bias(corrected=True)
         if p is None:
             continue
-        setattr(dst, name, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+        grad = getattr(getattr(src, name), "requires_grad", True)
+        setattr(dst, name, nn.Parameter(p.detach().clone(), requires_grad=grad))
     dst.train(src.training)
     if isinstance(dst, TASDLayer) and dst.mode == "W":
         dst.reapproximate_()

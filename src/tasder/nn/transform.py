@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,15 @@ import torch
 from torch import nn
 
 from tasder.io import atomic_write_bytes
+from tasder.nn.calibration import (
+    TASDCalibration,
+    apply_calibration,
+    calibrate_probes,
+    calibration_of,
+    check_batches,
+)
 from tasder.nn.config import LayerSpec, TASDConfig
-from tasder.nn.layers import WEIGHT_DIM, TASDConv2d, TASDLayer, TASDLinear, incompatibility
+from tasder.nn.layers import TASDLayer, _unflatten_k, incompatibility, make_tasd_layer
 from tasder.sparsity.notation import parse_pattern, parse_series
 from tasder.sparsity.patterns import StructuredPattern
 from tasder.tasd.packing import PackedTensor, pack
@@ -39,6 +47,7 @@ __all__ = [
     "ExportedLayer",
     "TASDReport",
     "apply_tasd",
+    "calibrate",
     "export_tasd_weights",
     "load_tasd_weights",
     "revert",
@@ -51,7 +60,9 @@ __all__ = [
 REPORT_ATTR = "tasd_report"
 #: safetensors metadata key holding the JSON description of an export.
 EXPORT_METADATA_KEY = "tasder.tasd_weights"
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+#: Formats :func:`load_tasd_weights` reads (1: before permutations and output corrections).
+_READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -174,11 +185,50 @@ def tasd_layers(model: nn.Module) -> Iterator[tuple[str, TASDLayer]]:
             yield name, module
 
 
+def calibrate(
+    model: nn.Module,
+    config: TASDConfig | Mapping[str, Any] | str | os.PathLike[str],
+    batches: Sequence[Any],
+    *,
+    max_rows: int = 4096,
+) -> TASDCalibration:
+    """Learn from ``batches`` what the config's ``permute`` (TASD-A) and ``bias_correction`` need.
+
+    Runs the batches through ``model`` (not modified; eval mode, no gradients) with each selected
+    layer's TASD counterpart measuring its own input and error (see :mod:`tasder.nn.calibration`).
+    Layers whose spec needs nothing from data are not in the result. Deterministic for the same
+    model, config and batches.
+
+    Args:
+        model: the original model.
+        config: as for :func:`apply_tasd`.
+        batches: calibration batches (tensors, dicts of keyword arguments, or argument tuples).
+        max_rows: activation vectors sampled per layer to choose a TASD-A permutation.
+    """
+    _check_model(model, "calibrate")
+    cfg = TASDConfig.coerce(config)
+    convert, _, _ = _plan(model, cfg)
+    todo = {name: spec for name, spec in convert.items() if spec.needs_calibration}
+    if not todo:
+        return TASDCalibration()
+    data = check_batches(batches)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    probes: dict[str, TASDLayer] = {}
+    for name, spec in todo.items():
+        try:
+            probes[name] = make_tasd_layer(modules[name], spec)
+        except ValueError as exc:
+            raise ValueError(f"layer {name!r}: {exc}") from None
+    calibrate_probes(model, {name: [p] for name, p in probes.items()}, data, max_rows=max_rows)
+    return TASDCalibration({(name, todo[name]): calibration_of(p) for name, p in probes.items()})
+
+
 def apply_tasd(
     model: nn.Module,
     config: TASDConfig | Mapping[str, Any] | str | os.PathLike[str],
     *,
     inplace: bool = False,
+    calibration: TASDCalibration | Sequence[Any] | None = None,
 ) -> nn.Module:
     """Replace the configured ``nn.Linear`` / ``nn.Conv2d`` layers by TASD layers.
 
@@ -188,6 +238,9 @@ def apply_tasd(
             (or the versioned ``{"version": 1, "layers": {...}}``), or the path of a YAML file of
             that content. Precedence: exact name, then the longest glob (see :mod:`.config`).
         inplace: convert ``model`` itself (it is still returned).
+        calibration: needed when a spec has ``bias_correction``, or ``permute`` in mode A:
+            calibration batches (run through the original model first, see :func:`calibrate`) or
+            the :class:`TASDCalibration` a previous :func:`calibrate` returned. Ignored otherwise.
 
     Returns:
         The converted model, with a :class:`TASDReport` attached (:func:`tasd_report`): the TASD
@@ -197,13 +250,28 @@ def apply_tasd(
     Raises:
         ValueError: a config problem (malformed, unknown key, bad mode/series), a name the model does
             not have or a glob that selects no Linear/Conv2d (with close-match suggestions), a layer
-            already converted, or a weight the series cannot decompose (NaN/Inf).
+            already converted, a weight the series cannot decompose (NaN/Inf), or a spec that needs
+            calibration without it.
         TypeError: the config names (exactly) a layer that is not an ``nn.Linear``/``nn.Conv2d``.
     """
     _check_model(model, "apply_tasd")
     inplace = _check_inplace(inplace)
     cfg = TASDConfig.coerce(config)
     convert, skipped, dense = _plan(model, cfg)
+    needs = [name for name, spec in convert.items() if spec.needs_calibration]
+    if needs and calibration is None:
+        raise ValueError(
+            f"layer(s) {', '.join(repr(n) for n in needs)} use bias_correction or a TASD-A permutation, which "
+            f"learn from data: pass calibration=batches (a list of input batches) or a tasder.nn.calibrate result"
+        )
+    if needs and not isinstance(calibration, TASDCalibration):
+        calibration = calibrate(model, TASDConfig({n: convert[n] for n in needs}), calibration)  # type: ignore[arg-type]
+    if needs:
+        assert isinstance(calibration, TASDCalibration)
+        missing = [n for n in needs if calibration.get(n, convert[n]) is None]
+        if missing:
+            raise ValueError(f"the calibration has no entry for layer(s) {', '.join(repr(n) for n in missing)} "
+                             f"with the spec the config gives them; calibrate with this config")
 
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules(remove_duplicate=False))
@@ -213,10 +281,12 @@ def apply_tasd(
         if id(module) in replacements:
             continue  # another alias of a shared module
         try:
-            if isinstance(module, nn.Conv2d):
-                new: nn.Module = TASDConv2d.from_conv2d(module, spec.series, spec.mode)
-            else:
-                new = TASDLinear.from_linear(module, spec.series, spec.mode)
+            new = make_tasd_layer(module, spec)
+            if spec.needs_calibration:
+                assert isinstance(calibration, TASDCalibration)
+                entry = calibration.get(name, spec)
+                assert entry is not None
+                apply_calibration(new, entry)
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from None
         replacements[id(module)] = new
@@ -274,9 +344,13 @@ class ExportedLayer:
     Attributes:
         name: the layer's name in the model.
         series: the series string (canonical form).
-        dim: the weight dimension the groups run along.
+        dim: the dimension of the packed layout the groups run along.
         weight: the approximated weight Ŵ.
-        terms: each term in its packed (CP) form; ``sum(t.unpack() for t in terms) == weight``.
+        terms: each term in its packed (CP) form, in the grouped layout: the weight itself, or with a
+            permutation its flattened K ``(out, K)`` permuted (:meth:`TASDLayer.grouped_view`).
+        permutation: the layer's K permutation (None without one): the order the hardware reads
+            the input in.
+        output_correction: per output channel, added to the output (``bias_correction``), or None.
     """
 
     name: str
@@ -284,10 +358,16 @@ class ExportedLayer:
     dim: int
     weight: torch.Tensor
     terms: tuple[PackedTensor, ...]
+    permutation: torch.Tensor | None = None
+    output_correction: torch.Tensor | None = None
 
     def unpacked_terms(self) -> list[torch.Tensor]:
-        """The dense terms."""
-        return [t.unpack() for t in self.terms]
+        """The dense terms in the weight's layout (they sum exactly to :attr:`weight`)."""
+        terms = [t.unpack() for t in self.terms]
+        if self.permutation is None:
+            return terms
+        inverse = torch.argsort(self.permutation)
+        return [_unflatten_k(t.index_select(1, inverse), self.weight.shape) for t in terms]
 
 
 def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
@@ -295,9 +375,11 @@ def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     Tensors, per layer ``name``: ``{name}.weight`` (Ŵ) and, per term ``i``,
     ``{name}.terms.{i}.values`` and ``{name}.terms.{i}.positions.{r}`` (rank ``r``, highest first;
-    the CP layout of :mod:`tasder.tasd.packing`). The metadata key ``tasder.tasd_weights`` holds
-    JSON ``{"format": 1, "layers": {name: {"series", "dim", "shape", "dtype", "terms":
-    [{"pattern", "ranks"}]}}}``. The file is written atomically (temp file + ``os.replace``).
+    the CP layout of :mod:`tasder.tasd.packing`, in the layer's grouped layout); with the options,
+    ``{name}.permutation`` and ``{name}.output_correction``. The metadata key
+    ``tasder.tasd_weights`` holds JSON ``{"format": 2, "layers": {name: {"series", "dim", "shape",
+    "weight_shape", "dtype", "permutation", "output_correction", "terms": [{"pattern", "ranks"}]}}}``
+    (``shape``: the packed layout's). The file is written atomically (temp file + ``os.replace``).
     Read it back with :func:`load_tasd_weights`.
 
     Raises:
@@ -316,20 +398,29 @@ def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         if bad:
             raise ValueError(f"layer {name!r}: term {bad[0]!r} of series '{layer.series}' has no packed form")
         w = layer.weight.detach().cpu().contiguous()
-        terms = [t.cpu() for t in layer.terms()]
         meta_terms = []
         tensors[f"{name}.weight"] = w
-        for i, (term, pattern) in enumerate(zip(terms, layer.series.terms, strict=True)):
-            packed = pack(term, pattern, dim=WEIGHT_DIM)
+        dim, shape = 1, list(w.shape)
+        for i, (term, pattern) in enumerate(zip(layer.terms(), layer.series.terms, strict=True)):
+            view, dim = layer.grouped_view(term)
+            shape = list(view.shape)
+            packed = pack(view.cpu().contiguous(), pattern, dim=dim)
             tensors[f"{name}.terms.{i}.values"] = packed.values.contiguous()
             for r, pos in enumerate(packed.positions):
                 tensors[f"{name}.terms.{i}.positions.{r}"] = pos.contiguous()
             meta_terms.append({"pattern": str(pattern), "ranks": len(packed.positions)})
+        for extra in ("permutation", "output_correction"):
+            value = getattr(layer, extra)
+            if value is not None:
+                tensors[f"{name}.{extra}"] = value.detach().cpu().contiguous()
         layers_meta[name] = {
             "series": str(layer.series),
-            "dim": WEIGHT_DIM,
-            "shape": list(w.shape),
+            "dim": dim,
+            "shape": shape,
+            "weight_shape": list(w.shape),
             "dtype": str(w.dtype).removeprefix("torch."),
+            "permutation": layer.permutation is not None,
+            "output_correction": layer.output_correction is not None,
             "terms": meta_terms,
         }
     if not layers_meta:
@@ -367,7 +458,7 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
         raise ValueError(f"{p} is not a readable safetensors file: {exc}") from None
     try:
         meta = json.loads(meta_text)
-        if meta.get("format") != EXPORT_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"unsupported format {meta.get('format')!r}")
         layers = meta["layers"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -380,6 +471,9 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
             dtype = getattr(torch, info["dtype"])
             shape = tuple(int(s) for s in info["shape"])
             dim = int(info["dim"])
+            weight_shape = tuple(int(s) for s in info.get("weight_shape", shape))
+            extras = {k: tensors[f"{name}.{k}"] if info.get(k, False) else None
+                      for k in ("permutation", "output_correction")}
             packed_terms = []
             for i, t in enumerate(info["terms"]):
                 pattern = parse_pattern(t["pattern"])
@@ -390,11 +484,17 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
             series = str(parse_series(info["series"]))
         except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as exc:
             raise ValueError(f"{p}: layer {name!r}: damaged entry ({type(exc).__name__}: {exc})") from None
-        if tuple(weight.shape) != shape or weight.dtype != dtype:
+        if tuple(weight.shape) != weight_shape or weight.dtype != dtype:
             raise ValueError(f"{p}: layer {name!r}: weight is {tuple(weight.shape)} {weight.dtype}, "
-                             f"metadata says {shape} {dtype}")
+                             f"metadata says {weight_shape} {dtype}")
+        perm = extras["permutation"]
+        if perm is not None and (perm.dtype != torch.long or perm.shape != (math.prod(weight_shape[1:]),)
+                                 or not torch.equal(torch.sort(perm).values, torch.arange(perm.numel()))):
+            raise ValueError(f"{p}: layer {name!r}: `permutation` is not a permutation of the weight's K")
+        entry = ExportedLayer(name=name, series=series, dim=dim, weight=weight, terms=tuple(packed_terms),
+                              permutation=perm, output_correction=extras["output_correction"])
         try:
-            unpacked = [t.unpack() for t in packed_terms]
+            unpacked = entry.unpacked_terms()
         except Exception as exc:  # shape mismatches inside unpack
             raise ValueError(f"{p}: layer {name!r}: packed terms do not unpack: {exc}") from None
         total = unpacked[0].clone()
@@ -402,5 +502,5 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
             total += u
         if not torch.equal(total, weight):
             raise ValueError(f"{p}: layer {name!r}: the unpacked terms do not sum to the stored weight")
-        out[name] = ExportedLayer(name=name, series=series, dim=dim, weight=weight, terms=tuple(packed_terms))
+        out[name] = entry
     return out

@@ -1,0 +1,211 @@
+"""Calibration: what the ``permute`` (TASD-A) and ``bias_correction`` options learn from data.
+
+Both options are ours (beyond the TASD paper) and need no training, only a pass or two of
+calibration batches through the *original* model, each TASD layer seeing the input its plain
+counterpart sees there (so every layer is calibrated independently of the others' configs —
+the same measurement the search ranks its moves by):
+
+* **TASD-A permutation** — the input channels are reordered so that the series drops less of
+  the activations: :func:`tasder.tasd.find_permutation` on a sample of at most ``max_rows``
+  activation vectors (evenly spaced over every batch). On hardware the producing layer writes
+  its output channels in that order, so the permutation costs nothing at run time.
+* **Bias correction** — per output channel c, the approximation's mean output error on the
+  calibration data, ē_c = mean(y_approx − y)_c, is subtracted: ``output_correction = −ē``. It
+  removes the systematic part of the error (dropping the smallest ReLU activations, for
+  instance, always lowers the input's mean), leaving the squared error Σe² − n·ē² per channel.
+  The correction is an extra bias: no work for the hardware.
+
+:func:`calibrate_probes` is the mechanism (shared with :mod:`tasder.search`, which measures the
+error of many candidate layers in the same pass); :func:`tasder.nn.calibrate` and
+``apply_tasd(..., calibration=batches)`` are the user-facing entry points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tasder._batch import call_with_batch
+from tasder.nn.config import LayerSpec
+from tasder.nn.layers import TASDLayer
+from tasder.tasd.permutation import find_permutation
+
+__all__ = ["ErrorStats", "LayerCalibration", "TASDCalibration", "calibrate_probes", "check_batches"]
+
+
+@dataclass(frozen=True)
+class LayerCalibration:
+    """What one layer learned from calibration data (None: the option is off, or W's permutation,
+    which comes from the weight)."""
+
+    permutation: torch.Tensor | None = None
+    output_correction: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TASDCalibration:
+    """Calibration results per ``(layer name, spec)``, from :func:`tasder.nn.calibrate`; pass it to
+    :func:`~tasder.nn.apply_tasd` (``calibration=``) to apply configs without another data pass."""
+
+    layers: dict[tuple[str, LayerSpec], LayerCalibration] = field(default_factory=dict)
+
+    def get(self, name: str, spec: LayerSpec) -> LayerCalibration | None:
+        """The entry for layer ``name`` under ``spec`` (None when it was not calibrated)."""
+        return self.layers.get((name, spec))
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """A candidate layer's output error on the calibration data, summed over every element."""
+
+    squared_error: float
+    squared_error_corrected: float  # after removing each output channel's mean error
+    reference: float  # Σ y², the exact output's energy
+
+    def relative_error(self, corrected: bool) -> float:
+        """‖y_approx − y‖ / ‖y‖ (with the bias correction applied when ``corrected``)."""
+        err = self.squared_error_corrected if corrected else self.squared_error
+        return math.sqrt(err / self.reference) if self.reference > 0 else 0.0
+
+
+def check_batches(batches: object, what: str = "calibration") -> list[Any]:
+    """A non-empty list of batches (tensors, keyword dicts or argument tuples), else ValueError."""
+    if isinstance(batches, (torch.Tensor, Mapping, str, bytes)) or not isinstance(batches, Iterable):
+        raise ValueError(f"`{what}` must be a list of input batches (tensors, dicts of keyword arguments or "
+                         f"argument tuples); got {type(batches).__name__}")
+    out = list(batches)
+    if not out:
+        raise ValueError(f"`{what}` is empty: calibration needs at least one batch")
+    return out
+
+
+def _channels_last(t: torch.Tensor, conv: bool) -> torch.Tensor:
+    """(rows, channels): a Linear's last dim, a Conv2d's C of (N, C, H, W) or (C, H, W)."""
+    return (t.movedim(-3, -1) if conv else t).reshape(-1, t.shape[-3] if conv else t.shape[-1])
+
+
+def calibrate_probes(
+    model: nn.Module,
+    probes: Mapping[str, Sequence[TASDLayer]],
+    batches: Sequence[Any],
+    *,
+    max_rows: int = 4096,
+    measure: bool = False,
+) -> tuple[dict[int, ErrorStats], dict[str, tuple[int, int]]]:
+    """Calibrate the TASD layers ``probes[name]`` built from ``model``'s layer ``name``, in place.
+
+    Sets each probe's missing TASD-A permutation (one pass collecting input rows) and output
+    correction (one pass measuring the error); the second pass also runs when ``measure`` is set.
+    ``model`` is run in eval mode under ``no_grad`` and restored; it is not modified.
+
+    Returns ``(errors, inputs)``: the :class:`ErrorStats` of every probe by ``id(probe)`` (empty
+    when the error pass did not run) and, per layer, (nonzero, total) input elements seen.
+    """
+    modules = dict(model.named_modules())
+    for name in probes:
+        if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d)):
+            raise ValueError(f"calibration: the model has no nn.Linear/nn.Conv2d named {name!r}")
+    need_perm = {n: [p for p in ps if p.permute and p.mode == "A" and p.permutation is None]
+                 for n, ps in probes.items()}
+    need_perm = {n: ps for n, ps in need_perm.items() if ps}
+    need_error = measure or any(p.bias_correction for ps in probes.values() for p in ps)
+
+    def run(hooks: dict[str, Any]) -> None:
+        handles = [modules[n].register_forward_hook(h) for n, h in hooks.items()]
+        try:
+            for batch in batches:
+                call_with_batch(model, batch)
+        finally:
+            for h in handles:
+                h.remove()
+
+    errors: dict[int, ErrorStats] = {}
+    inputs: dict[str, tuple[int, int]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if need_perm:
+                rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
+                per_batch = max(1, -(-max_rows // len(batches)))
+
+                def collect(name: str) -> Any:
+                    conv = isinstance(modules[name], nn.Conv2d)
+
+                    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+                        r = _channels_last(args[0].detach(), conv)
+                        if r.shape[0] > per_batch:
+                            r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
+                        rows[name].append(r.to(torch.float64))
+                    return hook
+
+                run({n: collect(n) for n in need_perm})
+                for name, ps in need_perm.items():
+                    sample = torch.cat(rows[name])
+                    found: dict[str, torch.Tensor] = {}  # equal series share one search
+                    for p in ps:
+                        key = str(p.series)
+                        if key not in found:
+                            found[key] = find_permutation(sample, p.series, dim=1, max_rows=None)
+                        p.set_permutation(found[key])
+            if need_error:
+                # per probe: Σy², per-channel Σe and Σe², rows
+                acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
+                                                  for ps in probes.values() for p in ps}
+
+                def measure_hook(name: str) -> Any:
+                    conv = isinstance(modules[name], nn.Conv2d)
+
+                    def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+                        x = args[0].detach()
+                        nz, tot = inputs.get(name, (0, 0))
+                        inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
+                        exact = out.detach().double()
+                        ref = float(exact.pow(2).sum())
+                        for p in probes[name]:
+                            e = _channels_last(p.forward_uncorrected(x).double() - exact, conv)
+                            a = acc[id(p)]
+                            a["ref"] += ref
+                            a["s1"] = a["s1"] + e.sum(0)
+                            a["s2"] = a["s2"] + e.pow(2).sum(0)
+                            a["n"] += e.shape[0]
+                    return hook
+
+                run({n: measure_hook(n) for n in probes})
+                for ps in probes.values():
+                    for p in ps:
+                        a = acc[id(p)]
+                        if a["n"] == 0:
+                            continue  # the layer never ran on the calibration data
+                        mean = a["s1"] / a["n"]
+                        corrected = (a["s2"] - a["n"] * mean.pow(2)).clamp_min(0)
+                        errors[id(p)] = ErrorStats(float(a["s2"].sum()), float(corrected.sum()), float(a["ref"]))
+                        if p.bias_correction:
+                            p.set_output_correction(-mean)
+    finally:
+        model.train(was_training)
+    return errors, inputs
+
+
+def calibration_of(probe: TASDLayer) -> LayerCalibration:
+    """The data-dependent state of a calibrated probe (a TASD-W permutation comes from the weight)."""
+    perm = probe.permutation if probe.mode == "A" else None
+    return LayerCalibration(None if perm is None else perm.clone(),
+                            None if probe.output_correction is None else probe.output_correction.clone())
+
+
+def apply_calibration(layer: TASDLayer, entry: LayerCalibration) -> None:
+    """Give a freshly built TASD layer the state calibration found for its spec."""
+    if entry.permutation is not None and layer.mode == "A":
+        layer.set_permutation(entry.permutation)
+    if entry.output_correction is not None:
+        layer.set_output_correction(entry.output_correction)
+
