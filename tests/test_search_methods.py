@@ -228,3 +228,65 @@ def test_cost_aware_does_not_evaluate_configs_dominating_a_clear_miss():
         for later in r.history[i + 1:]:  # no later evaluated config is as aggressive everywhere
             assert not all(density[later.layers.get(n, "dense")] <= density[s] for n, s in miss.layers.items())
     assert r.metric_final >= r.threshold
+
+
+# -- the options beyond the paper (permute, bias_correction) ---------------------------------------
+
+
+def _relu_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    with torch.no_grad():
+        model[2].weight.mul_((torch.rand_like(model[2].weight) < 0.25).float())
+    return model
+
+
+def _output_fidelity(reference: nn.Module, data: torch.Tensor):
+    """metric = 1 − ‖f(x) − f_ref(x)‖ / ‖f_ref(x)‖ on fixed data: a real, data-driven score."""
+    with torch.no_grad():
+        target = reference(data)
+
+    def evaluate(model: nn.Module) -> float:
+        with torch.no_grad():
+            return 1.0 - float((model(data) - target).norm() / target.norm())
+
+    return evaluate
+
+
+@pytest.mark.parametrize("mode", ["W", "A"])
+def test_options_reach_every_candidate_and_the_chosen_config_reproduces_its_score(mode):
+    model = _relu_model()
+    calib = _calib()
+    ev = _output_fidelity(model, torch.cat(calib))
+    r = search(model, "ttc-vegeta-m8", ev, calib, mode, 0.97, "cost-aware", permute=True,
+               bias_correction=True, progress=False)
+    assert r.config.layers, "the search should find something to cut at a 3 % budget"
+    for spec in r.config.layers.values():
+        assert spec.permute and spec.bias_correction and spec.mode == mode
+    again = TASDConfig.from_yaml(r.config.to_yaml())  # the options survive the YAML round trip
+    from tasder.nn import apply_tasd
+
+    assert ev(apply_tasd(model, again, calibration=calib)) == pytest.approx(r.metric_final, abs=1e-12)
+
+
+def test_bias_corrected_damage_is_never_larger():
+    """The corrected error Σe² − n·ē² per channel cannot exceed the plain one, for every candidate."""
+    from tasder.search.candidates import candidate_series as cands
+    from tasder.search.methods import _measure, _select_layers
+
+    model = _relu_model()
+    selected = _select_layers(model, None)
+    plain, _, _ = _measure(model, _calib(), selected, cands("ttc-vegeta-m8"), "A")
+    corrected, _, calibration = _measure(model, _calib(), selected, cands("ttc-vegeta-m8"), "A",
+                                         bias_correction=True)
+    for a, b in zip(plain, corrected, strict=True):
+        for key, damage in a.damage.items():
+            assert b.damage[key] <= damage + 1e-12
+    assert len(calibration) == sum(len(ly.candidates) for ly in corrected)  # one entry per (layer, series)
+
+
+def test_permute_with_a_target_of_hierarchical_patterns_says_why():
+    with pytest.raises(ValueError, match="none of its series can be permuted"):
+        search(_model(), "highlight", synthetic({}), _calib(), "W", permute=True, progress=False)
+    with pytest.raises(ValueError, match="`permute` must be True or False"):
+        search(_model(), "ttc-vegeta-m8", synthetic({}), _calib(), "W", permute=1, progress=False)

@@ -242,7 +242,9 @@ def apply_cmd(
     calibration = list(entry.calibration)
     if not calibration:
         raise ValueError(f"zoo model {model!r} has no calibration batch to count MACs with")
-    transformed = apply_tasd(entry.model, config)  # a converted copy; entry.model is unchanged
+    # A converted copy (entry.model is unchanged); configs with bias_correction or a TASD-A permutation
+    # are calibrated on the zoo entry's calibration batches, as the search that found them was.
+    transformed = apply_tasd(entry.model, config, calibration=calibration)
     report = tasd_report(transformed)
     before = after = None
     with progress_bar(f"evaluating {model}", 3 if entry.evaluate is not None else 1) as advance:

@@ -4,7 +4,7 @@
 
     tasder search MODEL --target ttc-vegeta-m8 --mode W|A [--method cost-aware] [--constraint 0.99]
                   [--drop 0.005] [--layers GLOB ...] [--cost macs|edp|energy|cycles] [--design NAME]
-                  [--out config.yaml] [--report report.md] [--json]
+                  [--permute] [--bias-correction] [--out config.yaml] [--report report.md] [--json]
 
 The search decides on the zoo entry's validation split (``metadata["evaluate_val"]``) and the
 chosen config is re-scored on the test split afterwards; both are printed. Output paths are
@@ -66,6 +66,7 @@ def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
     chosen config on the test split, optionally write the config (YAML) and a markdown report.""",
     "tasder search digits-cnn-sparse-95 --mode W -o config.yaml",
     "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
+    "tasder search digits-cnn-sparse-95 --mode W --permute --bias-correction -o config.yaml",
     "tasder search minilm --mode A --method paper-threshold --json",
 ))
 def search_cmd(
@@ -94,6 +95,12 @@ def search_cmd(
     mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1,
                                                help="Mappings tried per distinct layer for a modelled cost.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch and the mapper (results are repeatable).")] = 0,
+    permute: Annotated[bool, typer.Option("--permute", help="Decompose in a permuted order of each layer's "
+                                          "reduction dim that drops less (ours; TASD-W from the weight, TASD-A "
+                                          "from the calibration data).")] = False,
+    bias_correction: Annotated[bool, typer.Option("--bias-correction", help="Add each output channel's mean "
+                                                  "error on the calibration data back (ours; no training).")]
+    = False,
     json_out: JsonOption = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False,
                                                 help="Write the chosen config (YAML) to FILE.")] = None,
@@ -124,7 +131,8 @@ def search_cmd(
     result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                     method,  # type: ignore[arg-type]
                     holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                    statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn)  # type: ignore[arg-type]
+                    statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
+                    permute=permute, bias_correction=bias_correction)
     if tc_cost is not None and cost_fn is not None:
         result.extra["hardware"] = hardware_summary(cost_fn, tc_cost, result)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))

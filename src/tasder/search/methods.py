@@ -45,17 +45,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tasder._batch import call_with_batch
 from tasder.nn.accounting import count_macs
+from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
 from tasder.nn.config import LayerSpec, TASDConfig
-from tasder.nn.layers import TASDConv2d, TASDLinear, incompatibility
+from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
 from tasder.search.candidates import DENSE, candidate_series
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.result import EvalPoint, LayerRow, SearchResult
 from tasder.search.targets import Target, load_target
 from tasder.sparsity import Series
-from tasder.tasd import decompose
+from tasder.tasd.permutation import permutable_block
 
 __all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "default_layers", "search"]
 
@@ -134,6 +134,14 @@ class _Layer:
     pseudo_density: float = 1.0
 
 
+def _permutable(series: Series) -> bool:
+    try:
+        permutable_block(series)
+    except ValueError:
+        return False
+    return True
+
+
 def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
     found = [(n, m) for n, m in model.named_modules()
              if n and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))]
@@ -147,68 +155,54 @@ def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple
 
 
 def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, nn.Module]],
-             cands: list[Series], mode: str) -> tuple[list[_Layer], int]:
-    """One pass over the calibration batches: per layer and candidate the relative output error,
-    the kept fraction (A) and the dropped nonzeros; plus dense MACs of the first batch."""
+             cands: list[Series], mode: str, permute: bool = False,
+             bias_correction: bool = False) -> tuple[list[_Layer], int, TASDCalibration]:
+    """Per layer and candidate: the relative output error on the calibration data, the kept
+    fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
+    every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
     macs = {r.name: r.dense_macs for r in count_macs(model, calib[0]).layers}
     total = sum(macs.values())
     layers: list[_Layer] = []
-    probes: dict[str, dict[str, nn.Module]] = {}
+    probes: dict[str, dict[str, TASDLayer]] = {}
     for name, module in selected:
-        ok = [s for s in cands if not s.is_dense and incompatibility(module, LayerSpec(s, mode)) is None]
+        specs = {str(s): LayerSpec(s, mode, permute=permute, bias_correction=bias_correction)  # type: ignore[arg-type]
+                 for s in cands if not s.is_dense}
+        ok = [s for s in cands if not s.is_dense and incompatibility(module, specs[str(s)]) is None]
         kind = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
         layer = _Layer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
         layers.append(layer)
-        probes[name] = {}
-        for s in ok:
-            probe = (TASDConv2d.from_conv2d(module, s, mode) if isinstance(module, nn.Conv2d)
-                     else TASDLinear.from_linear(module, s, mode))
-            probes[name][str(s)] = probe.eval()
-            if mode == "W":
-                layer.dropped[str(s)] = decompose(module.weight.detach(), s, dim=1).metrics.dropped_nonzeros_pct
-    err = {(ly.name, str(s)): 0.0 for ly in layers for s in ly.candidates}
-    ref = {ly.name: 0.0 for ly in layers}
-    nnz = {ly.name: 0 for ly in layers}
-    kept_nnz = {k: 0 for k in err}
-
-    def hook(name: str) -> Callable[..., None]:
-        def run(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-            x = args[0].detach()
-            ref[name] += float(out.double().pow(2).sum())
-            nnz[name] += int(torch.count_nonzero(x))
-            for key, probe in probes[name].items():
-                approx = probe(x)
-                err[(name, key)] += float((approx.double() - out.double()).pow(2).sum())
-                if mode == "A":
-                    kept_nnz[(name, key)] = probe.kept_elements  # cumulative counter of the probe
-        return run
+        probes[name] = {str(s): make_tasd_layer(module, specs[str(s)]).eval() for s in ok}
+        if mode == "W":
+            nnz = int(torch.count_nonzero(module.weight))
+            for key, probe in probes[name].items():  # Ŵ keeps a subset of W's elements, unchanged
+                kept = int(torch.count_nonzero(probe.weight))
+                layer.dropped[key] = 100.0 * (nnz - kept) / nnz if nnz else 0.0
 
     from tasder.nn.profile import profile_model
 
     prof = {p.name: p for p in profile_model(model, calib, candidates=[])} if mode == "A" else {}
-    handles = [m.register_forward_hook(hook(n)) for n, m in selected]
-    try:
-        with torch.no_grad():
-            for batch in calib:
-                call_with_batch(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calib,
+                                      measure=True)
+    entries = {}
     for ly in layers:
         for s in ly.candidates:
             key = str(s)
-            ly.damage[key] = math.sqrt(err[(ly.name, key)] / ref[ly.name]) if ref[ly.name] > 0 else 0.0
+            probe = probes[ly.name][key]
+            stats = errors.get(id(probe))
+            ly.damage[key] = stats.relative_error(bias_correction) if stats is not None else 0.0
             if mode == "A":
-                probe = probes[ly.name][key]
-                seen = probe.seen_elements  # type: ignore[attr-defined]
-                ly.kept[key] = kept_nnz[(ly.name, key)] / seen if seen else s.effective_density
-                ly.dropped[key] = 100.0 * (1.0 - kept_nnz[(ly.name, key)] / nnz[ly.name]) if nnz[ly.name] else 0.0
+                nz = inputs.get(ly.name, (0, 0))[0]
+                seen = probe.seen_elements
+                ly.kept[key] = probe.kept_elements / seen if seen else s.effective_density
+                ly.dropped[key] = 100.0 * (1.0 - probe.kept_elements / nz) if nz else 0.0
+            if probe.spec.needs_calibration:
+                entries[(ly.name, probe.spec)] = calibration_of(probe)
         if ly.name in prof:
             p = prof[ly.name]
             ly.sparsity_mean = p.activation_sparsity_mean or 0.0
             ly.sparsity_p99 = p.activation_sparsity_p99 or 0.0
             ly.pseudo_density = p.pseudo_density if p.pseudo_density is not None else 1.0
-    return layers, total
+    return layers, total, TASDCalibration(entries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +218,11 @@ class _Evaluator:
     """Evaluates assignments (layer → series), caching on the canonical config."""
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[_Layer],
-                 mode: str, cost: CostFn, max_evals: int | None, progress: Any) -> None:
+                 mode: str, cost: CostFn, max_evals: int | None, progress: Any, *,
+                 options: dict[str, bool] | None = None, calibration: TASDCalibration | None = None) -> None:
         self.model, self.evaluate, self.mode, self.cost = model, evaluate, mode, cost
+        self.options = options or {}
+        self.calibration = calibration
         self.names = [ly.name for ly in layers]
         self.max_evals = max_evals
         self.cache: dict[tuple[tuple[str, str], ...], EvalPoint] = {}
@@ -237,15 +234,24 @@ class _Evaluator:
         self.base_metric = math.nan
         self.progress = progress
 
+    def spec(self, series: Series) -> LayerSpec:
+        """The spec of a layer given ``series`` (the search's options apply to every sparse one)."""
+        return LayerSpec(series, self.mode, **({} if series.is_dense else self.options))  # type: ignore[arg-type]
+
     def specs(self, assign: dict[str, Series]) -> dict[str, LayerSpec]:
-        return {n: LayerSpec(assign.get(n, DENSE), self.mode) for n in self.names}  # type: ignore[arg-type]
+        return {n: self.spec(assign.get(n, DENSE)) for n in self.names}
 
     @staticmethod
     def key(assign: dict[str, Series]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((n, str(s)) for n, s in assign.items() if not s.is_dense))
 
     def config(self, assign: dict[str, Series]) -> TASDConfig:
-        return TASDConfig({n: LayerSpec(s, self.mode) for n, s in assign.items() if not s.is_dense})  # type: ignore[arg-type]
+        return TASDConfig({n: self.spec(s) for n, s in assign.items() if not s.is_dense})
+
+    def apply(self, assign: dict[str, Series]) -> nn.Module:
+        """The model under ``assign`` (the original one when nothing is assigned)."""
+        config = self.config(assign)
+        return apply_tasd(self.model, config, calibration=self.calibration) if config.layers else self.model
 
     def __call__(self, assign: dict[str, Series], step: str) -> EvalPoint:
         key = self.key(assign)
@@ -259,7 +265,7 @@ class _Evaluator:
         metric: float | None = None
         error: str | None = None
         try:
-            net = apply_tasd(self.model, self.config(assign)) if key else self.model
+            net = self.apply(assign)
             value = float(self.evaluate(net))
             if math.isnan(value):
                 error = "evaluate returned NaN"
@@ -418,6 +424,8 @@ def search(
     max_evals: int | None = None,
     layers: Iterable[str] | None = None,
     statistic: Literal["mean", "p99"] = "mean",
+    permute: bool = False,
+    bias_correction: bool = False,
     model_id: str = "",
     progress: bool = True,
 ) -> SearchResult:
@@ -443,6 +451,10 @@ def search(
         layers: globs of the layers to search (default all ``nn.Linear``/``nn.Conv2d``); the
             rest stay dense.
         statistic: ``paper-threshold``'s S(L): ``"mean"`` or ``"p99"`` of the input sparsity.
+        permute: every candidate decomposes in a permuted order of the reduction dim (ours; see
+            :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
+        bias_correction: every candidate corrects its output's mean error on ``calib`` (ours). The
+            measured damage that orders cost-aware's moves is then the corrected error.
         model_id: recorded in the result and the YAML provenance.
         progress: show a progress line on stderr (only on a terminal).
 
@@ -460,6 +472,9 @@ def search(
                          "cost-aware for TASD-W)")
     if statistic not in ("mean", "p99"):
         raise ValueError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
+    for option, value in (("permute", permute), ("bias_correction", bias_correction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{option}` must be True or False; got {value!r}")
     if max_evals is not None and (isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1):
         raise ValueError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
@@ -471,19 +486,26 @@ def search(
         raise ValueError("`calib` is empty: the search needs at least one calibration batch")
     tgt = load_target(target)
     cands = candidate_series(tgt)
+    if permute:
+        cands = [c for c in cands if c.is_dense or _permutable(c)]
+        if len(cands) == 1:
+            raise ValueError(f"target {tgt.name!r}: none of its series can be permuted (that needs G:H terms with "
+                             f"one block size); search it without `permute`")
     start = time.perf_counter()
     model = copy.deepcopy(model).eval()  # the caller's model (and its train/eval mode) stay as they are
     selected = _select_layers(model, None if layers is None else list(layers))
     if not selected:
         raise ValueError("the model has no nn.Linear/nn.Conv2d layer to search")
     torch.manual_seed(seed)
-    measured, total_macs = _measure(model, calib, selected, cands, mode)
+    options = {"permute": permute, "bias_correction": bias_correction}
+    measured, total_macs, calibration = _measure(model, calib, selected, cands, mode, **options)
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
     cost_fn: CostFn = cost if cost is not None else mac_cost
     prog, update = _progress_callback(progress, f"search {model_id or type(model).__name__} ({method})")
-    ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update)
+    ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update, options=options,
+                    calibration=calibration)
     interrupted = False
     extra: dict[str, Any] = {}
     if prog is not None:
@@ -520,14 +542,14 @@ def search(
     if holdout_evaluate is not None:
         try:
             hold_orig = float(holdout_evaluate(model))
-            hold_final = float(holdout_evaluate(apply_tasd(model, config) if chosen else model))
+            hold_final = float(holdout_evaluate(ev.apply(chosen)))
         except KeyboardInterrupt:
             interrupted = True
 
     rows = []
     for ly in measured:
         s = chosen.get(ly.name, DENSE)
-        spec = LayerSpec(s, mode)
+        spec = ev.spec(s)
         rows.append(LayerRow(ly.name, ly.kind, ly.k, ly.dense_macs, str(s), mode, mac_cost.fraction(ly.name, spec),
                              None if s.is_dense else ly.damage.get(str(s))))
     assert base.metric is not None and best.metric is not None
