@@ -7,6 +7,7 @@ real recipes or run the full retrieval evaluation are marked slow.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import warnings
@@ -22,8 +23,9 @@ from tasder.zoo import cache
 from tasder.zoo.digits import (
     DigitsCNN,
     DigitsRecipe,
+    PruningRecipe,
     evaluate_accuracy,
-    finetune_masked,
+    gradual_prune,
     load_digits_cnn,
     load_digits_data,
     magnitude_prune,
@@ -41,6 +43,7 @@ from tasder.zoo.retrieval import (
 from tasder.zoo.shapes import BERT_BASE, LayerShape, bert_base_layers, deit_small_layers, resnet50_layers, total_macs
 
 TINY = DigitsRecipe(seed=0, epochs=1, lr=3e-3, batch_size=64)
+TINY_PRUNING = PruningRecipe(seed=1, prune_epochs=1, finetune_epochs=1, update_every=4)
 
 
 @pytest.fixture(autouse=True)
@@ -142,12 +145,34 @@ def test_global_magnitude_pruning_hits_the_exact_sparsity_and_keeps_the_largest(
         magnitude_prune(model, 1.0)
 
 
-def test_masked_finetune_keeps_pruned_weights_at_zero(digits):
+def test_gradual_pruning_is_exact_and_pruned_weights_stay_zero(digits, monkeypatch):
+    """GMP raises the sparsity step by step (cubic) and never revives a pruned weight."""
+    import tasder.zoo.digits as digits_module
+
     model = train_digits_cnn(digits, TINY, progress=False)
-    masks = magnitude_prune(model, 0.9)
-    finetune_masked(model, masks, digits, DigitsRecipe(seed=1, epochs=1), progress=False)
-    for name, w in prunable_weights(model).items():
+    targets: list[float] = []
+    zeros_seen: list[set[tuple[str, int]]] = []
+    real_prune = digits_module.magnitude_prune
+
+    def spy(net, sparsity):
+        masks = real_prune(net, sparsity)
+        targets.append(sparsity)
+        flat = {n: m.flatten() for n, m in masks.items()}
+        zeros_seen.append({(n, i) for n, m in flat.items() for i in torch.nonzero(m == 0).flatten().tolist()})
+        return masks
+
+    monkeypatch.setattr(digits_module, "magnitude_prune", spy)
+    masks = gradual_prune(model, 0.9, digits, TINY_PRUNING, progress=False)
+    assert targets[0] == 0.0 and targets[-1] == 0.9
+    assert all(a <= b for a, b in itertools.pairwise(targets))  # the schedule only rises
+    assert all(a <= b for a, b in itertools.pairwise(zeros_seen))  # pruned stays pruned
+    weights = prunable_weights(model)
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    assert zeros == round(0.9 * sum(w.numel() for w in weights.values()))
+    for name, w in weights.items():
         assert bool((w[masks[name] == 0] == 0).all()), name
+    with pytest.raises(ValueError, match="sparsity"):
+        gradual_prune(model, 1.0, digits, TINY_PRUNING, progress=False)
 
 
 def test_load_digits_cnn_trains_once_then_reads_the_cache(monkeypatch):
@@ -185,7 +210,7 @@ def test_cache_with_wrong_keys_counts_as_damaged():
 
 
 def test_sparse_variant_is_cached_separately_and_exactly_sparse():
-    model = load_digits_cnn(0.9, recipe=TINY, finetune=DigitsRecipe(seed=1, epochs=1), progress=False)
+    model = load_digits_cnn(0.9, recipe=TINY, pruning=TINY_PRUNING, progress=False)
     names = sorted(p.name.rsplit("-", 1)[0] for p in cache.cache_dir().iterdir())
     assert names == ["digits-cnn", "digits-cnn-sparse-90"]
     weights = prunable_weights(model)
@@ -362,7 +387,7 @@ def test_digits_entry_with_a_tiny_recipe():
     assert len(m.calibration) == 4 and all(b.shape == (64, 1, 8, 8) for b in m.calibration)
     outputs = m.run_calibration()
     assert all(o.shape == (64, 10) for o in outputs)
-    sparse = zoo.load("digits-cnn-sparse-80", progress=False, recipe=TINY, finetune=TINY)
+    sparse = zoo.load("digits-cnn-sparse-80", progress=False, recipe=TINY, pruning=TINY_PRUNING)
     assert sparse.metadata["weight_sparsity"] == pytest.approx(0.8, abs=1e-4)
     assert sparse.metadata["recipe"]["epochs"] == 1
 

@@ -11,7 +11,7 @@ Two registries live here:
   name                        kind        what
   ==========================  ==========  =========================================================
   ``digits-cnn``              trained     :class:`~tasder.zoo.digits.DigitsCNN` on scikit-learn's digits
-  ``digits-cnn-sparse-XX``    trained     the same, magnitude-pruned to XX = 50/80/90/95 %, fine-tuned
+  ``digits-cnn-sparse-XX``    trained     the same, pruned (GMP, global) to XX = 50/80/90/95 % sparsity
   ``minilm``                  pretrained  all-MiniLM-L6-v2, scored on stdlib docstring retrieval
   ``resnet50``                shapes      ResNet-50 GEMMs (``batch``, ``image_size``)
   ``bert-base``               shapes      BERT-base encoder GEMMs (``seq_len`` 128/512, ``batch``)
@@ -244,9 +244,9 @@ _DIGITS_META = {
 
 
 def _digits_entry(name: str, description: str, sparsity: float | None, progress: bool,
-                  recipe: Any, finetune: Any) -> ZooModel:
+                  recipe: Any, pruning: Any) -> ZooModel:
     from tasder.zoo.digits import (
-        DEFAULT_FINETUNE_RECIPE,
+        DEFAULT_PRUNING_RECIPE,
         DEFAULT_RECIPE,
         evaluate_accuracy,
         load_digits_cnn,
@@ -254,9 +254,9 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
     )
 
     recipe = recipe if recipe is not None else DEFAULT_RECIPE
-    finetune = finetune if finetune is not None else DEFAULT_FINETUNE_RECIPE
+    pruning = pruning if pruning is not None else DEFAULT_PRUNING_RECIPE
     data = load_digits_data()
-    model = load_digits_cnn(sparsity, recipe=recipe, finetune=finetune, progress=progress)
+    model = load_digits_cnn(sparsity, recipe=recipe, pruning=pruning, progress=progress)
     x_test, y_test = data.x_test, data.y_test
 
     def evaluate(net: nn.Module) -> float:
@@ -287,7 +287,8 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
             "weight_sparsity": n_zero / n_weights,
             "target_sparsity": sparsity or 0.0,
             "recipe": {**vars(recipe), "optimizer": "Adam"},
-            **({"finetune_recipe": {**vars(finetune), "optimizer": "Adam"}} if sparsity else {}),
+            **({"pruning_recipe": {**vars(pruning), "method": "gradual magnitude pruning (global, cubic)",
+                                   "optimizer": "Adam"}} if sparsity else {}),
             "test_accuracy": evaluate(model),
             "evaluate_val": evaluate_val,
             "val_metric": "validation accuracy",
@@ -304,12 +305,12 @@ def _load_digits_cnn(progress: bool = True, recipe: Any = None) -> ZooModel:
 
 def _register_sparse_digits(percent: int) -> None:
     name = f"digits-cnn-sparse-{percent}"
-    description = (f"digits-cnn, global magnitude-pruned to {percent} % unstructured sparsity, "
-                   f"masked fine-tune")
+    description = f"digits-cnn pruned to {percent} % unstructured sparsity (gradual global magnitude pruning)"
 
     @register(name, kind="trained", metric="test accuracy", description=description)
-    def _loader(progress: bool = True, recipe: Any = None, finetune: Any = None) -> ZooModel:
-        return _digits_entry(name, description, percent / 100, progress, recipe, finetune)
+    def _loader(progress: bool = True, recipe: Any = None, pruning: Any = None) -> ZooModel:
+        """``recipe``/``pruning``: a DigitsRecipe / PruningRecipe instead of the defaults."""
+        return _digits_entry(name, description, percent / 100, progress, recipe, pruning)
 
 
 for _percent in (50, 80, 90, 95):
