@@ -14,6 +14,12 @@ chosen config on ``ttc-vegeta-m8`` against the original model on the dense tenso
 (the TASD paper's Fig. 12 normalisation), one inference, measured operand densities.
 
     python benchmarks/bench_search.py [--only digits] [--minilm-val-n 511] [--minilm-n 1500] [--equal-budget]
+                                      [--options paper,ours]
+
+``--options``: ``paper`` runs each method as the paper has it (plain greedy TASD in the original
+layout); ``ours`` adds our two options to every candidate (``permute``: the reduction dim
+permuted so the series drops less; ``bias_correction``: the mean output error on the calibration
+data added back), labelled ``<method>+ours``. Both by default.
 
 ``--equal-budget`` adds a ``cost-aware(max_evals=N)`` line, N = the evaluations the paper
 method of the same workload used (the first one listed).
@@ -40,6 +46,9 @@ from tasder.search.candidates import candidate_series
 from tasder.search.cost import HardwareCost, MACCost
 from tasder.search.methods import _measure, _select_layers, default_layers
 
+#: The option sets ``--options`` chooses from.
+OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True}}
+
 RUNS = [
     ("digits-cnn-sparse-95", "W", ("paper-greedy", "cost-aware")),
     ("digits-cnn", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
@@ -54,8 +63,8 @@ def optimum(entry: zoo.ZooModel, mode: str, constraint: float) -> tuple[TASDConf
     start = time.perf_counter()
     model = entry.model.eval()
     evaluate = entry.metadata["evaluate_val"]
-    layers, total = _measure(model, entry.calibration, _select_layers(model, None),
-                             candidate_series("ttc-vegeta-m8"), mode)
+    layers, total, _ = _measure(model, entry.calibration, _select_layers(model, None),
+                                candidate_series("ttc-vegeta-m8"), mode)
     cost = MACCost({ly.name: ly.dense_macs for ly in layers}, total - sum(ly.dense_macs for ly in layers),
                    {(ly.name, k): v for ly in layers for k, v in ly.kept.items()})
     threshold = constraint * evaluate(model)
@@ -83,6 +92,8 @@ def main() -> None:
     parser.add_argument("--equal-budget", action="store_true",
                         help="also run cost-aware with max_evals = the paper method's evaluation count")
     parser.add_argument("--methods", default="", help="comma-separated subset of methods to run")
+    parser.add_argument("--options", default="paper,ours",
+                        help="comma-separated: paper (no options), ours (permute + bias_correction)")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
@@ -97,26 +108,33 @@ def main() -> None:
         edp_tc = HardwareCost.for_model(entry.model, entry.calibration[0], "tc", mode)({})
         edp_ttc = HardwareCost.for_model(entry.model, entry.calibration[0], "ttc-vegeta-m8", mode)
         paper_evals: int | None = None
-        runs = [(m, None) for m in methods if not wanted or m in wanted]
-        if args.equal_budget:
-            runs.append(("cost-aware", -1))
-        for method, budget in runs:
-            max_evals = paper_evals if budget == -1 else None
-            if budget == -1 and max_evals is None:
-                continue
-            r = search(entry.model, "ttc-vegeta-m8", entry.metadata["evaluate_val"], entry.calibration, mode,
-                       args.constraint, method, layers=default_layers(name, mode), model_id=name,
-                       max_evals=max_evals, progress=False)
-            if method != "cost-aware" and paper_evals is None:
-                paper_evals = r.evaluations
-            model = apply_tasd(entry.model, r.config) if r.config.layers else entry.model
-            macs = count_macs(model, entry.calibration[0])
-            test = entry.evaluate(model)
-            label = method if max_evals is None else f"{method}(max_evals={max_evals})"
-            edp_cut = 100 * (1 - edp_ttc(r.config.layers) / edp_tc)
-            print(f"search {name} {mode} {label}: mac_cut={100 * (1 - macs.density):.1f}% edp_cut={edp_cut:.1f}% "
-                  f"metric_ratio={test / original_test:.4f} evals={r.evaluations} seconds={r.seconds:.1f}",
-                  flush=True)
+        for variant in filter(None, args.options.split(",")):
+            if variant not in OPTIONS:
+                parser.error(f"--options: unknown {variant!r}; choose from {', '.join(OPTIONS)}")
+            options = OPTIONS[variant]
+            paper_evals = None
+            runs = [(m, None) for m in methods if not wanted or m in wanted]
+            if args.equal_budget:
+                runs.append(("cost-aware", -1))
+            for method, budget in runs:
+                max_evals = paper_evals if budget == -1 else None
+                if budget == -1 and max_evals is None:
+                    continue
+                r = search(entry.model, "ttc-vegeta-m8", entry.metadata["evaluate_val"], entry.calibration, mode,
+                           args.constraint, method, layers=default_layers(name, mode), model_id=name,
+                           max_evals=max_evals, progress=False, **options)
+                if method != "cost-aware" and paper_evals is None:
+                    paper_evals = r.evaluations
+                model = apply_tasd(entry.model, r.config, calibration=entry.calibration) if r.config.layers \
+                    else entry.model
+                macs = count_macs(model, entry.calibration[0])
+                test = entry.evaluate(model)
+                label = (method if max_evals is None else f"{method}(max_evals={max_evals})") + \
+                    ("+ours" if options else "")
+                edp_cut = 100 * (1 - edp_ttc(r.config.layers) / edp_tc)
+                print(f"search {name} {mode} {label}: mac_cut={100 * (1 - macs.density):.1f}% "
+                      f"edp_cut={edp_cut:.1f}% metric_ratio={test / original_test:.4f} evals={r.evaluations} "
+                      f"seconds={r.seconds:.1f}", flush=True)
         if args.optimum and name != "minilm":
             config, evals, seconds = optimum(entry, mode, args.constraint)
             model = apply_tasd(entry.model, config) if config.layers else entry.model

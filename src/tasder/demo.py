@@ -41,10 +41,17 @@ _LABELS = {"tc": "TC", "stc": "STC", "dstc": "DSTC", "highlight": "HighLight", "
 
 @dataclass(frozen=True)
 class DemoCase:
-    """One model of the demo: which zoo entry, which TASD mode, which layers the search may touch."""
+    """One model of the demo: which zoo entry, which TASD mode, and our two search options (a
+    permuted reduction dim, bias correction: see :class:`tasder.nn.LayerSpec`)."""
 
     model_id: str
     mode: Literal["W", "A"]
+    permute: bool = True
+    bias_correction: bool = True
+
+    @property
+    def options(self) -> list[str]:
+        return [o for o in ("permute", "bias_correction") if getattr(self, o)]
 
 
 #: ``tasder demo --model NAME`` → the cases it runs.
@@ -143,10 +150,12 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     log(f"{case.model_id}: tracing the model for {DEMO_TARGET} (modelled EDP is the search's cost)")
     hc = HardwareCost.for_model(entry.model, calib[0], DEMO_TARGET, case.mode, metric="edp",
                                 budget=settings.mapper_budget, seed=settings.seed)
-    log(f"{case.model_id}: TASDER cost-aware search, TASD-{case.mode}, constraint {settings.constraint}")
+    extra = "".join(f" + {o.replace('_', ' ')}" for o in case.options)
+    log(f"{case.model_id}: TASDER cost-aware{extra} search, TASD-{case.mode}, constraint {settings.constraint}")
     result = search(entry.model, DEMO_TARGET, evaluate_val, calib, case.mode, settings.constraint, "cost-aware",
                     holdout_evaluate=entry.evaluate, cost=hc, seed=settings.seed, max_evals=settings.max_evals,
-                    layers=default_layers(case.model_id, case.mode), model_id=case.model_id, progress=progress)
+                    layers=default_layers(case.model_id, case.mode), model_id=case.model_id, progress=progress,
+                    permute=case.permute, bias_correction=case.bias_correction)
     config_name = f"{case.model_id}.tasd.yaml"
     result.config_with_provenance().save(out_dir / config_name)
 
@@ -171,7 +180,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     val_name = str(entry.metadata.get("val_metric", "validation metric"))
     return {
         "model": case.model_id, "description": entry.description, "mode": case.mode, "target": DEMO_TARGET,
-        "method": result.method, "cost": "edp", "design": DEMO_TARGET,
+        "method": result.method, "options": case.options, "cost": "edp", "design": DEMO_TARGET,
         "constraint": _constraint_text(settings.constraint),
         "metric_name": entry.metric.replace("test ", ""), "validation_metric_name": val_name,
         "scores": {"validation": {"original": result.metric_original, "transformed": result.metric_final},

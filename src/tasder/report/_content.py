@@ -204,13 +204,24 @@ def _layers_table(model: Mapping[str, Any]) -> Table:
     )
 
 
+#: How the report names the search options beyond the paper (tasder.nn.LayerSpec).
+OPTION_TEXT = {
+    "permute": "a permuted reduction dim (ours: the layout in which each series drops least)",
+    "bias_correction": "bias correction (ours: each output channel's mean error on the calibration data "
+                       "added back)",
+}
+
+
 def _search_text(model: Mapping[str, Any]) -> str:
     search = model["search"]
     cost = model["cost"].upper() if len(model["cost"]) <= 4 else model["cost"]
     seconds = finite(search["seconds"])
     chosen = search["chosen"]
+    options = list(model.get("options") or [])
+    method = model["method"] + (f" method with {' and '.join(OPTION_TEXT.get(o, o) for o in options)}" if options
+                                else " method")
     text = (
-        f"Search: {model['method']} method, target {model['target']}, minimising modelled {cost} on "
+        f"Search: {method}, target {model['target']}, minimising modelled {cost} on "
         f"{design_label(model, model['design'])} subject to validation {model['metric_name']} "
         f"{model['constraint']}. {search['evaluations']} configurations evaluated"
         f"{'' if seconds is None else f' in {seconds:.1f} s'}; "

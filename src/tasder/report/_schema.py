@@ -106,6 +106,7 @@ _MODEL: dict[str, Spec] = {
     "mode": "str",
     "target": "str",
     "method": "str",
+    "options": _Opt(_List("str")),
     "cost": "str",
     "design": "str",
     "constraint": "str",
