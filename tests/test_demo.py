@@ -63,7 +63,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path, capsys: pytest.Capt
         # the YAML written is the config that was scored on the test split
         entry = load(m["model"])
         cfg = TASDConfig.load(out / m["config_file"])
-        assert entry.evaluate(apply_tasd(entry.model, cfg)) == pytest.approx(m["scores"]["test"]["transformed"])
+        transformed = apply_tasd(entry.model, cfg, calibration=entry.calibration)
+        assert entry.evaluate(transformed) == pytest.approx(m["scores"]["test"]["transformed"])
         assert m["macs"]["transformed"] <= m["macs"]["dense"]
 
     parser = _Images()
