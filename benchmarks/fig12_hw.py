@@ -18,9 +18,12 @@ else TASD-A to B. The series is chosen with TASDER's criterion (dropped nonzeros
 §4.2): the sparsest series the TTC runs natively (Table 2/3, ≤ 2 terms) that drops at most
 ``DROP_BUDGET`` = 5 % of the operand's nonzeros in expectation, for nonzeros placed uniformly at
 the operand's density (a G:H term keeps min(G, nonzeros) of each block; a series of terms with the
-same H keeps min(ΣG, ·)); dense when none qualifies. The other operand keeps its model (a TTC
-gates zero activations it cannot skip).
+same H keeps min(ΣG, ·)); when none qualifies the operand is not approximated and keeps its own
+model, like the other operand (a TTC gates zero activations it cannot skip).
 TASDER's layer-wise, accuracy-driven choices are not reproduced.
+
+The mapper samples ``--budget`` mappings per layer, so the numbers move with the budget (most for
+DSTC, whose fast mappings need long fibers of B at the register file to fill its lanes).
 
 Run: ``python benchmarks/fig12_hw.py [--budget N]``.
 """
@@ -77,6 +80,8 @@ def operands(design: str, workload: str, budget: float = DROP_BUDGET) -> tuple[s
     if design in TTC_SERIES:
         ok = [(d, s) for d, s in TTC_SERIES[design].items() if dropped_fraction(s, density) <= budget]
         series = min(ok)[1]
+        if series == "dense":  # no series qualifies: the TTC runs the operand as it is (gating its zeros)
+            return a, b
         return (series, b) if side == "A" else (a, series)
     return a, b
 

@@ -8,8 +8,9 @@ from tasder.hw import Architecture, Evaluation, Mapping, Problem, evaluate, load
 
 
 def two_level(tmp_path: Path, *, capacity: int = 4096, dram_bw: float = 1e9, buf_bw: float = 1e9, macs: int = 1,
-              name: str = "two") -> Architecture:
-    """DRAM → Buffer → ``macs`` MACs, with unit energies (read=1, write=2, update=3 pJ; MAC=0.5 pJ)."""
+              name: str = "two", sparse: str = "") -> Architecture:
+    """DRAM → Buffer → ``macs`` MACs, with unit energies (read=1, write=2, update=3 pJ; MAC=0.5 pJ);
+    ``sparse`` is appended as YAML (a ``sparse_optimizations:`` block)."""
     text = f"""\
 version: 0.1
 architecture:
@@ -28,8 +29,8 @@ architecture:
     name: MAC
     instances: {macs}
     attributes: {{energy_per_mac: 0.5}}
-"""
-    path = tmp_path / f"{name}_{capacity}_{dram_bw}_{buf_bw}_{macs}.yaml"
+""" + sparse
+    path = tmp_path / f"{name}_{capacity}_{dram_bw}_{buf_bw}_{macs}_{abs(hash(sparse))}.yaml"
     path.write_text(text)
     return load_architecture(path)
 

@@ -53,6 +53,18 @@ class ActionCounts:
         steps: (B,) temporal iterations = compute cycles when nothing stalls.
         extents: (B, L + 1, 3) per-instance tile extents (M, K, N) at each level and the compute
             (1, 1, 1): the sparse step reads tile shapes from them.
+        co_extents: (B, L, 3 tensors, 3 dims) for each level and tensor X it keeps, the extents
+            (M, K, N) of the iteration space that *one* X tile read from that level meets in its
+            child (the next level keeping X, or the compute): X's tile there, widened along the
+            dims X does not index by the loops it stays resident across (the temporal loops above
+            the child inner to X's innermost relevant loop) and by the spatial loops it is
+            multicast (or, for Z, reduced) over. A leader→follower SAF checks the leader over this
+            region (thesis 4.6.4: "the leader and follower tiles ... are determined based on the
+            data reuse defined in the mapping").
+        spatial: (B, L, 3) spatial factors (M, K, N) of each level's fan-out (the last level's spread
+            the compute across the MACs).
+        drains: (B, L, 3) the part of ``reads`` that drains Z tiles up to the parent (write-backs,
+            never eliminated by a SAF on the way down); zero for A and B.
         gated, skipped, metadata: (B, L, 3, 3) words per level, tensor and action (read, fill,
             update) that the sparse step gated, skipped, or moved as format metadata (None: dense).
             After the sparse step ``reads``/``fills``/``updates`` hold the *actual* words.
@@ -70,6 +82,9 @@ class ActionCounts:
     macs: np.ndarray
     steps: np.ndarray
     extents: np.ndarray | None = None
+    co_extents: np.ndarray | None = None
+    spatial: np.ndarray | None = None
+    drains: np.ndarray | None = None
     gated: np.ndarray | None = None
     skipped: np.ndarray | None = None
     metadata: np.ndarray | None = None
@@ -77,6 +92,17 @@ class ActionCounts:
     mac_skipped: np.ndarray | None = None
     extra_energy: np.ndarray | None = None
     dense_macs: np.ndarray | None = None
+
+
+def _co_extent_pairs(arch: Architecture) -> set[tuple[int, int]]:
+    """(level, tensor) pairs whose :attr:`ActionCounts.co_extents` a storage-level SAF reads; only
+    those are computed (dense designs skip the work; the rest stay 1)."""
+    spec = getattr(arch, "sparse", None)
+    if spec is None:
+        return set()
+    names = [lv.name for lv in arch.levels]
+    return {(names.index(saf.level), TENSORS.index(saf.target)) for saf in spec.safs
+            if saf.level in names and saf.granularity is None}
 
 
 def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
@@ -99,7 +125,15 @@ def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
     s_above = np.ones((nb, nl + 1))
     s_above[:, 1:] = np.cumprod(sprod, axis=1)  # active instances at each level / compute
     zeros = np.zeros((nb, nl, 3))
-    tile, fills, reads, updates = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
+    tile, fills, reads, updates, drains = (zeros.copy() for _ in range(5))
+    pairs = _co_extent_pairs(arch)
+    co_ext = np.ones((nb, nl, 3, 3)) if pairs else None
+    if co_ext is not None:
+        # dim_cp[:, k, d] = product of the first k temporal loops' factors in dim d (residency windows).
+        dim_cp = np.ones((nb, 3 * nl + 1, 3))
+        for d in range(3):
+            dim_cp[:, 1:, d] = np.cumprod(np.where(dim_of == d, fac, 1.0), axis=1)
+        rows = np.arange(nb)
     for t, name in enumerate(TENSORS):
         rel = _REL[t]
         tile_t = np.prod(np.where(rel, ext, 1.0), axis=2)  # (nb, nl + 1)
@@ -118,6 +152,13 @@ def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
         chain = [i for i, lv in enumerate(arch.levels) if name in lv.keep] + [nl]
         for p, c in pairwise(chain):
             tile[:, p, t] = tile_t[:, p]
+            if co_ext is not None and (p, t) in pairs:
+                # One tile read from p stays at c across the temporal loops above c that are inner
+                # to t's innermost relevant loop (positions last_c+1 .. 3c-1), and is multicast over
+                # the spatial loops at levels p..c-1 that do not index t.
+                resident = dim_cp[:, 3 * c] / dim_cp[rows, last[:, 3 * c - 1] + 1]
+                multicast = np.prod(np.where(rel, 1.0, sf[:, p:c]), axis=1)
+                co_ext[:, p, t] = np.where(rel, ext[:, c], ext[:, c] * resident * multicast)
             per_child = tile_t[:, c] * s_rel_cum[:, c] / s_rel_cum[:, p] * s_above[:, p]  # multicast/reduced
             if name != "Z":
                 reads[:, p, t] += per_child * reload[:, c]
@@ -128,10 +169,13 @@ def analyze(arch: Architecture, batch: MappingBatch) -> ActionCounts:
                 reads[:, p, t] += per_child * (reload[:, c] - distinct[:, c])
                 if c < nl:
                     fills[:, c, t] += tile_t[:, c] * (reload[:, c] - distinct[:, c]) * s_above[:, c]
-                    reads[:, c, t] += tile_t[:, c] * reload[:, c] * s_above[:, c]  # drains to the parent
+                    drain = tile_t[:, c] * reload[:, c] * s_above[:, c]  # drains to the parent
+                    reads[:, c, t] += drain
+                    drains[:, c, t] += drain
     return ActionCounts(
         level_names=tuple(lv.name for lv in arch.levels), tile=tile, fills=fills, reads=reads, updates=updates,
         active=s_above, macs=np.prod(ts, axis=(1, 2)), steps=np.prod(tf, axis=(1, 2)), extents=ext,
+        co_extents=co_ext, spatial=sf, drains=drains,
     )
 
 

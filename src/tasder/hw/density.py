@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,41 @@ class DensityModel:
     def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(occupancies, probabilities) of one tile shape."""
         raise NotImplementedError
+
+    def _fiber_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Occupancy distribution of one tile; a fiber across rows (``k == 1``) is one element
+        per row, independent along K-structured rules too, so binomial at the model's density."""
+        if k == 1 and rows > 1 and not isinstance(self, (DenseModel, UniformModel, ActualModel)):
+            x = np.arange(rows + 1)
+            return x, stats.binom.pmf(x, rows, self.density)
+        return self.occupancy_distribution(rows, k)
+
+    def expected_steps(self, rows: Any, k: Any, lanes: Any) -> np.ndarray:
+        """E[ceil(occupancy / lanes)] of a (rows, k) tile: the steps ``lanes`` parallel units need
+        when the tile's nonzeros are dealt out among them in position space (Sparseloop's
+        position-skipping), so a lane idles whenever the occupancy is not a multiple of ``lanes``."""
+        rows, k, lanes = (np.asarray(x, dtype=np.int64) for x in np.broadcast_arrays(rows, k, lanes))
+        trip = np.stack([rows.ravel(), k.ravel(), lanes.ravel()], axis=1)
+        if trip.size and (trip.max(axis=0) < (1 << 23, 1 << 24, 1 << 16)).all():
+            # One scalar key per triple (much faster than a row-wise unique); a batch of mappings
+            # has only a few distinct tile shapes.
+            key = (trip[:, 0] << 40) | (trip[:, 1] << 16) | trip[:, 2]
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            uniq = trip[first]
+        else:
+            uniq, inv = np.unique(trip, axis=0, return_inverse=True)
+        # Value-hashable (frozen) models share a cache across calls; an ActualModel (hashed by
+        # identity, holding a whole tensor) is not kept alive by it: its tile counts are cached anyway.
+        one = _expected_steps if not isinstance(self, ActualModel) else _expected_steps.__wrapped__
+        vals = np.array([one(self, int(r), int(kk), int(n)) for r, kk, n in uniq])
+        return vals[inv.ravel()].reshape(rows.shape)
+
+
+@lru_cache(maxsize=16384)
+def _expected_steps(model: DensityModel, rows: int, k: int, lanes: int) -> float:
+    """E[ceil(occupancy / lanes)] of one tile shape (cached: mappings share few shapes)."""
+    x, pmf = model._fiber_distribution(rows, k)
+    return float(np.dot(np.ceil(np.asarray(x, dtype=np.float64) / lanes - 1e-9), pmf))
 
 
 @dataclass(frozen=True)
@@ -189,7 +225,9 @@ class StructuredModel(DensityModel):
 
     def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
         rows, k = np.broadcast_arrays(_arr(rows), _arr(k))
-        return self._row_empty(k) ** rows
+        # A batch of mappings has few distinct fiber lengths: evaluate the rule once per length.
+        uk, inv = np.unique(k, return_inverse=True)
+        return self._row_empty(uk)[inv.reshape(k.shape)] ** rows
 
     def _row_max(self, k: np.ndarray) -> np.ndarray:
         """Most nonzeros a K-aligned segment of length ``k`` can hold under the rule."""

@@ -12,14 +12,19 @@ Rules (per tile, then scaled by the number of tiles moved, as thesis 4.6):
 
 * **Formats**: a compressed tensor moves ``density`` of its words plus its metadata
   (:mod:`tasder.hw.formats`), measured on the tile the level holds.
-* **Gating/skipping at a storage level**, target ``T`` conditioned on leaders ``S``: a read of a
-  ``T`` tile from that level is eliminated when the corresponding leader tile (the leader's tile at
-  the level below, i.e. the granularity of one transfer) is empty — probability from the leader's
-  density model. Double-sided = both directions listed. Savings **propagate** downwards: the
+* **Gating/skipping at a storage level**, target ``T`` conditioned on leaders ``S``: a read (or
+  partial-sum update) of a ``T`` tile at that level is eliminated when the corresponding leader tile
+  is empty — probability from the leader's density model. The corresponding tile is the leader data
+  that one ``T`` tile meets in its child during its residency there (thesis 4.6.4: "determined based
+  on the data reuse defined in the mapping"; :attr:`ActionCounts.co_extents`), unless the SAF fixes a
+  ``granularity``. Double-sided = both directions listed. Savings **propagate** downwards: the
   fraction eliminated at a level is the largest of its own and every level above (a tile not sent
-  is not stored or read below), combined over different leaders as independent events.
+  is not stored or read below), combined over different leaders as independent events. Z tiles
+  drained up to the parent are write-backs, never eliminated.
 * **Compute**: a MAC is ineffectual unless every listed leader is nonzero; skipping removes its
-  cycle, gating keeps the cycle at ``gated_energy_ratio`` of the energy.
+  cycle, gating keeps the cycle at ``gated_energy_ratio`` of the energy. Skipping a leader that is
+  not run as an engine pattern (unstructured data) deals its nonzeros out among the MACs in position
+  space, so lanes idle when a fiber's occupancy is not a multiple of the lanes (:func:`_imbalance`).
 * **Structured engines** (``structured_support``): a structured operand runs at the sparsest engine
   pattern its own pattern is guaranteed to satisfy (:func:`tasder.sparsity.implies`; e.g. 2:4 on a
   4:8 engine runs as 4:8, 1:8 on a {1,2,4}:8 engine as 1:8, 1:4 on a 2:4 engine as 2:4): the
@@ -33,13 +38,15 @@ Rules (per tile, then scaled by the number of tiles moved, as thesis 4.6):
 * **TASD series** (TTC: a design with ``term_reuse``): each term is its own pass with the same
   mapping (other designs see the series as one operand of its total density); the series operand's
   traffic and the compute add over terms; the other tensors are reused across terms at and below
-  ``term_reuse`` levels (B in L2, Z in L1: paper Fig. 11), so their traffic above is counted once.
+  ``term_reuse`` levels (B in L2, Z in L1: paper Fig. 11), so their traffic above is counted once;
+  the levels below the term loop hold one term at a time (capacity: the largest term).
 * **Extra energy**: ``accumulation_energy`` per effectual MAC (DSTC's accumulation buffer),
   ``tasd_unit_energy`` per element decomposed at run time (TASD-A: a B series).
 
 Bandwidth-bound cycles use actual + gated + metadata words (compressed traffic); see
 :func:`tasder.hw.microarch.cost`. Leader metadata reads are part of the leader's format traffic.
-Not modelled: load imbalance of unstructured skipping across PEs (expected work is used).
+Not modelled: per-term mappings of a series; imbalance across PEs above the last fan-out (their work
+sums many tiles, so it stays close to the mean).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, density_model
+from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, UniformModel, density_model
 from tasder.hw.formats import Format, parse_format
 from tasder.hw.spec import SpecError, check_keys, get_float, get_str
 from tasder.sparsity import GH, HSS, Rank, expand_ranges, implies
@@ -265,6 +272,7 @@ def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: fl
     if spec is None or not spec.formats:
         return None
     models, active = executed_models(arch, problem)
+    one_term = _one_term_levels(arch, spec, models, active)
     need = np.zeros(ext.shape[:2])
     for i, lv in enumerate(arch.levels):
         for t in lv.keep:
@@ -274,9 +282,31 @@ def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: fl
                 need[:, i] += np.prod(e[:, [d for d, name in enumerate("MKN") if name in _DIMS[t]]], axis=1)
                 continue
             rows, k = _tile(e, t)
-            data, meta = fmt.tile_words(models[t], rows, k, lv.word_bits, q)
-            need[:, i] += data + meta
+            # Below the term loop a TTC holds one term of a series at a time (the largest one).
+            terms = models[t].terms if (t, i) in one_term else (models[t],)
+            need[:, i] += np.max([np.add(*fmt.tile_words(m, rows, k, lv.word_bits, q)) for m in terms], axis=0)
     return need
+
+
+def _series_operand(spec: SparseSpec, models: dict[str, DensityModel], active: dict[str, bool]) -> str | None:
+    """The operand a term-by-term design (``term_reuse``) executes as a TASD series, if any."""
+    if not spec.term_reuse:
+        return None
+    series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t]]
+    return series[0] if len(series) == 1 else None
+
+
+def _one_term_levels(arch: Architecture, spec: SparseSpec, models: dict[str, DensityModel],
+                     active: dict[str, bool]) -> set[tuple[str, int]]:
+    """(series operand, level index) pairs below the term loop: the term loop sits where the other
+    operand is reused (its tile there outlives the terms, TASD Fig. 11), so the levels under it
+    hold one term's tile at a time."""
+    s = _series_operand(spec, models, active)
+    other = "B" if s == "A" else "A"
+    if s is None or other not in spec.term_reuse:
+        return set()
+    r = arch.level_index(spec.term_reuse[other])
+    return {(s, i) for i in range(r + 1, len(arch.levels))}
 
 
 _DIMS = {"A": "MK", "B": "KN", "Z": "MN"}
@@ -288,7 +318,6 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
     nb, nl = counts.reads.shape[:2]
     ext = counts.extents
     words = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)  # (B, L, 3, 3)
-    actual, gated, skipped, meta = (np.zeros_like(words) for _ in range(4))
     names = [lv.name for lv in arch.levels]
     # Per-level elimination fractions of each target. Per leader, a level eliminates what it or any
     # level above eliminates (propagation); leaders combine as independent events; gating only
@@ -298,15 +327,17 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
     for ti, t in enumerate(_TENSORS):
         keep_skip, keep_any = np.ones((nb, nl)), np.ones((nb, nl))
         for s in ("A", "B"):
+            safs = [saf for saf in spec.safs if saf.target == t and s in saf.condition_on and saf.level in names
+                    and (saf.kind == "gating" or active[s])]
+            if not safs:
+                continue
             p = {"skipping": np.zeros((nb, nl)), "gating": np.zeros((nb, nl))}
-            for saf in spec.safs:
-                if saf.target != t or s not in saf.condition_on or saf.level not in names:
-                    continue
-                if saf.kind == "skipping" and not active[s]:
-                    continue
+            for saf in safs:
                 i = names.index(saf.level)
                 if saf.granularity is None:
-                    rows, k = _tile(ext[:, i + 1], s)
+                    # The leader region one read of t meets below (its reuse in the child, thesis 4.6.4).
+                    rows, k = _tile(counts.co_extents[:, i, ti] if counts.co_extents is not None
+                                    else ext[:, i + 1], s)
                 else:
                     rows, k = np.ones(nb), np.full(nb, float(_granularity(saf.granularity, models[s])))
                 p[saf.kind][:, i] = np.maximum(p[saf.kind][:, i], models[s].prob_empty(rows, k))
@@ -316,27 +347,31 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
             keep_any *= 1.0 - p_any
         skip_lv[:, :, ti] = 1.0 - keep_skip
         gate_lv[:, :, ti] = keep_skip - keep_any
+    # Compressed words per dense word (data, metadata) of each level's tiles.
+    ratio, meta_ratio = np.ones((nb, nl, 3)), np.zeros((nb, nl, 3))
     for i, lv in enumerate(arch.levels):
         for ti, t in enumerate(_TENSORS):
-            if t not in lv.keep:
-                continue
             fmt = spec.formats.get((lv.name, t)) if t != "Z" and active.get(t, False) else None
-            ratio, meta_ratio = np.ones(nb), np.zeros(nb)
-            if fmt is not None:
+            if fmt is not None and t in lv.keep:
                 rows, k = _tile(ext[:, i], t)
                 data, md = fmt.tile_words(models[t], rows, k, lv.word_bits)
                 dense = np.maximum(rows * k, 1.0)
-                ratio, meta_ratio = data / dense, md / dense
-            # reads leave this level (this level's eliminations); fills arrive from above (parent's).
-            s_read, g_read = skip_lv[:, i, ti], gate_lv[:, i, ti]
-            s_fill = skip_lv[:, i - 1, ti] if i > 0 else np.zeros(nb)
-            g_fill = gate_lv[:, i - 1, ti] if i > 0 else np.zeros(nb)
-            for ai, (s, g) in enumerate(((s_read, g_read), (s_fill, g_fill), (s_read, g_read))):
-                w = words[:, i, ti, ai] * ratio
-                actual[:, i, ti, ai] = w * np.clip(1.0 - s - g, 0.0, None)
-                gated[:, i, ti, ai] = w * g
-                skipped[:, i, ti, ai] = w * s
-                meta[:, i, ti, ai] = words[:, i, ti, ai] * meta_ratio * (1.0 - s)
+                ratio[:, i, ti], meta_ratio[:, i, ti] = data / dense, md / dense
+    # Reads and updates leave/enter through this level's eliminations; fills arrive from the parent
+    # (its eliminations). Actions on the last axis: read, fill, update.
+    s_fill, g_fill = np.zeros_like(skip_lv), np.zeros_like(gate_lv)
+    s_fill[:, 1:], g_fill[:, 1:] = skip_lv[:, :-1], gate_lv[:, :-1]
+    s_act = np.stack([skip_lv, s_fill, skip_lv], axis=-1)  # (B, L, 3, 3)
+    g_act = np.stack([gate_lv, g_fill, gate_lv], axis=-1)
+    # Z tiles drained up to the parent are write-backs, not reads a leader can eliminate.
+    kept = np.zeros_like(words)
+    if counts.drains is not None:
+        kept[..., 0] = counts.drains
+    w = (words - kept) * ratio[..., None]
+    actual = w * np.clip(1.0 - s_act - g_act, 0.0, None) + kept * ratio[..., None]
+    gated = w * g_act
+    skipped = w * s_act
+    meta = ((words - kept) * (1.0 - s_act) + kept) * meta_ratio[..., None]
     # Compute: a MAC is ineffectual when any listed (active) leader operand is zero.
     lead: dict[str, set[str]] = {"skipping": set(), "gating": set()}
     for saf in spec.safs:
@@ -348,9 +383,49 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
 
     mac_skip = np.full(nb, ineffectual(lead["skipping"]))
     mac_gate = np.full(nb, ineffectual(lead["skipping"] | lead["gating"])) - mac_skip
+    steps = counts.steps * (1.0 - mac_skip) * _imbalance(spec, counts, models, lead["skipping"])
     return {"actual": actual, "gated": gated, "skipped": skipped, "metadata": meta,
             "macs": counts.macs * (1.0 - mac_skip - mac_gate), "mac_gated": counts.macs * mac_gate,
-            "mac_skipped": counts.macs * mac_skip, "steps": counts.steps * (1.0 - mac_skip)}
+            "mac_skipped": counts.macs * mac_skip, "steps": steps}
+
+
+def _imbalance(spec: SparseSpec, counts: ActionCounts, models: dict[str, DensityModel],
+               leaders: set[str]) -> np.ndarray:
+    """(B,) factor ≥ 1 on the compute steps of skipping unstructured leaders (position-space tiling).
+
+    A structured engine's skips are deterministic: every block holds exactly G nonzeros, so the
+    MACs stay in lock step (:func:`engine_pattern`). Skipping any other leader (DSTC's unstructured
+    operands, thesis 4.9.1 / 6.4.2: "not all compute units are active") deals the nonzeros of the
+    innermost storage tile out among the MACs in position space, as the Sparseloop artifact models
+    DSTC (position-skipping over the exact spatial fan-out): along each spatial dim ``d`` only that
+    leader indexes, a fiber of the innermost tile (extent ``L``) with ``X`` nonzeros over ``s``
+    lanes takes ``ceil(X / s)`` steps instead of the ideal ``X / s``. Along K, when it is spatial,
+    the lanes hold the effectual pairs of all such leaders (independent, so binomial at the product
+    of their densities). The factor is E[steps] / (ideal steps) per dim, multiplied over dims.
+    """
+    nb = len(counts.steps)
+    out = np.ones(nb)
+    imb = sorted(s for s in leaders if s not in spec.structured_support and models[s].density < 1.0)
+    if not imb or counts.spatial is None or counts.extents is None:
+        return out
+    lanes = counts.spatial[:, -1].astype(np.float64)  # (B, 3) fan-out from the innermost level to the MACs
+    ext = counts.extents[:, -2]  # (B, 3) the innermost level's tile extents
+    for s in imb:
+        d = _ROWS_DIM[s]
+        n, length = lanes[:, d], ext[:, d]
+        on = n > 1
+        if on.any():
+            steps = models[s].expected_steps(length[on], np.ones(int(on.sum())), n[on])
+            out[on] *= steps * n[on] / (length[on] * models[s].density)
+    n, length = lanes[:, 1], ext[:, 1]
+    on = n > 1
+    if on.any():
+        joint = imb[0] if len(imb) == 1 else None
+        density = math.prod(models[s].density for s in imb)
+        model = models[joint] if joint is not None else UniformModel(density)
+        steps = model.expected_steps(np.ones(int(on.sum())), length[on], n[on])
+        out[on] *= steps * n[on] / (length[on] * density)
+    return out
 
 
 def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> ActionCounts:
