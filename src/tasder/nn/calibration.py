@@ -97,7 +97,7 @@ def calibrate_probes(
     probes: Mapping[str, Sequence[TASDLayer]],
     batches: Sequence[Any],
     *,
-    max_rows: int = 4096,
+    max_rows: int = 1024,
     measure: bool = False,
 ) -> tuple[dict[int, ErrorStats], dict[str, tuple[int, int]]]:
     """Calibrate the TASD layers ``probes[name]`` built from ``model``'s layer ``name``, in place.

@@ -190,7 +190,7 @@ def calibrate(
     config: TASDConfig | Mapping[str, Any] | str | os.PathLike[str],
     batches: Sequence[Any],
     *,
-    max_rows: int = 4096,
+    max_rows: int = 1024,
 ) -> TASDCalibration:
     """Learn from ``batches`` what the config's ``permute`` (TASD-A) and ``bias_correction`` need.
 
