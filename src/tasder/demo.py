@@ -177,6 +177,9 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     saved = sum(r.dense_macs * (1.0 - r.fraction) for r in result.layers) / per
     chosen = next((p.index for p in result.history if p.ok and p.cost == result.cost_after), 0)
     curve = _error_curve(prof, [r.name for r in result.layers], case.mode)
+    if curve is not None and case.permute:
+        curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calib,
+                                                    [p["series"] for p in curve["points"]])
     val_name = str(entry.metadata.get("val_metric", "validation metric"))
     return {
         "model": case.model_id, "description": entry.description, "mode": case.mode, "target": DEMO_TARGET,
@@ -224,6 +227,48 @@ def _error_curve(prof: Any, searched: Sequence[str], mode: str) -> dict[str, Any
                        "rel_error": _finite(sums.relative_error)})
     points.sort(key=lambda p: p["effective_density"])
     return {"layer": layer.name, "tensor": tensor, "points": points}
+
+
+def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], series: Sequence[str]
+                     ) -> list[dict[str, Any]]:
+    """The error curve's points in the layout ``permute`` chooses (the search's option): the weight's
+    flattened K permuted from the weight (W), or the input channels from the calibration inputs (A)."""
+    import torch
+
+    from tasder._batch import call_with_batch
+    from tasder.nn.config import LayerSpec
+    from tasder.nn.layers import make_tasd_layer
+    from tasder.tasd import decompose, find_permutation
+
+    module = model.get_submodule(name)
+    rows: list[torch.Tensor] = []
+    if mode == "A":
+        conv = isinstance(module, torch.nn.Conv2d)
+        handle = module.register_forward_hook(
+            lambda m, a, o: rows.append((a[0].movedim(-3, -1) if conv else a[0]).reshape(-1, a[0].shape[-3 if conv
+                                                                                                      else -1])))
+        try:
+            with torch.no_grad():
+                for batch in calib:
+                    call_with_batch(model, batch)
+        finally:
+            handle.remove()
+    points = []
+    for text in series:
+        try:
+            spec = LayerSpec(text, mode, permute=True)  # type: ignore[arg-type]
+        except ValueError:
+            continue  # a series a permutation does not apply to (mixed block sizes)
+        if mode == "W":
+            view, dim = make_tasd_layer(module, spec).grouped_view(module.weight.detach())
+        else:
+            x = torch.cat(rows)
+            view, dim = x.index_select(1, find_permutation(x, text, 1, max_rows=1024)), 1
+        m = decompose(view, text, dim).metrics
+        points.append({"series": text, "effective_density": _series_density(text),
+                       "dropped_nonzeros": m.dropped_nonzeros_pct / 100.0,
+                       "dropped_magnitude": m.dropped_magnitude_pct / 100.0, "rel_error": _finite(m.relative_error)})
+    return points
 
 
 def _machine() -> str:

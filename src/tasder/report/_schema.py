@@ -125,7 +125,8 @@ _MODEL: dict[str, Spec] = {
     "layers": _List(_LAYER),
     "designs": _List(_DESIGN, nonempty=True),
     "error_curve": _Null(
-        {"layer": "str", "tensor": "str", "points": _List(_ERROR_POINT)},
+        {"layer": "str", "tensor": "str", "points": _List(_ERROR_POINT),
+         "permuted_points": _Opt(_List(_ERROR_POINT))},
     ),
     "config_file": _Opt(_Null("str")),
 }

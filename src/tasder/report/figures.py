@@ -478,6 +478,12 @@ def _error_curve_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str
                 continue
             pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
             ax.plot([p[0] for p in pairs], [p[1] for p in pairs], style, color=color, ms=5, lw=1.2, label=label)
+        permuted = sorted(curve.get("permuted_points") or [], key=lambda p: p["effective_density"])
+        if permuted:  # the layout the search's `permute` option chose: what the chosen config really drops
+            pairs = [(float(p["effective_density"]), finite(p["dropped_nonzeros"])) for p in permuted]
+            pairs = [(x, y) for x, y in pairs if y is not None]
+            ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "D-", color="C3", ms=5, lw=1.6,
+                    label="dropped nonzeros, permuted layout")
         ax.set_xlim(0, max(1.0, max(xs) * 1.05))
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
@@ -498,6 +504,9 @@ def _error_curve_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str
         f"What each TASD series drops from the {curve['tensor']} of {curve['layer']}: share of the nonzeros and "
         "of the L1 magnitude not represented, and the relative error, all as fractions of the original tensor, "
         "against the series' effective density (1 = dense). Points are labelled with their series."
+        + (" The red line is the share of nonzeros dropped in the permuted layout our `permute` option chooses "
+           "(the search used it); the other lines are for the original layout." if curve.get("permuted_points")
+           else "")
     )
     return fig, title, alt, caption
 
