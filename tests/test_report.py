@@ -444,7 +444,10 @@ def test_chromium_renders_the_page(written: tuple[dict[str, Any], dict[str, Any]
     _, paths = written
     url = Path(paths["html"]).resolve().as_uri()
     shot = tmp_path / "page.png"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    # No network here: without the background-networking flags Chromium keeps retrying blocked hosts.
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
     run = subprocess.run(
         [*flags, f"--screenshot={shot}", "--window-size=1200,3000", url], capture_output=True, timeout=120
     )
