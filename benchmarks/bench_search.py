@@ -47,12 +47,13 @@ from tasder.search.cost import HardwareCost, MACCost
 from tasder.search.methods import _measure, _select_layers, default_layers
 
 #: The option sets ``--options`` chooses from.
-OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True}}
+OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True},
+                                       "bc": {"bias_correction": True}}
 
 RUNS = [
     ("digits-cnn-sparse-95", "W", ("paper-greedy", "cost-aware")),
     ("digits-cnn", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
-    ("minilm", "A", ("paper-threshold", "cost-aware")),
+    ("minilm", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
 ]
 
 
@@ -93,7 +94,8 @@ def main() -> None:
                         help="also run cost-aware with max_evals = the paper method's evaluation count")
     parser.add_argument("--methods", default="", help="comma-separated subset of methods to run")
     parser.add_argument("--options", default="paper,ours",
-                        help="comma-separated: paper (no options), ours (permute + bias_correction)")
+                        help="comma-separated: paper (no options), ours (permute + bias_correction), bc "
+                             "(bias_correction alone)")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
@@ -130,7 +132,7 @@ def main() -> None:
                 macs = count_macs(model, entry.calibration[0])
                 test = entry.evaluate(model)
                 label = (method if max_evals is None else f"{method}(max_evals={max_evals})") + \
-                    ("+ours" if options else "")
+                    ("" if variant == "paper" else f"+{variant}")
                 edp_cut = 100 * (1 - edp_ttc(r.config.layers) / edp_tc)
                 print(f"search {name} {mode} {label}: mac_cut={100 * (1 - macs.density):.1f}% "
                       f"edp_cut={edp_cut:.1f}% metric_ratio={test / original_test:.4f} evals={r.evaluations} "
