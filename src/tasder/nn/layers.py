@@ -55,7 +55,7 @@ from torch.nn import functional as F  # noqa: N812 - the universal spelling
 from tasder.nn.config import LayerSpec, Mode
 from tasder.sparsity.patterns import HSS, Pattern, Series
 from tasder.tasd.decompose import approximate, decompose
-from tasder.tasd.permutation import find_permutation
+from tasder.tasd.permutation import find_permutation, is_permutation
 
 __all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "incompatibility", "make_tasd_layer"]
 
@@ -201,8 +201,7 @@ class TASDLayer:
         if self.mode != "A":
             raise ValueError("a TASD-W layer's permutation is chosen from its weight when it is built")
         k = self.reduction_size
-        if not isinstance(perm, torch.Tensor) or perm.shape != (k,) or perm.dtype != torch.long \
-                or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+        if not is_permutation(perm, k):
             raise ValueError(f"`perm` must be a permutation of range({k}) as a LongTensor of shape ({k},)")
         self.permutation = perm.clone().to(self.weight.device)
         self._perm_cache = None

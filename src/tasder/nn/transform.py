@@ -42,6 +42,7 @@ from tasder.nn.layers import TASDLayer, _unflatten_k, incompatibility, make_tasd
 from tasder.sparsity.notation import parse_pattern, parse_series
 from tasder.sparsity.patterns import StructuredPattern
 from tasder.tasd.packing import PackedTensor, pack
+from tasder.tasd.permutation import is_permutation
 
 __all__ = [
     "ExportedLayer",
@@ -488,8 +489,7 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
             raise ValueError(f"{p}: layer {name!r}: weight is {tuple(weight.shape)} {weight.dtype}, "
                              f"metadata says {weight_shape} {dtype}")
         perm = extras["permutation"]
-        if perm is not None and (perm.dtype != torch.long or perm.shape != (math.prod(weight_shape[1:]),)
-                                 or not torch.equal(torch.sort(perm).values, torch.arange(perm.numel()))):
+        if perm is not None and not is_permutation(perm, math.prod(weight_shape[1:])):
             raise ValueError(f"{p}: layer {name!r}: `permutation` is not a permutation of the weight's K")
         entry = ExportedLayer(name=name, series=series, dim=dim, weight=weight, terms=tuple(packed_terms),
                               permutation=perm, output_correction=extras["output_correction"])

@@ -40,7 +40,7 @@ from tasder._validation import check_dim, check_float_tensor, check_score
 from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import GH, Pattern, Series
 
-__all__ = ["find_permutation", "kept_score", "permutable_block"]
+__all__ = ["find_permutation", "is_permutation", "kept_score", "permutable_block"]
 
 #: Elements of the per-chunk candidate tensor (pairs × rows × H × H) evaluated at once: bounds memory.
 _CHUNK_ELEMENTS = 1 << 23
@@ -116,10 +116,16 @@ def kept_score(x: torch.Tensor, series: str | Pattern | Series, dim: int = -1, *
     return _blocks_score(torch.cat([rows, rows.new_zeros(rows.shape[0], 1)], 1), slots, g)
 
 
+def is_permutation(perm: object, k: int) -> bool:
+    """True when ``perm`` is a LongTensor of shape (k,) holding each of 0 … k−1 once."""
+    return isinstance(perm, torch.Tensor) and perm.dtype == torch.long and perm.shape == (k,) \
+        and torch.equal(torch.sort(perm.cpu()).values, torch.arange(k))
+
+
 def _check_perm(perm: object, k: int) -> torch.Tensor:
-    if not isinstance(perm, torch.Tensor) or perm.dtype != torch.long or perm.shape != (k,) \
-            or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+    if not is_permutation(perm, k):
         raise ValueError(f"`perm` must be a permutation of range({k}) as a LongTensor of shape ({k},)")
+    assert isinstance(perm, torch.Tensor)
     return perm
 
 
