@@ -233,28 +233,27 @@ def _error_curve(prof: Any, searched: Sequence[str], mode: str) -> dict[str, Any
 
 def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], series: Sequence[str]
                      ) -> list[dict[str, Any]]:
-    """The error curve's points in the layout ``permute`` chooses (the search's option): the weight's
-    flattened K permuted from the weight (W), or the input channels from the calibration inputs (A)."""
+    """The error curve's points in the layout the search's ``permute`` option used: the weight's
+    flattened K permuted from the weight (W); the input channels permuted by the same calibration
+    the search ran (A), measured on every calibration input."""
     import torch
 
     from tasder._batch import call_with_batch
-    from tasder.nn.config import LayerSpec
+    from tasder.nn import LayerSpec, calibrate
     from tasder.nn.layers import make_tasd_layer
-    from tasder.tasd import decompose, find_permutation
+    from tasder.tasd import decompose
 
     module = model.get_submodule(name)
-    rows: list[torch.Tensor] = []
+    inputs: list[torch.Tensor] = []
     if mode == "A":
-        conv = isinstance(module, torch.nn.Conv2d)
-        handle = module.register_forward_hook(
-            lambda m, a, o: rows.append((a[0].movedim(-3, -1) if conv else a[0]).reshape(-1, a[0].shape[-3 if conv
-                                                                                                      else -1])))
+        handle = module.register_forward_hook(lambda m, a, o: inputs.append(a[0].detach()))
         try:
             with torch.no_grad():
                 for batch in calib:
                     call_with_batch(model, batch)
         finally:
             handle.remove()
+    dim = -3 if isinstance(module, torch.nn.Conv2d) else -1  # the input channels TASD-A groups along
     points = []
     for text in series:
         try:
@@ -262,11 +261,14 @@ def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], ser
         except ValueError:
             continue  # a series a permutation does not apply to (mixed block sizes)
         if mode == "W":
-            view, dim = make_tasd_layer(module, spec).grouped_view(module.weight.detach())
+            view, gdim = make_tasd_layer(module, spec).grouped_view(module.weight.detach())
         else:
-            x = torch.cat(rows)
-            view, dim = x.index_select(1, find_permutation(x, text, 1, max_rows=1024)), 1
-        m = decompose(view, text, dim).metrics
+            entry = calibrate(model, {name: spec}, calib).get(name, spec)
+            assert entry is not None and entry.permutation is not None
+            view = torch.cat([x.index_select(dim, entry.permutation).movedim(dim, -1).reshape(-1, x.shape[dim])
+                              for x in inputs])
+            gdim = 1
+        m = decompose(view, text, gdim).metrics
         points.append({"series": text, "effective_density": _series_density(text),
                        "dropped_nonzeros": m.dropped_nonzeros_pct / 100.0,
                        "dropped_magnitude": m.dropped_magnitude_pct / 100.0, "rel_error": _finite(m.relative_error)})
