@@ -542,3 +542,32 @@ def test_kernel_regrouping_of_short_rows_matches_the_reference(shape: tuple[int,
     for a, b in zip([*fast.terms, fast.residual], [*ref.terms, ref.residual], strict=True):
         assert torch.equal(bits(a), bits(b))
     assert torch.equal(bits(approximate(x, series_text)), bits(ref.approximation))
+
+
+_CACHE_PROBE = """
+import torch
+from tasder.tasd import _kernel, approximate, decompose
+decompose(torch.randn(8, 64), "4:8+1:8")               # small: the serial kernel compiles first
+approximate(torch.randn(256, 1024).relu(), "4:8+1:8")  # large: the parallel one
+print(sum(_kernel._decompose_same_h_parallel.stats.cache_hits.values()),
+      sum(_kernel._decompose_same_h_parallel.stats.cache_misses.values()))
+"""
+
+
+@pytest.mark.slow
+def test_the_parallel_kernel_never_loads_the_serial_one_from_the_disk_cache(tmp_path) -> None:
+    """numba's disk cache keys entries by function name and signature, not by ``parallel=True``: the
+    two variants must be distinct functions, or the first one compiled serves both (a threaded
+    decomposition silently running on one thread, in every later process too)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
+                         timeout=600, check=True)
+    hits, misses = (int(v) for v in run.stdout.split())
+    assert (hits, misses) == (0, 1)  # compiled its own code, although the serial one was cached first
+    again = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
+                           timeout=600, check=True)
+    assert tuple(int(v) for v in again.stdout.split()) == (1, 0)  # ... and later loads its own entry

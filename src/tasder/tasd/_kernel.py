@@ -14,6 +14,7 @@ Upper HSS ranks score blocks by float64 sums of ``|x|`` taken in index order, as
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import torch
@@ -242,13 +243,30 @@ if AVAILABLE:
         return bad.sum()
 
 
+def _renamed(fn: types.FunctionType, suffix: str) -> types.FunctionType:
+    """A copy of ``fn`` under its own name.
+
+    numba's on-disk cache keys an entry by the function's qualified name, line and signature, not
+    by the compile flags: compiling one Python function both with and without ``parallel=True``
+    would give two dispatchers one cache entry, and whichever compiled first would serve both (a
+    small decomposition compiled the serial kernel, and every large one after it ran on one
+    thread, also in later processes). Distinct names keep distinct entries.
+    """
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    copy.__doc__ = fn.__doc__
+    return copy
+
+
 if AVAILABLE:
     # Each kernel is compiled twice: threaded for big tensors, serial for small ones, where
     # waking the thread pool costs more than the work (TASD-A on a small batch, a busy machine).
-    _decompose_same_h_parallel = njit(parallel=True, cache=True, nogil=True)(_decompose_same_h_py)
-    _decompose_same_h_serial = njit(cache=True, nogil=True)(_decompose_same_h_py)
-    _decompose_general_parallel = njit(parallel=True, cache=True, nogil=True)(_decompose_general_py)
-    _decompose_general_serial = njit(cache=True, nogil=True)(_decompose_general_py)
+    _decompose_same_h_parallel = njit(parallel=True, cache=True, nogil=True)(
+        _renamed(_decompose_same_h_py, "_parallel"))
+    _decompose_same_h_serial = njit(cache=True, nogil=True)(_renamed(_decompose_same_h_py, "_serial"))
+    _decompose_general_parallel = njit(parallel=True, cache=True, nogil=True)(
+        _renamed(_decompose_general_py, "_parallel"))
+    _decompose_general_serial = njit(cache=True, nogil=True)(_renamed(_decompose_general_py, "_serial"))
 
 #: Below this many elements the serial kernels run (measured: thread start-up dominates there).
 PARALLEL_MIN_ELEMENTS = 1 << 16
