@@ -152,8 +152,6 @@ class TASDLayer:
 
     #: The input dimension TASD-A groups along (set by each subclass).
     input_dim: int
-    #: The output dimension the bias (and the output correction) runs along.
-    output_dim: int
 
     def _init_tasd(self, series: str | Pattern | Series, mode: str, permute: bool = False,
                    bias_correction: bool = False) -> None:
@@ -220,9 +218,15 @@ class TASDLayer:
     @property
     def calibrated(self) -> bool:
         """True when every buffer the spec needs is set (see :attr:`LayerSpec.needs_calibration`)."""
+        return self._missing_buffer() is None
+
+    def _missing_buffer(self) -> str | None:
+        """The first buffer the spec needs that calibration has not set yet (None: all set)."""
         if self.bias_correction and self.output_correction is None:
-            return False
-        return not (self.permute and self.mode == "A" and self.permutation is None)
+            return "output_correction"
+        if self.permute and self.mode == "A" and self.permutation is None:
+            return "permutation"
+        return None
 
     def _perm(self) -> _Perm | None:
         """(permutation, inverse, hashable key), cached; None without a permutation."""
@@ -270,8 +274,8 @@ class TASDLayer:
         super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[misc]
 
     def _check_calibrated(self) -> None:
-        if not self.calibrated:
-            missing = "output_correction" if self.bias_correction and self.output_correction is None else "permutation"
+        missing = self._missing_buffer()
+        if missing is not None:
             raise RuntimeError(
                 f"this {type(self).__name__} ({self._tasd_extra_repr()}) has no {missing} yet: it needs calibration "
                 f"data — build it with tasder.nn.apply_tasd(model, config, calibration=batches)"
