@@ -235,17 +235,25 @@ def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], ser
                      ) -> list[dict[str, Any]]:
     """The error curve's points in the layout the search's ``permute`` option used: the weight's
     flattened K permuted from the weight (W); the input channels permuted by the same calibration
-    the search ran (A), measured on every calibration input."""
+    the search ran (A, one pass for every series), measured on every calibration input."""
     import torch
 
     from tasder._batch import call_with_batch
-    from tasder.nn import LayerSpec, calibrate
+    from tasder.nn import LayerSpec
+    from tasder.nn.calibration import calibrate_probes
     from tasder.nn.layers import make_tasd_layer
     from tasder.tasd import decompose
 
     module = model.get_submodule(name)
+    probes = {}
+    for text in series:
+        try:
+            probes[text] = make_tasd_layer(module, LayerSpec(text, mode, permute=True))  # type: ignore[arg-type]
+        except ValueError:
+            continue  # a series a permutation does not apply to (mixed block sizes)
     inputs: list[torch.Tensor] = []
-    if mode == "A":
+    if mode == "A" and probes:
+        calibrate_probes(model, {name: list(probes.values())}, calib)
         handle = module.register_forward_hook(lambda m, a, o: inputs.append(a[0].detach()))
         try:
             with torch.no_grad():
@@ -255,18 +263,13 @@ def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], ser
             handle.remove()
     dim = -3 if isinstance(module, torch.nn.Conv2d) else -1  # the input channels TASD-A groups along
     points = []
-    for text in series:
-        try:
-            spec = LayerSpec(text, mode, permute=True)  # type: ignore[arg-type]
-        except ValueError:
-            continue  # a series a permutation does not apply to (mixed block sizes)
+    for text, probe in probes.items():
         if mode == "W":
-            view, gdim = make_tasd_layer(module, spec).grouped_view(module.weight.detach())
+            view, gdim = probe.grouped_view(module.weight.detach())
         else:
-            entry = calibrate(model, {name: spec}, calib).get(name, spec)
-            assert entry is not None and entry.permutation is not None
-            view = torch.cat([x.index_select(dim, entry.permutation).movedim(dim, -1).reshape(-1, x.shape[dim])
-                              for x in inputs])
+            perm = probe.permutation
+            assert perm is not None
+            view = torch.cat([x.index_select(dim, perm).movedim(dim, -1).reshape(-1, x.shape[dim]) for x in inputs])
             gdim = 1
         m = decompose(view, text, gdim).metrics
         points.append({"series": text, "effective_density": _series_density(text),
