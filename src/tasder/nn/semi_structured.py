@@ -12,7 +12,8 @@ layer holds its two terms as two, and its output is the sum of two sparse GEMMs 
 the same MACs as dense, in two sparse launches; the benchmark measures whether that ever pays).
 With the CUTLASS backend the packed values and metadata are *tasder's own* terms
 (:func:`tasder.tasd.pack`, the CP form: values + positions) rewritten into CUTLASS's layout by
-:func:`cutlass_layout` — bit for bit what torch's own compression produces from the dense term.
+:func:`cutlass_layout` — bit for bit what torch's own compression makes of the same term (up to
+the sign of zeros in slots the CP form does not store).
 With cuSPARSELt the compressed format is opaque, so torch compresses the dense term.
 
 **TASD-A** (:class:`SemiStructuredActivationLinear`): the *input* is compressed on every forward
@@ -241,7 +242,9 @@ def cutlass_layout(packed: PackedTensor) -> tuple[torch.Tensor, torch.Tensor]:
     A block with fewer than two nonzeros names the positions CUTLASS's convention picks (see
     ``_fill_table``), with +0.0 for a value tasder did not store; so the result equals
     ``torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass(
-    packed.unpack())`` bit for bit.
+    packed.unpack())`` bit for bit. Of the raw term torch makes the same metadata and the same
+    values except, possibly, the sign of a zero: a decomposition keeps the input's -0.0 where it
+    drops an element, and the CP form does not store dropped elements.
     """
     if not isinstance(packed, PackedTensor):
         raise TypeError(f"`packed` must be a PackedTensor (tasder.tasd.pack); got {type(packed).__name__}")
