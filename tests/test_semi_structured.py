@@ -261,6 +261,89 @@ def test_the_layers_refuse_to_move():
         layer.half()
 
 
+# -- the layers' own logic on the CPU, with a dense stand-in for torch's sparse tensors ----------------
+#
+# torch's sparse GEMMs run on CUDA only. The stand-in below turns each "sparse tensor" back into the
+# dense matrix it encodes — the CUTLASS one by torch's own decoder of the buffers tasder wrote — so
+# that the layers' padding, permutation, bias, reshaping and 1x1-convolution code runs here, and
+# the CUTLASS buffers are checked once more through the output.
+
+
+class _DenseStandIn:
+    _DTYPE_SHAPE_CONSTRAINTS = None  # shape_rule falls back to its table
+
+    def __new__(cls, shape, packed, meta, packed_t, meta_t, compressed_swizzled_bitmask):
+        dense = torch_conversion.sparse_semi_structured_to_dense_cutlass(packed, meta)
+        assert tuple(dense.shape) == tuple(shape)
+        return dense
+
+    @staticmethod
+    def from_dense(t):
+        assert t.is_contiguous() and t.dim() == 2
+        return t.clone()
+
+    @staticmethod
+    def prune_dense_static_sort(t):
+        return torch_conversion._sparse_semi_structured_tile(t.clone())
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr(ss, "_sparse_class", lambda backend: _DenseStandIn)
+    monkeypatch.setattr(ss, "_check_device", lambda model, backends: None)
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("series", ["2:4", "2:4+2:4"])
+@pytest.mark.parametrize("options", [{}, {"permute": True}, {"bias_correction": True}])
+def test_weight_layer_logic(stand_in, series, options):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(128, 200), nn.ReLU(), nn.Linear(200, 64, bias=False))  # 200 rows: padded
+    data = [torch.randn(8, 128)]
+    tasd = apply_tasd(model, {"0": {"series": series, **options}}, calibration=data).to(torch.bfloat16)
+    sparse = to_semi_structured(tasd, backend="cutlass")
+    layer = sparse[0]
+    assert isinstance(layer, SemiStructuredLinear) and len(layer.weights) == len(series.split("+"))
+    assert layer.padded_rows == 224 and (layer.permutation is not None) == bool(options.get("permute"))
+    x = torch.randn(2, 5, 128, dtype=torch.bfloat16)
+    with torch.no_grad():
+        _close(sparse(x), tasd(x))
+    assert type(tasd[0]).__name__ == "TASDLinear"  # inplace=False: the TASD model is untouched
+
+
+def test_conv1x1_logic(stand_in):
+    torch.manual_seed(2)
+    tasd = apply_tasd(nn.Sequential(nn.Conv2d(64, 40, 1, stride=2)), {"0": "2:4"}).half()
+    sparse = to_semi_structured(tasd, backend="cusparselt")
+    assert isinstance(sparse[0], SemiStructuredConv2d) and sparse[0].padded_rows == 48
+    conv = tasd[0]
+    for x in (torch.randn(2, 64, 7, 9).half(), torch.randn(64, 5, 5).half()):  # batched and unbatched
+        # float reference: CPU convolutions may lack float16 kernels
+        ref = torch.nn.functional.conv2d(x.float(), conv.weight.float(), conv.bias.float(), stride=2)
+        with torch.no_grad():
+            _close(sparse(x).float(), ref)
+
+
+@pytest.mark.parametrize("options", [{}, {"permute": True, "bias_correction": True}])
+def test_activation_layer_logic(stand_in, options):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(96, 48), nn.ReLU(), nn.Linear(48, 16))
+    data = [torch.randn(16, 96)]
+    tasd = apply_tasd(model, {"0": {"series": "2:4", "mode": "A", **options}}, calibration=data).half()
+    sparse = to_semi_structured(tasd)  # TASD-A on cuSPARSELt: K = 96 is a multiple of 16
+    layer = sparse[0]
+    assert isinstance(layer, SemiStructuredActivationLinear) and layer.pruning == "tasd"
+    x = torch.randn(3, 7, 96).half()  # 21 token rows: padded to 32
+    with torch.no_grad():
+        _close(sparse(x), tasd(x))
+    tile = to_semi_structured(tasd, pruning="tile")
+    with torch.no_grad():
+        assert tile(x).shape == (3, 7, 16)
+
+
 # -- the search target ---------------------------------------------------------------------------
 
 
