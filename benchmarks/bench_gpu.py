@@ -103,6 +103,7 @@ ENCODERS = {
 }
 BATCHES = (1, 32, 128)
 SEQ = 128
+DEVICE = "cuda"
 
 
 def log(*parts: object) -> None:
@@ -338,13 +339,13 @@ def gemm_case(label: str, m: int, n: int, k: int, dtype_name: str, reps: int, bu
     if "cusparselt" not in backends:
         rec.setdefault("errors", {})["cusparselt"] = "torch.backends.cusparselt.is_available() is False"
     torch.manual_seed(n * 17 + k)
-    x = torch.randn(n, k, device="cuda", dtype=dtype)
-    w24 = _tasd_linear(m, k, dtype, "cuda", "2:4", "W")
+    x = torch.randn(n, k, device=DEVICE, dtype=dtype)
+    w24 = _tasd_linear(m, k, dtype, DEVICE, "2:4", "W")
     w = w24.weight.detach()
     measure(rec, "dense", lambda: F.linear(x, w), reps)
     errors: dict[str, float] = {}
     for series in ("2:4", "2:4+2:4"):
-        tasd = w24 if series == "2:4" else _tasd_linear(m, k, dtype, "cuda", series, "W")
+        tasd = w24 if series == "2:4" else _tasd_linear(m, k, dtype, DEVICE, series, "W")
         ref = F.linear(x, tasd.weight)
         for backend in backends:
             key = f"W {series} {backend}"
@@ -462,18 +463,18 @@ def section_e2e(reps: int, budget: Budget) -> list[dict[str, Any]]:
             rows.append({"model": name, "errors": {"all": "skipped: time budget"}})
             continue
         holder: dict[str, Any] = {"model": name}
-        guarded(holder, f"{name}", lambda name=name, o=overrides: rows.extend(e2e_encoder(name, o, reps, budget)))
+        guarded(holder, f"{name}", lambda name=name, o=overrides: e2e_encoder(name, o, reps, budget, rows))
         if "errors" in holder:
             rows.append(holder)
     return rows
 
 
-def e2e_encoder(name: str, overrides: dict[str, int], reps: int, budget: Budget) -> list[dict[str, Any]]:
-    """Dense vs 2:4 (each backend) for one encoder at every batch size."""
+def e2e_encoder(name: str, overrides: dict[str, int], reps: int, budget: Budget, rows: list[dict[str, Any]]) -> None:
+    """Dense vs 2:4 (each backend) for one encoder at every batch size, a row per batch into ``rows``."""
     t = time.perf_counter()
     config = {"*": {"series": "dense"}, "encoder.*": {"series": "2:4", "mode": "W"}}
     holder: dict[str, Any] = {}
-    dense = _encoder(overrides, "cuda")
+    dense = _encoder(overrides, DEVICE)
     tasd = apply_tasd(dense, config)  # a copy: `dense` stays dense
     sparse = {}
     for backend in ["cutlass"] + (["cusparselt"] if ss.cusparselt_available() else []):
@@ -484,7 +485,6 @@ def e2e_encoder(name: str, overrides: dict[str, int], reps: int, budget: Budget)
     converted = sum(isinstance(m, ss.SemiStructuredLinear) for m in next(iter(sparse.values())).modules()) \
         if sparse else 0
     log(f"  {name}: built, {converted} Linear layers as 2:4 ({time.perf_counter() - t:.1f}s)")
-    rows = []
     for batch in BATCHES:
         rec: dict[str, Any] = {"model": name, "batch": batch, "seq": SEQ, "converted_linears": converted,
                                "errors": dict(holder.get("errors", {}))}
@@ -493,7 +493,7 @@ def e2e_encoder(name: str, overrides: dict[str, int], reps: int, budget: Budget)
             rec["errors"]["all"] = "skipped: time budget"
             continue
         t = time.perf_counter()
-        ids = torch.randint(0, dense.config.vocab_size, (batch, SEQ), device="cuda")
+        ids = torch.randint(0, dense.config.vocab_size, (batch, SEQ), device=DEVICE)
         with torch.no_grad():
             ref = guarded(rec, "tasd dense run", lambda ids=ids: tasd(input_ids=ids).last_hidden_state)
             measure(rec, "dense", lambda ids=ids: dense(input_ids=ids), reps, max_graph_calls=4)
@@ -509,7 +509,6 @@ def e2e_encoder(name: str, overrides: dict[str, int], reps: int, budget: Budget)
         brief = ", ".join(f"{k} x{eager['dense'] / v:.2f}" for k, v in eager.items()
                           if k != "dense" and eager.get("dense"))
         log(f"  {name} batch {batch}: {time.perf_counter() - t:.1f}s  {brief}")
-    return rows
 
 
 # -- the CPU dry run (--quick) ----------------------------------------------------------------------
