@@ -420,7 +420,7 @@ def test_cuda_conv1x1():
 
 @cuda_only
 def test_cuda_weight_on_cpu_is_refused():
-    model = apply_tasd(_mlp(), {"0": "2:4"})  # on the CPU
+    model = apply_tasd(_gpu_model(torch.float16), {"0": "2:4"}).cpu()  # decomposed on the GPU, then moved
     snapshot = _snapshot(model)
     with pytest.raises(ValueError, match=r"weight is on cpu.*model.cuda\(\)"):
         to_semi_structured(model, inplace=True)
