@@ -367,13 +367,21 @@ def _gpu_model(dtype, out: int = 256):
 @cuda_only
 @pytest.mark.parametrize("dtype", HALF)
 def test_cuda_cutlass_buffers_equal_torch(dtype):
-    from torch.sparse import SparseSemiStructuredTensorCUTLASS
+    from torch.sparse import SparseSemiStructuredTensorCUTLASS, to_sparse_semi_structured
 
     x = torch.randn(128, 256, device="cuda", dtype=dtype)
     term = approximate(x, "2:4", 1)
     values, meta = cutlass_layout(pack(term, "2:4", dim=1))
     ref = SparseSemiStructuredTensorCUTLASS.from_dense(term)
     assert torch.equal(bits(values), bits(ref.packed)) and torch.equal(meta, ref.meta)
+    # the sparse tensor built from tasder's buffers multiplies like torch's own (default backend)
+    ours = SparseSemiStructuredTensorCUTLASS(term.shape, packed=values, meta=meta, packed_t=None, meta_t=None,
+                                             compressed_swizzled_bitmask=None)
+    act = torch.randn(64, 256, device="cuda", dtype=dtype)
+    torch.testing.assert_close(torch.nn.functional.linear(act, ours),
+                               torch.nn.functional.linear(act, to_sparse_semi_structured(term)), **TOL[dtype])
+    torch.testing.assert_close(torch.nn.functional.linear(act, ours), torch.nn.functional.linear(act, term),
+                               **TOL[dtype])
 
 
 @cuda_only

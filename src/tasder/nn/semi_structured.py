@@ -168,11 +168,12 @@ def _dtype_reason(dtype: torch.dtype) -> str:
 
 # -- TASD's 2:4 selection on any device ---------------------------------------------------------------
 
+# dtype -> (integer view, mask clearing the sign bit, integer type wide enough for key·4 + 3)
 _KEY_BITS = {
-    torch.float16: (torch.int16, 0x7FFF),
-    torch.bfloat16: (torch.int16, 0x7FFF),
-    torch.float32: (torch.int32, 0x7FFFFFFF),
-    torch.float64: (torch.int64, 0x7FFFFFFFFFFFFFFF),
+    torch.float16: (torch.int16, 0x7FFF, torch.int32),
+    torch.bfloat16: (torch.int16, 0x7FFF, torch.int32),
+    torch.float32: (torch.int32, 0x7FFFFFFF, torch.int64),
+    torch.float64: (torch.int64, 0x7FFFFFFFFFFFFFFF, None),
 }
 
 
@@ -182,15 +183,23 @@ def tasd_2to4_mask(x: torch.Tensor) -> torch.Tensor:
     multiple of 4).
 
     It ranks the bit patterns with the sign cleared — the order of ``|x|`` with NaN above Inf, the
-    key tasder's kernel sorts by — with a handful of elementwise ops, so it runs on the GPU as it
-    runs here: ``torch.where(mask, x, 0)`` equals ``tasder.approximate(x, "2:4", -1)``.
+    key tasder's kernel sorts by — with a few tensor ops, so it runs on the GPU as it runs here:
+    ``torch.where(mask, x, 0)`` equals ``tasder.approximate(x, "2:4", -1)``.
     """
     if x.dtype not in _KEY_BITS:
         raise TypeError(f"`x` must be a float tensor; got dtype {x.dtype}")
     if x.dim() == 0 or x.shape[-1] % 4:
         raise ValueError(f"`x`'s last dim must be a multiple of 4 (the 2:4 block); got shape {tuple(x.shape)}")
-    int_dtype, no_sign = _KEY_BITS[x.dtype]
+    int_dtype, no_sign, wide = _KEY_BITS[x.dtype]
     keys = (x.contiguous().view(int_dtype) & no_sign).reshape(*x.shape[:-1], x.shape[-1] // 4, 4)
+    if wide is not None:
+        # key·4 + (3 − position) makes every key of a block distinct and breaks ties to the lower
+        # index, so one top-2 (a single kernel on the GPU) picks TASD's elements.
+        tiebreak = torch.arange(3, -1, -1, dtype=wide, device=x.device)
+        top = (keys.to(wide) * 4 + tiebreak).topk(2, dim=-1).indices
+        mask = torch.zeros(keys.shape, dtype=torch.bool, device=x.device).scatter_(-1, top, True)
+        return mask.reshape(x.shape)
+    # float64: key·4 would overflow; count, for each element, the elements of its block ranked before it.
     cols = keys.unbind(-1)
     ranks = []
     for i, ki in enumerate(cols):
