@@ -16,6 +16,7 @@ from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
 from tasder.nn.profile import LayerProfile as LayerProfile
 from tasder.nn.profile import ModelProfile as ModelProfile
 from tasder.nn.profile import profile as profile
+from tasder.nn.semi_structured import to_semi_structured as to_semi_structured
 from tasder.nn.transform import (
     ExportedLayer,
     TASDReport,

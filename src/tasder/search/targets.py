@@ -55,6 +55,19 @@ def _builtin_dir() -> Path:
     return Path(str(resources.files("tasder.search") / "targets"))
 
 
+def _builtin_by_name(name: str) -> Path | None:
+    """The built-in file of target ``name``: ``<name>.yaml``, else the file whose ``name`` key is
+    ``name`` (names a file name cannot carry everywhere, such as the ':' of ``nvidia-2:4``)."""
+    direct = _builtin_dir() / f"{name}.yaml"
+    if direct.is_file():
+        return direct
+    for path in sorted(_builtin_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("name") == name:
+            return path
+    return None
+
+
 def list_targets() -> dict[str, str]:
     """Built-in target names → one-line descriptions."""
     out: dict[str, str] = {}
@@ -114,8 +127,8 @@ def load_target(target: str | os.PathLike[str] | Target) -> Target:
     if not isinstance(target, (str, os.PathLike)):
         raise TypeError(f"`target` must be a target name, a YAML path or a Target; got {type(target).__name__}")
     text = os.fspath(target)
-    builtin = _builtin_dir() / f"{text}.yaml"
-    if "/" not in text and not text.endswith((".yaml", ".yml")) and builtin.is_file():
+    builtin = _builtin_by_name(text) if "/" not in text and not text.endswith((".yaml", ".yml")) else None
+    if builtin is not None:
         return _parse(builtin.read_text(encoding="utf-8"), str(builtin))
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.exists():
