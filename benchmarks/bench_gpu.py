@@ -652,6 +652,66 @@ def tables(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+OVERHEAD_SHAPES = [SHAPES[3], SHAPES[6]]  # BERT M768-N128-K768 and 4096^3
+
+
+def section_overhead(reps: int, budget: Budget) -> list[dict[str, Any]]:
+    """Where the eager time of the cuSPARSELt path goes, fp16: torch's subclass dispatch
+    (``F.linear`` on a ``SparseSemiStructuredTensorCUSPARSELT``) vs the op it ends in,
+    ``torch._cslt_sparse_mm``, called directly, with the default algorithm and with the one
+    ``torch._cslt_sparse_mm_search`` picks for the shape."""
+    out = []
+    for label, m, n, k in OVERHEAD_SHAPES:
+        if not budget.left():
+            break
+        rec: dict[str, Any] = {"shape": label, "dtype": "fp16"}
+        torch.manual_seed(0)
+        w = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
+        x = torch.randn(n, k, device=DEVICE, dtype=torch.float16)
+        term = ss.tasd_2to4_mask(w).to(w.dtype) * w
+        ref = F.linear(x, term)
+        sparse = guarded(rec, "build", lambda term=term: torch.sparse.SparseSemiStructuredTensorCUSPARSELT
+                         .from_dense(term))
+        if sparse is None:
+            out.append(rec)
+            continue
+        packed, xt = sparse.packed, x.t()
+
+        def direct(alg: int = 0, packed=packed, xt=xt) -> torch.Tensor:
+            return torch._cslt_sparse_mm(packed, xt, transpose_result=True, alg_id=alg)
+
+        with torch.no_grad():
+            measure(rec, "dense", lambda x=x, w=w: F.linear(x, w), reps)
+            measure(rec, "subclass F.linear", lambda x=x, sparse=sparse: F.linear(x, sparse), reps)
+            y = guarded(rec, "direct run", direct)
+            if y is not None:
+                rec["err_direct"] = rel_err(y, ref)
+                measure(rec, "direct _cslt_sparse_mm", direct, reps)
+            found = guarded(rec, "alg search", lambda packed=packed, xt=xt: torch._cslt_sparse_mm_search(packed, xt))
+            alg = found[0] if isinstance(found, (tuple, list)) else found
+            if isinstance(alg, int):
+                rec["alg_id"] = alg
+                if guarded(rec, "searched run", lambda direct=direct, alg=alg: direct(alg)) is not None:
+                    measure(rec, "direct, searched alg", lambda direct=direct, alg=alg: direct(alg), reps)
+        log(f"  {label}: " + ", ".join(f"{key} {v * 1e6:.1f}us" for key, v in rec.get("eager_s", {}).items())
+            + f" (alg {rec.get('alg_id')}, err {rec.get('err_direct')})")
+        out.append(rec)
+    return out
+
+
+def overhead_table(rows: list[dict[str, Any]]) -> str:
+    keys = ["dense", "subclass F.linear", "direct _cslt_sparse_mm", "direct, searched alg"]
+    lines = ["Where the eager time goes (cuSPARSELt, fp16, µs per call, eager | CUDA graph)", "",
+             "| GEMM | " + " | ".join(keys) + " | searched alg |", "|---|" + "---|" * (len(keys) + 1)]
+    for rec in rows:
+        cells = []
+        for key in keys:
+            e, g = rec.get("eager_s", {}).get(key), rec.get("graph_s", {}).get(key)
+            cells.append(f"{e * 1e6:.1f} \\| {g * 1e6:.1f}" if e and g else f"{e * 1e6:.1f} \\| -" if e else "-")
+        lines.append(f"| {rec['shape']} | " + " | ".join(cells) + f" | {rec.get('alg_id', '-')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".", help="directory for bench_gpu.json and bench_gpu.md")
@@ -660,8 +720,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300.0,
                         help="stop starting new cases after this many seconds (default 300)")
     parser.add_argument("--mapper-budget", type=int, default=2000, help="mappings the model tries per GEMM")
-    parser.add_argument("--sections", default="env,model,gemm,e2e",
-                        help="comma-separated subset of env,model,gemm,e2e (graph timings follow gemm/e2e)")
+    parser.add_argument("--sections", default="env,model,gemm,e2e,overhead",
+                        help="comma-separated subset of env,model,gemm,e2e,overhead (graph timings follow them)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     budget = Budget(args.budget_s)
@@ -684,7 +744,10 @@ def main() -> None:
     def write() -> None:  # after every section, so a run cut short still leaves its numbers
         result["total_s"] = round(elapsed(), 2)
         (out / "bench_gpu.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
-        (out / "bench_gpu.md").write_text(tables(result) + "\n", encoding="utf-8")
+        text = tables(result)
+        if result.get("overhead"):
+            text += "\n\n" + overhead_table(result["overhead"])
+        (out / "bench_gpu.md").write_text(text + "\n", encoding="utf-8")
 
     result["env"] = run_section("env", lambda: section_env(args.quick)) or {"torch": torch.__version__,
                                                                           "cuda": torch.version.cuda}
@@ -702,11 +765,15 @@ def main() -> None:
         write()
         result["e2e"] = run_section("e2e", lambda: section_e2e(args.reps, budget)) or []
         write()
+        result["overhead"] = run_section("overhead", lambda: section_overhead(args.reps, budget)) or []
+        write()
         sections.add("graph")
         run_section("graph", lambda: run_graph_jobs(args.reps, budget))
     write()
     log("")
     log(tables(result))
+    if result.get("overhead"):
+        log("\n" + overhead_table(result["overhead"]))
     log(f"\nwrote {out / 'bench_gpu.json'} and {out / 'bench_gpu.md'}; total {elapsed():.1f}s")
 
 

@@ -38,6 +38,9 @@ HALF = [torch.float16, torch.bfloat16]
 NO_CUDA = "needs a CUDA GPU with 2:4 sparse tensor cores (compute capability >= 8.0)"
 has_sparse_gpu = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 cuda_only = pytest.mark.skipif(not has_sparse_gpu, reason=NO_CUDA)
+has_cutlass_gpu = has_sparse_gpu and torch.cuda.get_device_capability()[0] == ss.CUTLASS_CAPABILITY_MAJOR
+cutlass_gpu_only = pytest.mark.skipif(not has_cutlass_gpu, reason="torch's CUTLASS 2:4 kernels need compute "
+                                      "capability 8.x (Ampere/Ada)")
 
 
 def test_module_doctests():
@@ -186,7 +189,7 @@ def _mlp(dtype=torch.float16, k: int = 128, out: int = 64) -> nn.Module:
     (lambda: apply_tasd(_mlp(), {"0": {"series": "2:4+2:4", "mode": "A"}}), "TASD-A series '2:4\\+2:4'"),
     (lambda: apply_tasd(_mlp(torch.float32), {"*": "2:4"}), "float32.*model.half"),
     (lambda: apply_tasd(_mlp(torch.float64), {"*": "2:4"}), "float16 and bfloat16 only"),
-    (lambda: apply_tasd(_mlp(k=96), {"0": "2:4"}), "in_features=96.*multiple of 64"),
+    (lambda: apply_tasd(_mlp(k=72), {"0": "2:4"}), "in_features=72.*multiple of 16"),  # auto: cuSPARSELt's rule
     (lambda: apply_tasd(_mlp(k=96), {"0": {"series": "2:4", "mode": "A"}}), None),  # cuSPARSELt: 96 = 6·16
     (lambda: apply_tasd(_mlp(k=72), {"0": {"series": "2:4", "mode": "A"}}), "in_features=72.*multiple of 16"),
     (lambda: apply_tasd(nn.Sequential(nn.Conv2d(64, 64, 3)).half(), {"0": "2:4"}), "3x3 convolution.*im2col"),
@@ -212,7 +215,11 @@ def test_refusals_name_the_problem_and_leave_the_model_alone(build, match):
 def test_every_bad_layer_is_listed_in_one_error():
     model = apply_tasd(_mlp(k=96), {"0": "2:4", "2": "4:8"})
     with pytest.raises(ValueError, match=r"2 layer\(s\): layer '0': in_features=96.*; layer '2': TASD-W series '4:8'"):
-        check_semi_structured(model)
+        check_semi_structured(model, backend="cutlass")  # CUTLASS needs K a multiple of 64
+    snapshot = _snapshot(model)
+    with pytest.raises(ValueError, match=r"in_features=96.*multiple of 64"):
+        to_semi_structured(model, backend="cutlass", inplace=True)
+    _assert_untouched(model, snapshot)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -339,9 +346,17 @@ def test_activation_layer_logic(stand_in, options):
     x = torch.randn(3, 7, 96).half()  # 21 token rows: padded to 32
     with torch.no_grad():
         _close(sparse(x), tasd(x))
+    with pytest.raises(ValueError, match=r"in_features=96: torch's tile pruning .* multiple of 128"):
+        to_semi_structured(tasd, pruning="tile")
+
+
+def test_tile_pruning_pads_token_rows_to_128(stand_in):
+    torch.manual_seed(4)
+    tasd = apply_tasd(nn.Sequential(nn.Linear(128, 16)), {"0": {"series": "2:4", "mode": "A"}}).half()
     tile = to_semi_structured(tasd, pruning="tile")
+    assert tile[0].row_multiple == 128  # torch's fused tile pruning works on whole 128-row pieces
     with torch.no_grad():
-        assert tile(x).shape == (3, 7, 16)
+        assert tile(torch.randn(3, 7, 128).half()).shape == (3, 7, 16)
 
 
 # -- the search target ---------------------------------------------------------------------------
@@ -364,7 +379,7 @@ def _gpu_model(dtype, out: int = 256):
         return nn.Sequential(nn.Linear(256, 512), nn.GELU(), nn.Linear(512, out)).to(dtype)
 
 
-@cuda_only
+@cutlass_gpu_only
 @pytest.mark.parametrize("dtype", HALF)
 def test_cuda_cutlass_buffers_equal_torch(dtype):
     from torch.sparse import SparseSemiStructuredTensorCUTLASS, to_sparse_semi_structured
@@ -391,6 +406,8 @@ def test_cuda_cutlass_buffers_equal_torch(dtype):
 def test_cuda_weight_layers_match_the_dense_tasd_layers(dtype, backend, series):
     if backend == "cusparselt" and not ss.cusparselt_available():
         pytest.skip("this torch has no cuSPARSELt")
+    if backend == "cutlass" and not has_cutlass_gpu:
+        pytest.skip("torch's CUTLASS 2:4 kernels need compute capability 8.x (Ampere/Ada)")
     tasd = apply_tasd(_gpu_model(dtype, out=200), {"0": series, "2": series})  # 200 rows: padded
     sparse = to_semi_structured(tasd, backend=backend)
     assert isinstance(sparse[0], SemiStructuredLinear) and len(sparse[0].weights) == len(series.split("+"))
@@ -432,4 +449,25 @@ def test_cuda_weight_on_cpu_is_refused():
     snapshot = _snapshot(model)
     with pytest.raises(ValueError, match=r"weight is on cpu.*model.cuda\(\)"):
         to_semi_structured(model, inplace=True)
+    _assert_untouched(model, snapshot)
+
+
+def test_auto_backend_resolves_to_a_backend_this_machine_runs():
+    chosen = ss.resolve_backend("auto")
+    if ss.cusparselt_available() or not torch.cuda.is_available():
+        assert chosen == "cusparselt"
+    else:
+        assert chosen == "cutlass"
+    assert ss.resolve_backend("cutlass") == "cutlass" and ss.resolve_backend("cusparselt") == "cusparselt"
+    with pytest.raises(ValueError, match=r"`backend` must be one of 'auto', 'cutlass', 'cusparselt'; got 'cublas'"):
+        check_semi_structured(apply_tasd(nn.Sequential(nn.Linear(128, 64)).half(), {"0": "2:4"}), backend="cublas")
+
+
+@pytest.mark.skipif(not has_sparse_gpu or has_cutlass_gpu, reason="needs a sparse-tensor-core GPU that is not 8.x "
+                    "(e.g. an H100/H200) to see the CUTLASS refusal")
+def test_cuda_cutlass_on_a_non_ampere_gpu_is_refused_before_any_change():
+    model = apply_tasd(_gpu_model(torch.float16), {"0": "2:4"})
+    snapshot = _snapshot(model)
+    with pytest.raises(RuntimeError, match=r"CUTLASS 2:4 kernels run on compute capability 8\.x only"):
+        to_semi_structured(model, backend="cutlass", inplace=True)
     _assert_untouched(model, snapshot)

@@ -50,7 +50,9 @@ Which layers convert, and the refusals (each one error, raised before any weight
   data is refused. Both options are supported once set: the permutation reorders the input's K
   (an ``index_select`` per forward pass); the output correction is folded into the bias.
 * CUDA: ``torch.cuda.is_available()`` must be true, every converted layer's weight on a CUDA
-  device of compute capability ≥ 8.0, and cuSPARSELt available for that backend.
+  device of compute capability ≥ 8.0, and cuSPARSELt available for that backend. torch's CUTLASS
+  2:4 kernels run on compute capability 8.x only (Ampere, Ada; an H100/H200 refuses them), so the
+  default ``backend="auto"`` picks cuSPARSELt wherever the build has it (:func:`resolve_backend`).
 
 The converted layers are for inference: they hold no gradients, no ``state_dict`` entries for the
 sparse weights, and refuse ``.to()`` / ``.half()`` / ``.cuda()`` (convert after moving).
@@ -66,6 +68,7 @@ sparse weights, and refuse ``.to()`` / ``.half()`` / ``.cuda()`` (convert after 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,16 +91,24 @@ __all__ = [
     "check_semi_structured",
     "cusparselt_available",
     "cutlass_layout",
+    "resolve_backend",
     "shape_rule",
     "tasd_2to4_mask",
     "to_semi_structured",
 ]
 
-Backend = Literal["cutlass", "cusparselt"]
+Backend = Literal["auto", "cutlass", "cusparselt"]
 Pruning = Literal["tasd", "tile"]
 
-#: The sparse-GEMM backends torch offers for semi-structured tensors.
-BACKENDS: tuple[str, ...] = ("cutlass", "cusparselt")
+#: The sparse-GEMM backends torch offers for semi-structured tensors ("auto" picks one, see
+#: :func:`resolve_backend`).
+BACKENDS: tuple[str, ...] = ("auto", "cutlass", "cusparselt")
+#: torch's CUTLASS 2:4 kernels are compiled for compute capability 8.x only (Ampere, Ada): on an
+#: H100/H200 (9.0) they raise "Supported only on GPUs with compute capability 8.x" (measured).
+CUTLASS_CAPABILITY_MAJOR = 8
+#: torch's fused tile pruning (``prune_dense_static_sort``) works on whole 128×128 pieces: torch 2.11
+#: raises "Only supports rows/cols multiples of 128" otherwise (measured on an H200).
+TILE_MULTIPLE = 128
 #: The dtypes the 2:4 kernels run for TASD terms (see the module doc for float32).
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 #: The smallest compute capability with sparse tensor cores (Ampere).
@@ -131,7 +142,19 @@ class ShapeRule:
 def _check_backend(backend: object) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
-    return str(backend)
+    return resolve_backend(str(backend))
+
+
+def resolve_backend(backend: str) -> str:
+    """``"auto"`` → the backend that runs here: cuSPARSELt when this torch build has it (every
+    sparse-tensor-core GPU from Ampere to Hopper), else CUTLASS on a compute capability 8.x GPU.
+    Without CUDA (model checks on a CPU machine) it is cuSPARSELt, the one backend that covers
+    every such GPU. Other names pass through."""
+    if backend != "auto":
+        return backend
+    if cusparselt_available() or not torch.cuda.is_available():
+        return "cusparselt"
+    return "cutlass"
 
 
 def _sparse_class(backend: str) -> Any:
@@ -357,7 +380,7 @@ class SemiStructuredLinear(_SemiStructuredBase):
         self._device = terms[0].device
 
     @classmethod
-    def from_tasd(cls, layer: TASDLinear, backend: Backend = "cutlass") -> SemiStructuredLinear:
+    def from_tasd(cls, layer: TASDLinear, backend: Backend = "auto") -> SemiStructuredLinear:
         """The sparse counterpart of a TASD-W ``2:4`` / ``2:4+2:4`` linear layer (which is not modified)."""
         problem = _problem(layer, backend)
         if problem:
@@ -396,7 +419,7 @@ class SemiStructuredConv2d(SemiStructuredLinear):
         self.stride = stride
 
     @classmethod
-    def from_tasd(cls, layer: TASDConv2d, backend: Backend = "cutlass") -> SemiStructuredConv2d:  # type: ignore[override]
+    def from_tasd(cls, layer: TASDConv2d, backend: Backend = "auto") -> SemiStructuredConv2d:  # type: ignore[override]
         """The sparse counterpart of a TASD-W ``2:4`` / ``2:4+2:4`` 1×1 convolution (not modified)."""
         problem = _problem(layer, backend)
         if problem:
@@ -423,7 +446,8 @@ class SemiStructuredActivationLinear(_SemiStructuredBase):
     Args:
         weight: the dense ``(out_features, in_features)`` weight (float16/bfloat16, on CUDA).
         bias: added after the GEMM (None for none).
-        backend: ``"cusparselt"`` (default) or ``"cutlass"``: which kernel runs the sparse GEMM.
+        backend: ``"auto"`` (default, :func:`resolve_backend`), ``"cusparselt"`` or ``"cutlass"``:
+            which kernel runs the sparse GEMM.
         pruning: ``"tasd"`` (default): TASD's selection (:func:`tasd_2to4_mask`), then the backend's
             compression of the masked input (cuSPARSELt: one kernel; CUTLASS: torch's conversion, a
             chain of ops); ``"tile"``: torch's fused ``prune_dense_static_sort`` (4×4 tiles 2:4 by
@@ -434,7 +458,7 @@ class SemiStructuredActivationLinear(_SemiStructuredBase):
     outputs, sliced off).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, backend: Backend = "cusparselt",
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, backend: Backend = "auto",
                  pruning: Pruning = "tasd", permutation: torch.Tensor | None = None) -> None:
         super().__init__()
         self.backend = _check_backend(backend)
@@ -446,6 +470,11 @@ class SemiStructuredActivationLinear(_SemiStructuredBase):
         self.rule = shape_rule(self.backend, weight.dtype)
         if self.in_features % self.rule.cols:
             raise ValueError(f"in_features={self.in_features}: {self.rule} (TASD-A's K is the input's last dim)")
+        # Token rows are padded on the fly; the tile pruning needs whole 128-row pieces.
+        self.row_multiple = self.rule.rows if pruning == "tasd" else math.lcm(self.rule.rows, TILE_MULTIPLE)
+        if pruning == "tile" and self.in_features % TILE_MULTIPLE:
+            raise ValueError(f"in_features={self.in_features}: torch's tile pruning (prune_dense_static_sort) needs "
+                             f"K a multiple of {TILE_MULTIPLE}; use pruning='tasd' (TASD's own selection)")
         w = weight.detach()
         if permutation is not None:
             w = w.index_select(1, permutation)
@@ -455,7 +484,7 @@ class SemiStructuredActivationLinear(_SemiStructuredBase):
         self._device = weight.device
 
     @classmethod
-    def from_tasd(cls, layer: TASDLinear, backend: Backend = "cusparselt",
+    def from_tasd(cls, layer: TASDLinear, backend: Backend = "auto",
                   pruning: Pruning = "tasd") -> SemiStructuredActivationLinear:
         """The runtime-compressed counterpart of a TASD-A ``2:4`` linear layer (not modified)."""
         problem = _problem(layer, backend)
@@ -476,7 +505,7 @@ class SemiStructuredActivationLinear(_SemiStructuredBase):
         lead = x.shape[:-1]
         x2d = self._permute(x.reshape(-1, self.in_features))
         n = x2d.shape[0]
-        sparse = self.compress(_pad_rows(x2d.contiguous(), self.rule.rows))
+        sparse = self.compress(_pad_rows(x2d.contiguous(), self.row_multiple))
         y = torch.mm(sparse, self.weight_t)
         if y.shape[0] != n:
             y = y[:n]
@@ -549,8 +578,8 @@ def _describe(layer: TASDLayer) -> str:
     return f"W {layer.series} -> {kind} ({n} sparse GEMM{'s' if n > 1 else ''})"
 
 
-def check_semi_structured(model: nn.Module, backend: Backend = "cutlass",
-                          activation_backend: Backend = "cusparselt") -> dict[str, str]:
+def check_semi_structured(model: nn.Module, backend: Backend = "auto",
+                          activation_backend: Backend = "auto") -> dict[str, str]:
     """The model checks of :func:`to_semi_structured`, without CUDA: every TASD layer's name →
     what it becomes. Raises ValueError naming every layer that cannot convert and why (series,
     layer kind, dtype, calibration, the shape rule of its backend: ``backend`` for TASD-W,
@@ -594,6 +623,10 @@ def _check_device(model: nn.Module, backends: set[str]) -> None:
             raise RuntimeError(f"layer {name!r}: {torch.cuda.get_device_name(device)} has compute capability "
                                f"{capability[0]}.{capability[1]}; 2:4 sparse tensor cores need >= 8.0 "
                                f"(Ampere or later)")
+        if "cutlass" in backends and capability[0] != CUTLASS_CAPABILITY_MAJOR:
+            raise RuntimeError(f"layer {name!r}: backend 'cutlass': torch's CUTLASS 2:4 kernels run on compute "
+                               f"capability {CUTLASS_CAPABILITY_MAJOR}.x only and {torch.cuda.get_device_name(device)} "
+                               f"is {capability[0]}.{capability[1]}; use backend='cusparselt' (or 'auto')")
     if "cusparselt" in backends and not cusparselt_available():
         raise RuntimeError("backend 'cusparselt': this torch build has no cuSPARSELt "
                            "(torch.backends.cusparselt.is_available() is False); use backend='cutlass'")
@@ -605,7 +638,7 @@ def cusparselt_available() -> bool:
     return bool(module is not None and module.is_available())
 
 
-def to_semi_structured(model: nn.Module, *, backend: Backend = "cutlass", activation_backend: Backend = "cusparselt",
+def to_semi_structured(model: nn.Module, *, backend: Backend = "auto", activation_backend: Backend = "auto",
                        pruning: Pruning = "tasd", inplace: bool = False) -> nn.Module:
     """Put every TASD layer of ``model`` on NVIDIA's 2:4 sparse tensor cores (inference).
 
@@ -626,6 +659,7 @@ def to_semi_structured(model: nn.Module, *, backend: Backend = "cutlass", activa
         raise ValueError(f"`pruning` must be 'tasd' or 'tile'; got {pruning!r}")
     if not isinstance(inplace, bool):
         raise TypeError(f"`inplace` must be True or False; got {inplace!r}")
+    backend, activation_backend = _check_backend(backend), _check_backend(activation_backend)
     check_semi_structured(model, backend, activation_backend)
     modes = {m.mode for m in model.modules() if isinstance(m, TASDLayer)}
     _check_device(model, {b for b, mode in ((backend, "W"), (activation_backend, "A")) if mode in modes})
