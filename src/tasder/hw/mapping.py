@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tasder.errors import TasderError
 from tasder.hw.architecture import Architecture
 from tasder.hw.spec import SpecError, check_keys, check_version, get_str, load_yaml
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Problem
@@ -27,7 +28,7 @@ __all__ = ["ORDERS", "LevelMapping", "Mapping", "MappingBatch", "MappingError", 
 ORDERS: tuple[str, ...] = tuple("".join(p) for p in permutations(DIMS))
 
 
-class MappingError(ValueError):
+class MappingError(TasderError, ValueError):
     """A mapping that is not valid for an architecture and a problem; the message names the level and dim."""
 
 

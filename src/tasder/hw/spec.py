@@ -15,13 +15,15 @@ from typing import Any
 
 import yaml
 
+from tasder.errors import TasderError
+
 __all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_yaml"]
 
 #: Spec format version written into every shipped file and accepted on load.
 SPEC_VERSION = "0.1"
 
 
-class SpecError(ValueError):
+class SpecError(TasderError, ValueError):
     """A spec (architecture, workload, mapping, energy table) that cannot be used; says where and why."""
 
 
