@@ -42,9 +42,9 @@ from tasder import zoo
 from tasder.nn import apply_tasd, count_macs
 from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.search import search
-from tasder.search.candidates import candidate_series
 from tasder.search.cost import HardwareCost, MACCost
 from tasder.search.methods import _measure, _select_layers, default_layers
+from tasder.targets import candidate_series
 
 #: The option sets ``--options`` chooses from.
 OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True},

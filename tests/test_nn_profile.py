@@ -21,8 +21,8 @@ from tasder.nn.profile import (
     profile,
     profile_model,
 )
+from tasder.targets import target_series
 from tasder.tasd import DecompositionSums
-from tasder.zoo import TTC_VEGETA_M8_SERIES
 
 
 def _mlp() -> nn.Sequential:
@@ -152,7 +152,7 @@ def test_conv_layers_k_macs_and_channel_grouping():
 
 def test_candidates_default_and_canonical_names():
     p = profile(_mlp(), _mlp_batches())
-    assert p.candidates == TTC_VEGETA_M8_SERIES
+    assert p.candidates == target_series("ttc-vegeta-m8")
     p = profile(_mlp(), _mlp_batches(), candidates=["2:8", "K(2:8)", "dense"])
     assert p.candidates == ("2:8", "dense")
     assert p[0].candidate("dense").weight_dropped_nonzeros_pct == 0.0

@@ -59,7 +59,8 @@ from tasder import __version__
 from tasder.io import atomic_write_text, load_tensors
 from tasder.sparsity import NOTATION_EXAMPLES, Series, parse_series
 from tasder.tasd import DecompositionSums, TASDResult, decompose, tensor_sums
-from tasder.zoo import TTC_VEGETA_M8_SERIES, WorkloadUnavailableError, get_workload
+from tasder.targets import DEFAULT_TARGET, target_series
+from tasder.zoo import WorkloadUnavailableError, get_workload
 
 try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as _click_exceptions
@@ -532,7 +533,7 @@ def sweep_cmd(
 ) -> None:
     """TASD of a built-in tensor workload with several series."""
     parsed: dict[str, Series] = {}
-    for spec in series or TTC_VEGETA_M8_SERIES:
+    for spec in series or target_series(DEFAULT_TARGET):
         s = parse_series(spec)
         parsed.setdefault(str(s), s)
     workload = get_workload(workload_name)

@@ -35,6 +35,7 @@ from torch import nn
 
 from tasder._batch import call_with_batch
 from tasder.sparsity import Series, StructuredPattern, parse_series
+from tasder.targets import DEFAULT_TARGET, target_series
 from tasder.tasd import DecompositionSums, decompose, tensor_sums
 
 __all__ = [
@@ -57,12 +58,6 @@ LayerKind = Literal["linear", "conv2d"]
 #: A calibration batch: a tensor (``model(batch)``), a mapping (``model(**batch)``) or a
 #: tuple/list of positional arguments (``model(*batch)``).
 Batch = torch.Tensor | Mapping[str, Any] | tuple[Any, ...] | list[Any]
-
-
-def _default_candidates() -> tuple[str, ...]:
-    from tasder.zoo import TTC_VEGETA_M8_SERIES  # imported late: tasder.zoo may import tasder.nn
-
-    return TTC_VEGETA_M8_SERIES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +395,8 @@ def profile_model(
             when a forward raises.
         batches: an iterable (a generator is fine: it is consumed once) of tensors (``model(b)``),
             dicts (``model(**b)``) or tuples (``model(*b)``).
-        candidates: series to evaluate (strings or parsed); default: every TTC-VEGETA-M8 series.
+        candidates: series to evaluate (strings or parsed); default: every series of the default
+            target (:data:`tasder.targets.DEFAULT_TARGET`, TTC-VEGETA-M8), from its YAML.
         on_batch: called with the batch index after each batch (progress reporting).
         layers: names or fnmatch globs of the layers to profile (default: all eligible ones);
             decomposing every candidate on every layer's activations is the expensive part, so a
@@ -420,7 +416,7 @@ def profile_model(
         # Iterating a tensor would silently treat every sample as its own batch.
         raise TypeError("`batches` must be an iterable of batches; wrap a single batch in a list: [batch]")
     parsed: dict[str, Series] = {}
-    for spec in _default_candidates() if candidates is None else candidates:
+    for spec in target_series(DEFAULT_TARGET) if candidates is None else candidates:
         s = parse_series(spec)
         parsed.setdefault(str(s), s)
 

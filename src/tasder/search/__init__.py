@@ -8,12 +8,11 @@
 returns a :class:`SearchResult`; :func:`render_markdown` turns it into a report.
 """
 
-from tasder.search.candidates import candidate_series
 from tasder.search.cost import CostFn, HardwareCost, MACCost
 from tasder.search.methods import METHODS, Drop, search
 from tasder.search.report import render_markdown
 from tasder.search.result import EvalPoint, LayerRow, SearchResult, pareto_front
-from tasder.search.targets import Target, list_targets, load_target
+from tasder.targets import Target, candidate_series, list_targets, load_target
 
 __all__ = [
     "METHODS",

@@ -50,11 +50,10 @@ from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration
 from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
-from tasder.search.candidates import DENSE, candidate_series
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.result import EvalPoint, LayerRow, SearchResult
-from tasder.search.targets import Target, load_target
 from tasder.sparsity import Series
+from tasder.targets import DENSE, Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
 
 __all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "default_layers", "search"]

@@ -1,4 +1,4 @@
-"""Ready-made workloads: real models and data (all offline), layer shapes, and hardware series.
+"""Ready-made workloads: real models and data (all offline) and layer shapes.
 
 Two registries live here:
 
@@ -57,7 +57,6 @@ from tasder.zoo.retrieval import DEFAULT_TASK_SIZE
 from tasder.zoo.shapes import LayerShape
 
 __all__ = [
-    "TTC_VEGETA_M8_SERIES",
     "LayerShape",
     "ModelEntry",
     "Workload",
@@ -73,11 +72,6 @@ __all__ = [
     "model_entries",
     "register",
 ]
-
-#: Every series a TTC-VEGETA-M8-like target runs (DESIGN.md §3.4): the native 1:8, 2:8 and 4:8,
-#: and with two terms 3:8 = 2:8+1:8, 5:8 = 4:8+1:8, 6:8 = 4:8+2:8.
-TTC_VEGETA_M8_SERIES: tuple[str, ...] = ("1:8", "2:8", "4:8", "2:8+1:8", "4:8+1:8", "4:8+2:8")
-
 
 @dataclass(frozen=True)
 class Workload:
