@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 import tasder
 from tasder import decompose
-from tasder.cli.app import human_bytes, run
+from tasder.cli.app import run
+from tasder.cli.common import human_bytes
 from tasder.sparsity import NOTATION_EXAMPLES
 from tasder.tasd import DecompositionSums, aggregate, tensor_sums
 from tasder.zoo import load_minilm_linear_weights

@@ -24,11 +24,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import (
+from tasder.cli.common import (
     JsonOption,
+    ObjectiveOption,
     OutputOption,
-    _emit,
-    app,
+    SeedOption,
+    emit,
     progress_bar,
     status,
     table,
@@ -36,7 +37,7 @@ from tasder.cli.app import (
 )
 
 __all__ = ["compare_cmd", "compare_rows", "eval_cmd", "hw_app", "network_report", "parse_gemm_workload",
-           "search_network_with_progress"]
+           "register", "search_network_with_progress"]
 
 hw_app = typer.Typer(name="hw", no_args_is_help=True, add_completion=False, help=with_examples(
     "The analytical accelerator model: map and evaluate workloads.",
@@ -44,10 +45,6 @@ hw_app = typer.Typer(name="hw", no_args_is_help=True, add_completion=False, help
     "tasder hw compare --designs tc,stc,dstc --workload gemm:512x512x512:A=2:4,B=dense",
 ))
 
-#: Options shared by ``hw eval`` and ``hw compare`` (same meaning, same flag).
-ObjectiveOption = Annotated[str, typer.Option("--objective", help="What the mapper minimises: edp, energy or cycles.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Mapper seed (results are deterministic per seed).")]
-app.add_typer(hw_app, name="hw")
 
 
 def network_report(arch: Any, result: Any) -> dict[str, Any]:
@@ -150,9 +147,9 @@ def eval_cmd(
                                           seed=seed)
     doc = network_report(architecture, result)
     if as_json:
-        _emit(None, doc, output)
+        emit(None, doc, output)
     else:
-        _emit(lambda console: _render(doc, console), None, output)
+        emit(lambda console: _render(doc, console), None, output)
 
 
 def parse_gemm_workload(text: str) -> Any:
@@ -276,7 +273,7 @@ def compare_cmd(
         _save_plot(rows, plot)
         status(f"wrote {plot}")
     if as_json:
-        _emit(None, rows, output)
+        emit(None, rows, output)
         return
 
     def render(console: Console) -> None:
@@ -290,4 +287,9 @@ def compare_cmd(
                               f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}")
             console.print(t)
 
-    _emit(render, None, output)
+    emit(render, None, output)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``hw`` group (``hw eval``, ``hw compare``) to ``app``."""
+    app.add_typer(hw_app, name="hw")

@@ -21,10 +21,18 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import JsonOption, _emit, app, interactive, status, table, with_examples
-from tasder.cli.profile import _load_zoo, format_count
+from tasder.cli.common import (
+    JsonOption,
+    emit,
+    format_count,
+    interactive,
+    load_zoo_model,
+    status,
+    table,
+    with_examples,
+)
 
-__all__ = ["search_cmd"]
+__all__ = ["register", "search_cmd"]
 
 
 def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode: str, budget: int,
@@ -60,7 +68,7 @@ def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
             "after_vs_tc": result.cost_after / tc if tc else float("nan")}
 
 
-@app.command("search", help=with_examples(
+SEARCH_HELP = with_examples(
     """Search a per-layer TASD configuration of a zoo MODEL that keeps the validation metric under the
     constraint and minimises effective MACs or a modelled hardware cost; print a summary, re-score the
     chosen config on the test split, optionally write the config (YAML) and a markdown report.""",
@@ -68,7 +76,9 @@ def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
     "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
     "tasder search digits-cnn-sparse-95 --mode W --permute --bias-correction -o config.yaml",
     "tasder search minilm --mode A --method paper-threshold --json",
-))
+)
+
+
 def search_cmd(
     model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
@@ -121,7 +131,7 @@ def search_cmd(
     for path in (out, report):
         if path is not None:
             check_writable(path)
-    entry = _load_zoo(model)
+    entry = load_zoo_model(model)
     evaluate = entry.metadata.get("evaluate_val")
     if evaluate is None:
         raise ValueError(f"zoo model {model!r} has no validation split evaluator (metadata['evaluate_val'])")
@@ -172,9 +182,14 @@ def search_cmd(
             console.print(f"failed evaluation: {f}", markup=False)
 
     if json_out:
-        _emit(None, result.as_dict(), None)
+        emit(None, result.as_dict(), None)
     else:
-        _emit(render, None, None)
+        emit(render, None, None)
     for path, what in ((out, "config"), (report, "report")):
         if path is not None:
             status(f"wrote {what}: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``search`` to ``app``."""
+    app.command("search", help=SEARCH_HELP)(search_cmd)
