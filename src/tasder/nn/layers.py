@@ -57,7 +57,7 @@ from tasder.sparsity.patterns import HSS, Pattern, Series
 from tasder.tasd.decompose import approximate, decompose
 from tasder.tasd.permutation import find_permutation, is_permutation
 
-__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "incompatibility", "make_tasd_layer"]
+__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "flatten_k", "incompatibility", "make_tasd_layer", "unflatten_k"]
 
 #: The dimension the weight groups run along, for both layer kinds (Linear: in; Conv2d: C).
 WEIGHT_DIM = 1
@@ -246,13 +246,13 @@ class TASDLayer:
         perm = self._perm() if self.mode == "W" else None
         if perm is None:
             return t, WEIGHT_DIM
-        return _flatten_k(t).index_select(1, perm[0]), 1
+        return flatten_k(t).index_select(1, perm[0]), 1
 
     def _from_grouped(self, t: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`grouped_view` (TASD-W with a permutation)."""
         perm = self._perm()
         assert perm is not None
-        return _unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
+        return unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
 
     def _decompose_weight(self, w: torch.Tensor,
                           allow_nonfinite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -312,7 +312,7 @@ class TASDLayer:
             raise ValueError(f"reapproximate_() is for TASD-W layers; this layer has mode {self.mode!r}")
         w = self.weight.detach()
         if self.permute and self.permutation is None:
-            self.permutation = find_permutation(_flatten_k(w), self.series, 1).to(w.device)
+            self.permutation = find_permutation(flatten_k(w), self.series, 1).to(w.device)
             self._perm_cache = None
         terms, _ = self._decompose_weight(w)
         approx = terms[0].clone()
@@ -540,13 +540,17 @@ def _conv_kwargs(conv: nn.Conv2d) -> dict[str, Any]:
     }
 
 
-def _flatten_k(w: torch.Tensor) -> torch.Tensor:
-    """A weight as (out, K): Linear as it is; Conv2d (O, C, R, S) as (O, R·S·C), C fastest (im2col K)."""
+def flatten_k(w: torch.Tensor) -> torch.Tensor:
+    """A weight as (out, K): Linear as it is; Conv2d (O, C, R, S) as (O, R·S·C), C fastest (im2col K).
+
+    The layout a TASD-W permutation of the reduction dim indexes (:meth:`TASDLayer.grouped_view`,
+    the exported terms of :func:`tasder.nn.export_tasd_weights`).
+    """
     return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1) if w.dim() == 4 else w
 
 
-def _unflatten_k(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`_flatten_k` for a weight of ``shape``."""
+def unflatten_k(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`flatten_k` for a weight of ``shape``."""
     if len(shape) != 4:
         return flat.reshape(shape)
     o, c, r, s = shape
