@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from tasder.hw import Problem, load_architecture, load_network, search
+from tasder.hw import Problem, load_architecture, load_network, map_layer
 from tasder.hw.mapper import MapperConstraints, _sample, _slots, validity
 from tasder.hw.model import evaluate_batch
 from tasder.hw.workload import DIMS
@@ -79,10 +79,10 @@ def main() -> None:
     arch = load_architecture("tc")
 
     layer = Problem("layer3.0.conv2", M=256, K=2304, N=196)
-    search(arch, layer, budget=2000, seed=1)  # warm-up (imports, caches)
+    map_layer(arch, layer, budget=2000, seed=1)  # warm-up (imports, caches)
     n = 60_000
     t0 = time.perf_counter()
-    r = search(arch, layer, budget=n, seed=0)
+    r = map_layer(arch, layer, budget=n, seed=0)
     dt = time.perf_counter() - t0
     print(f"mappings per second: {r.valid / dt:.0f}")
 
@@ -94,7 +94,7 @@ def main() -> None:
         key = (p.M, p.K, p.N)
         if key in seen:
             continue
-        res = search(arch, p, budget=args.budget, seed=0)
+        res = map_layer(arch, p, budget=args.budget, seed=0)
         seen[key] = res.valid
         macs_evaluated += res.valid * p.macs
     wall = time.perf_counter() - t0

@@ -36,7 +36,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from tasder.hw import Problem, load_architecture, search
+from tasder.hw import Problem, load_architecture, map_layer
 
 LAYERS = {"resnet50": [(784, 128, 1152), (3136, 64, 576), (196, 256, 2304)],
           "bert": [(768, 128, 768), (3072, 128, 768), (768, 128, 3072)]}  # M, N, K
@@ -91,7 +91,7 @@ def network_edp(design: str, workload: str, budget: int, drop: float) -> tuple[f
     a, b = operands(design, workload, drop)
     cycles = energy = 0.0
     for m, n, k in LAYERS[WORKLOADS[workload][0]]:
-        best = search(arch, Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b), budget=budget,
+        best = map_layer(arch, Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b), budget=budget,
                       seed=0).best
         cycles += best.cycles
         energy += best.energy_pj

@@ -13,14 +13,13 @@ from tasder.hw import (
     MappingError,
     Problem,
     SpecError,
-    analyze,
-    analyze_reference,
-    check_mapping,
     evaluate,
     load_architecture,
     load_mapping,
 )
+from tasder.hw.dataflow import analyze, analyze_reference
 from tasder.hw.mapper import MapperConstraints, _sample, _slots
+from tasder.hw.mapping import check_mapping
 
 A, B, Z = 0, 1, 2
 DRAM, BUF = 0, 1

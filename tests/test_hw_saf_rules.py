@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from hw_helpers import two_level
-from tasder.hw import Mapping, Problem, analyze, evaluate, load_architecture
+from tasder.hw import Mapping, Problem, evaluate, load_architecture
+from tasder.hw.dataflow import analyze
 from tasder.hw.mapper import MapperConstraints, _sample, _slots
 from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, TENSORS

@@ -1,5 +1,8 @@
 """The mapper (Timeloop's ``search``): sample or enumerate valid mappings, evaluate them in batches.
 
+:func:`map_layer` finds the best mapping of one GEMM on a design, :func:`map_network` of every
+layer of a network (layers that map alike share one search: :func:`mapping_key`).
+
 Why vectorized: a mapping is a handful of integers, so a batch of them is a few (B, L, 3) arrays
 and the whole dataflow + cost model runs as NumPy array ops over the batch — thousands of
 mappings per call instead of one Python call per mapping.
@@ -16,7 +19,9 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +33,7 @@ from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
 
 __all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
-           "search", "search_network", "validity"]
+           "map_layer", "map_network", "mapping_key", "validity"]
 
 OBJECTIVES: tuple[str, ...] = ("edp", "energy", "cycles")
 #: Named dataflows → the dim that must be innermost at every level.
@@ -213,9 +218,10 @@ def _objective(costs: Costs, objective: str) -> np.ndarray:
     return {"edp": costs.edp, "energy": costs.total_energy, "cycles": costs.cycles}[objective]
 
 
-def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
-           top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
-    """Search mappings of ``problem`` on ``arch``; deterministic for a ``seed``.
+def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
+              top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
+    """The best mapping of ``problem`` on ``arch`` for ``objective`` (and the top ``top_k``);
+    deterministic for a ``seed``.
 
     If the whole constrained mapspace has at most ``budget`` points it is enumerated (so the
     result is optimal); otherwise ``budget`` candidates are sampled. Ties keep the earlier
@@ -325,17 +331,31 @@ class NetworkResult:
         return sum(r.best.problem.macs * r.best.problem.repeat for r in self.layers) / (self.cycles * mac_units)
 
 
-def search_network(arch: Architecture, network: Network, **kwargs: object) -> NetworkResult:
-    """:func:`search` every layer (layers with the same M, K, N share one search)."""
-    cache: dict[tuple[int, int, int, int, str, str], MapperResult] = {}
+def mapping_key(problem: Problem) -> tuple[Hashable, ...]:
+    """What a mapping search depends on besides the design and the mapper's settings: the sizes, the
+    word width and the operands' density models. Layers with equal keys share one search (the
+    name and the repeat count do not change the best mapping)."""
+    return (problem.M, problem.K, problem.N, problem.word_bits, problem.a_density, problem.b_density)
+
+
+def map_network(arch: Architecture, network: Network, *, cache: dict[Hashable, MapperResult] | None = None,
+                on_map: Callable[[], None] | None = None, **kwargs: Any) -> NetworkResult:
+    """:func:`map_layer` every layer of ``network`` (layers with the same :func:`mapping_key` share one search).
+
+    ``cache`` (key → result) is filled and reused: a caller that maps variants of one network on
+    one design with the same ``kwargs`` passes the same dict every time (e.g.
+    :class:`tasder.search.HardwareCost`). ``on_map`` is called after each search that ran
+    (a progress bar's advance). ``kwargs`` go to :func:`map_layer`.
+    """
+    cache = {} if cache is None else cache
     out = []
     for p in network.layers:
-        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
+        key = mapping_key(p)
         if key not in cache:
-            cache[key] = search(arch, p, **kwargs)  # type: ignore[arg-type]
+            cache[key] = map_layer(arch, p, **kwargs)
+            if on_map is not None:
+                on_map()
         r = cache[key]
         best = Evaluation(arch, p, r.best.mapping, r.best.counts, r.best.costs)
         out.append(MapperResult(best, r.top, r.objective, r.candidates, r.valid, r.exhaustive))
     return NetworkResult(network, tuple(out))
-
-
