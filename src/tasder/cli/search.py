@@ -31,6 +31,7 @@ from tasder.cli.common import (
     table,
     with_examples,
 )
+from tasder.targets import DEFAULT_TARGET
 
 __all__ = ["register", "search_cmd"]
 
@@ -60,14 +61,6 @@ def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode:
     return fn, tc
 
 
-def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
-    """The chosen config's modelled cost next to TC running the original model (what the report shows)."""
-    tc = tc_cost({})
-    return {"design": cost_fn.design, "metric": cost_fn.metric, "unit": cost_fn.unit, "tc_original": tc,
-            "before_vs_tc": result.cost_before / tc if tc else float("nan"),
-            "after_vs_tc": result.cost_after / tc if tc else float("nan")}
-
-
 SEARCH_HELP = with_examples(
     """Search a per-layer TASD configuration of a zoo MODEL that keeps the validation metric under the
     constraint and minimises effective MACs or a modelled hardware cost; print a summary, re-score the
@@ -82,7 +75,7 @@ SEARCH_HELP = with_examples(
 def search_cmd(
     model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
-    = "ttc-vegeta-m8",
+    = DEFAULT_TARGET,
     mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights) or A (TASD-A, activations).")]
     = "W",
     method: Annotated[str, typer.Option("--method", help="cost-aware, paper-greedy or paper-threshold (A).")]
@@ -120,13 +113,13 @@ def search_cmd(
 ) -> None:
     from tasder.io import atomic_write_text, check_writable
     from tasder.search import Drop, render_markdown, search
-    from tasder.search.methods import _check_constraint, default_layers
-    from tasder.search.targets import load_target
+    from tasder.search.methods import check_constraint, default_layers
+    from tasder.targets import load_target
 
     if output is not None and out is not None and output != out:
         raise ValueError("--out is the former name of --output; give one of them")
     out = output if output is not None else out
-    limit = _check_constraint(Drop(drop) if drop is not None else constraint)
+    limit = check_constraint(Drop(drop) if drop is not None else constraint)
     load_target(target)
     for path in (out, report):
         if path is not None:
@@ -144,7 +137,7 @@ def search_cmd(
                     statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
                     permute=permute, bias_correction=bias_correction)
     if tc_cost is not None and cost_fn is not None:
-        result.extra["hardware"] = hardware_summary(cost_fn, tc_cost, result)
+        result.hardware = cost_fn.summarize(result, tc_cost)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
     test_name = entry.metric if "test" in entry.metric else f"test {entry.metric}"
     if out is not None:
@@ -161,14 +154,14 @@ def search_cmd(
         if r.holdout_original is not None and r.holdout_final is not None:
             console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
                           + ("" if hold is None else f" ({100 * hold:.2f} %)"), markup=False)
-        hw = r.extra.get("hardware")
+        hw = r.hardware
         if hw is None:
             console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
                           f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
                           + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
         else:
-            console.print(f"modelled {hw['metric']} on {hw['design']}: {r.cost_before:.4g} → {r.cost_after:.4g} "
-                          f"{hw['unit']} ({100 * r.cost_cut:.1f} % cut; {hw['after_vs_tc']:.3f} × TC running the "
+            console.print(f"modelled {hw.metric} on {hw.design}: {r.cost_before:.4g} → {r.cost_after:.4g} "
+                          f"{hw.unit} ({100 * r.cost_cut:.1f} % cut; {hw.after_vs_tc:.3f} × TC running the "
                           f"original model); {r.evaluations} evaluations, {r.seconds:.1f} s"
                           + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
         t = table()

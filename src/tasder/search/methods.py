@@ -52,13 +52,15 @@ from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.result import EvalPoint, LayerRow, SearchResult
-from tasder.sparsity import Series
-from tasder.targets import DENSE, Target, candidate_series, load_target
+from tasder.sparsity import Series, parse_series
+from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
 
-__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "default_layers", "search"]
+__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "check_constraint", "constraint_text", "default_layers", "search"]
 
 METHODS = ("cost-aware", "paper-greedy", "paper-threshold")
+#: The identity series: what a layer the search leaves alone runs.
+DENSE = parse_series("dense")
 Method = Literal["cost-aware", "paper-greedy", "paper-threshold"]
 
 #: Layers searched by default per (zoo model, mode); absent = every Linear/Conv2d. The paper applies
@@ -92,7 +94,8 @@ class Drop:
         return f"drop ≤ {self.amount:g}"
 
 
-def _check_constraint(constraint: float | Drop) -> float | Drop:
+def check_constraint(constraint: float | Drop) -> float | Drop:
+    """``constraint`` checked: a :class:`Drop`, or a fraction of the original metric in (0, 1] (a float)."""
     if isinstance(constraint, Drop):
         return constraint
     if isinstance(constraint, bool) or not isinstance(constraint, (int, float)) \
@@ -108,7 +111,8 @@ def _threshold(constraint: float | Drop, original: float) -> float:
     return constraint * original
 
 
-def _constraint_text(constraint: float | Drop) -> str:
+def constraint_text(constraint: float | Drop) -> str:
+    """How results and reports state the constraint: ``"≥ 0.99 × original"`` or ``"drop ≤ 0.005"``."""
     return str(constraint) if isinstance(constraint, Drop) else f"≥ {constraint:g} × original"
 
 
@@ -153,13 +157,13 @@ def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple
     return chosen
 
 
-def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, nn.Module]],
+def _measure(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
              cands: list[Series], mode: str, permute: bool = False,
              bias_correction: bool = False) -> tuple[list[_Layer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
     every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
-    macs = {r.name: r.dense_macs for r in count_macs(model, calib[0]).layers}
+    macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
     layers: list[_Layer] = []
     probes: dict[str, dict[str, TASDLayer]] = {}
@@ -179,8 +183,8 @@ def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, n
 
     from tasder.nn.profile import profile_model
 
-    prof = {p.name: p for p in profile_model(model, calib, candidates=[])} if mode == "A" else {}
-    errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calib,
+    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} if mode == "A" else {}
+    errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calibration,
                                       measure=True)
     entries = {}
     for ly in layers:
@@ -412,7 +416,7 @@ def search(
     model: nn.Module,
     target: str | os.PathLike[str] | Target,
     evaluate: Callable[[nn.Module], float],
-    calib: Sequence[Any],
+    calibration: Sequence[Any],
     mode: Literal["W", "A"] = "W",
     constraint: float | Drop = 0.99,
     method: Method = "cost-aware",
@@ -435,7 +439,7 @@ def search(
         target: a built-in target name (``"ttc-vegeta-m8"``), a target YAML path, or a Target.
         evaluate: ``evaluate(model) -> float``, higher is better — the *validation* split; the
             search decides on it alone.
-        calib: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
+        calibration: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
             dense MACs are counted on the first, damage and activation statistics on all.
         mode: ``"W"`` (TASD-W) or ``"A"`` (TASD-A) for every searched layer.
         constraint: a fraction of the original metric in (0, 1] (default 0.99, MLPerf's rule),
@@ -452,7 +456,7 @@ def search(
         statistic: ``paper-threshold``'s S(L): ``"mean"`` or ``"p99"`` of the input sparsity.
         permute: every candidate decomposes in a permuted order of the reduction dim (ours; see
             :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
-        bias_correction: every candidate corrects its output's mean error on ``calib`` (ours). The
+        bias_correction: every candidate corrects its output's mean error on ``calibration`` (ours). The
             measured damage that orders cost-aware's moves is then the corrected error.
         model_id: recorded in the result and the YAML provenance.
         progress: show a progress line on stderr (only on a terminal).
@@ -461,7 +465,7 @@ def search(
         ValueError: a bad constraint, method, mode, target, ``layers`` glob, or an original model
             whose metric cannot be computed — all before any search work where possible.
     """
-    constraint = _check_constraint(constraint)
+    constraint = check_constraint(constraint)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if mode not in ("W", "A"):
@@ -480,9 +484,9 @@ def search(
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     if not callable(evaluate):
         raise TypeError("`evaluate` must be a callable model -> float")
-    calib = list(calib)
-    if not calib:
-        raise ValueError("`calib` is empty: the search needs at least one calibration batch")
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("`calibration` is empty: the search needs at least one calibration batch")
     tgt = load_target(target)
     cands = candidate_series(tgt)
     if permute:
@@ -497,7 +501,7 @@ def search(
         raise ValueError("the model has no nn.Linear/nn.Conv2d layer to search")
     torch.manual_seed(seed)
     options = {"permute": permute, "bias_correction": bias_correction}
-    measured, total_macs, calibration = _measure(model, calib, selected, cands, mode, **options)
+    measured, total_macs, calibration = _measure(model, batches, selected, cands, mode, **options)
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
@@ -554,7 +558,7 @@ def search(
     assert base.metric is not None and best.metric is not None
     return SearchResult(
         config=config, model_id=model_id, target=tgt.name, mode=mode, method=method,
-        constraint=_constraint_text(constraint), threshold=ev.threshold,
+        constraint=constraint_text(constraint), threshold=ev.threshold,
         metric_original=base.metric, metric_final=best.metric,
         cost_before=base.cost, cost_after=best.cost, evaluations=ev.calls, cache_hits=ev.hits,
         seconds=seconds, layers=rows, history=ev.history, holdout_original=hold_orig,
