@@ -1,4 +1,5 @@
-"""TASD on whole models: TASD layers, the per-layer configuration, transforms and MAC accounting.
+"""TASD on whole models: TASD layers, the per-layer configuration, transforms, profiling, the GEMM
+tracer and MAC accounting.
 
 >>> import torch
 >>> from torch import nn
@@ -13,9 +14,8 @@ from tasder.nn.accounting import LayerMACs, MACReport, count_macs
 from tasder.nn.calibration import TASDCalibration
 from tasder.nn.config import CONFIG_VERSION, LayerSpec, TASDConfig
 from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
-from tasder.nn.profile import LayerProfile as LayerProfile
-from tasder.nn.profile import ModelProfile as ModelProfile
-from tasder.nn.profile import profile as profile
+from tasder.nn.profile import LayerProfile, ModelProfile, profile_model
+from tasder.nn.trace import ConvGeometry, GemmCall, trace_gemms
 from tasder.nn.transform import (
     ExportedLayer,
     TASDReport,
@@ -31,10 +31,14 @@ from tasder.nn.transform import (
 
 __all__ = [
     "CONFIG_VERSION",
+    "ConvGeometry",
     "ExportedLayer",
+    "GemmCall",
     "LayerMACs",
+    "LayerProfile",
     "LayerSpec",
     "MACReport",
+    "ModelProfile",
     "TASDCalibration",
     "TASDConfig",
     "TASDConv2d",
@@ -46,8 +50,10 @@ __all__ = [
     "count_macs",
     "export_tasd_weights",
     "load_tasd_weights",
+    "profile_model",
     "revert",
     "strip_tasd",
     "tasd_layers",
     "tasd_report",
+    "trace_gemms",
 ]

@@ -1,7 +1,7 @@
 """Per-layer sparsity profile of a model on calibration data: the numbers TASDER decides with.
 
 For every eligible layer (``nn.Linear``, and ``nn.Conv2d`` with ``groups=1`` — TASD layers that
-subclass them included) :func:`profile` reports the layer's shape and reduction dim K, its dense
+subclass them included) :func:`profile_model` reports the layer's shape and reduction dim K, its dense
 MACs on the calibration inputs, the sparsity of its weight, the sparsity of its input activation
 per calibration sample (mean and 99th percentile) and its pseudo-density (DESIGN.md §3.4), and,
 for every candidate series, the share of nonzeros the series would drop from the weight (TASD-W)
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasder._batch import call_with_batch
+from tasder._batch import Batch, call_with_batch
 from tasder.sparsity import Series, StructuredPattern, parse_series
 from tasder.targets import DEFAULT_TARGET, target_series
 from tasder.tasd import DecompositionSums, decompose, tensor_sums
@@ -43,7 +43,6 @@ __all__ = [
     "CandidateProfile",
     "LayerProfile",
     "ModelProfile",
-    "profile",
     "profile_model",
 ]
 
@@ -55,9 +54,6 @@ SPARSITY_PERCENTILE = 99.0
 
 LayerKind = Literal["linear", "conv2d"]
 
-#: A calibration batch: a tensor (``model(batch)``), a mapping (``model(**batch)``) or a
-#: tuple/list of positional arguments (``model(*batch)``).
-Batch = torch.Tensor | Mapping[str, Any] | tuple[Any, ...] | list[Any]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +107,7 @@ class CandidateProfile:
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """The profile of one layer (see :func:`profile`).
+    """The profile of one layer (see :func:`profile_model`).
 
     Attributes:
         name: the module's qualified name in the model (``model.get_submodule(name)``).
@@ -380,20 +376,20 @@ def _check_batch(batch: object, index: int) -> None:
 
 def profile_model(
     model: nn.Module,
-    batches: Iterable[Batch],
+    calibration: Iterable[Batch],
     *,
     candidates: Iterable[str | Series] | None = None,
     on_batch: Callable[[int], None] | None = None,
     layers: Iterable[str] | None = None,
 ) -> ModelProfile:
-    """Profile every eligible layer of ``model`` (or those ``layers`` names) on the calibration ``batches``.
+    """Profile every eligible layer of ``model`` (or those ``layers`` names) on the ``calibration`` batches.
 
     Args:
         model: any ``nn.Module``. Its ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``) submodules —
             and subclasses of them, such as TASD layers — are profiled. Not modified: forward
             hooks are removed and every submodule's train/eval mode is restored afterwards, even
             when a forward raises.
-        batches: an iterable (a generator is fine: it is consumed once) of tensors (``model(b)``),
+        calibration: an iterable (a generator is fine: it is consumed once) of tensors (``model(b)``),
             dicts (``model(**b)``) or tuples (``model(*b)``).
         candidates: series to evaluate (strings or parsed); default: every series of the default
             target (:data:`tasder.targets.DEFAULT_TARGET`, TTC-VEGETA-M8), from its YAML.
@@ -408,13 +404,13 @@ def profile_model(
     Raises:
         ValueError: a model with no eligible layer, no batches, a bad series, or a batch the model
             cannot take (the message names the batch index).
-        TypeError: ``model`` is not a module, or ``batches`` is a single tensor/dict.
+        TypeError: ``model`` is not a module, or ``calibration`` is a single tensor/dict.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    if isinstance(batches, (torch.Tensor, Mapping)):
+    if isinstance(calibration, (torch.Tensor, Mapping)):
         # Iterating a tensor would silently treat every sample as its own batch.
-        raise TypeError("`batches` must be an iterable of batches; wrap a single batch in a list: [batch]")
+        raise TypeError("`calibration` must be an iterable of batches; wrap a single batch in a list: [batch]")
     parsed: dict[str, Series] = {}
     for spec in target_series(DEFAULT_TARGET) if candidates is None else candidates:
         s = parse_series(spec)
@@ -457,7 +453,7 @@ def profile_model(
     try:
         model.eval()
         with torch.no_grad():
-            for index, batch in enumerate(batches):
+            for index, batch in enumerate(calibration):
                 _check_batch(batch, index)
                 try:
                     call_with_batch(model, batch)
@@ -475,7 +471,7 @@ def profile_model(
         for module, training in modes:
             module.training = training
     if count == 0:
-        raise ValueError("`batches` is empty: profiling needs at least one calibration batch")
+        raise ValueError("`calibration` is empty: profiling needs at least one calibration batch")
     return ModelProfile(
         layers=tuple(layer.result() for layer in stats),
         candidates=tuple(parsed),
@@ -483,14 +479,3 @@ def profile_model(
         skipped=tuple(skipped),
     )
 
-
-def profile(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    *,
-    candidates: Iterable[str | Series] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    layers: Iterable[str] | None = None,
-) -> ModelProfile:
-    """Alias of :func:`profile_model` (``tasder.nn.profile(model, batches)``)."""
-    return profile_model(model, batches, candidates=candidates, on_batch=on_batch, layers=layers)
