@@ -25,6 +25,7 @@ import typer
 from tasder import __version__
 from tasder.cli import demo, hw, models, profile, search, tensors, train
 from tasder.cli.common import DEBUG_ENV, error, error_message, with_examples
+from tasder.errors import WorkloadUnavailableError
 
 try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -106,28 +107,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except WorkloadUnavailableError as exc:  # a missing package or file of ours, not the user's input
+        error(str(exc))
+        return 1
     except (ValueError, TypeError, OSError) as exc:
         error(error_message(exc))
         return 2
     except Exception as exc:  # a failure that is not the user's input: one line, code 1
-        if _is_unavailable(exc):  # a missing package or file of ours, not the user's input
-            error(str(exc))
-            return 1
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         error(f"{type(exc).__name__}: {error_message(exc)} (set {DEBUG_ENV}=1 for the traceback)")
         return 1
     return rv if isinstance(rv, int) else 0
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    """A zoo entry's missing package or file (:class:`tasder.zoo.WorkloadUnavailableError`): exit 1.
-
-    Checked through ``sys.modules`` so that the check itself never imports the zoo (and torch):
-    such an error can only have been raised after the zoo was imported.
-    """
-    zoo_minilm = sys.modules.get("tasder.zoo.minilm")
-    return zoo_minilm is not None and isinstance(exc, zoo_minilm.WorkloadUnavailableError)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
