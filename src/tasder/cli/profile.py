@@ -31,8 +31,7 @@ from tasder.cli.common import (
     with_examples,
     wrap_dotted,
 )
-from tasder.sparsity.notation import parse_series
-from tasder.targets import DEFAULT_TARGET, target_series
+from tasder.targets import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from tasder.nn.profile import ModelProfile
@@ -54,6 +53,8 @@ def parse_candidates(values: list[str] | None) -> list[Series] | None:
     """
     if not values:
         return None
+    from tasder.sparsity.notation import parse_series
+
     parsed: dict[str, Series] = {}
     for value in values:
         for spec in value.split(","):
@@ -162,8 +163,8 @@ def profile_cmd(
     series: Annotated[
         list[str] | None,
         typer.Option("--series", "-s", show_default=False,
-                     help="Candidate TASD series, comma-separated or repeated (default: every "
-                     f"{DEFAULT_TARGET} series: {', '.join(target_series(DEFAULT_TARGET))})."),
+                     help="Candidate TASD series, comma-separated or repeated (default: every series of "
+                     f"the {DEFAULT_TARGET} target, from its YAML)."),
     ] = None,
     candidates: Annotated[  # the option's former name, kept working
         list[str] | None, typer.Option("--candidates", "-c", hidden=True, show_default=False)

@@ -30,8 +30,7 @@ from tasder.cli.common import (
     with_examples,
     wrap_dotted,
 )
-from tasder.sparsity.notation import NOTATION_EXAMPLES, parse_series
-from tasder.targets import DEFAULT_TARGET, target_series
+from tasder.targets import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     import torch
@@ -165,6 +164,8 @@ def decompose_cmd(
     output: OutputOption = None,
 ) -> None:
     """Decompose every tensor in FILE into a TASD series and report what it drops."""
+    from tasder.sparsity.notation import parse_series
+
     parsed = parse_series(series)
     records, skipped = _decompose_file(file, parsed, dim, allow_nonfinite)
 
@@ -219,6 +220,8 @@ PATTERNS_HELP = with_examples(
 
 
 def patterns_cmd(as_json: JsonOption = False, output: OutputOption = None) -> None:
+    from tasder.sparsity.notation import NOTATION_EXAMPLES, parse_series
+
     rows = [(example, parse_series(example).effective_density, meaning) for example, meaning in NOTATION_EXAMPLES]
     if as_json:
         emit(None, [{"notation": n, "density": d, "meaning": m} for n, d, m in rows], output)
@@ -236,9 +239,6 @@ def patterns_cmd(as_json: JsonOption = False, output: OutputOption = None) -> No
     emit(render, None, output)
 
 
-#: The default target's series, as ``--series`` help texts list them (read from the target's YAML).
-DEFAULT_SERIES_HELP = f"every {DEFAULT_TARGET} series: {', '.join(target_series(DEFAULT_TARGET))}"
-
 SWEEP_HELP = with_examples(
     f"""TASD of a built-in tensor workload with several series: a table per tensor and a pooled total.
 
@@ -255,12 +255,15 @@ def sweep_cmd(
     series: Annotated[
         list[str] | None,
         typer.Option("--series", "-s", show_default=False,
-                     help=f"A TASD series to try (repeat the option); default: {DEFAULT_SERIES_HELP}."),
+                     help=f"A TASD series to try (repeat the option); default: every series of the "
+                     f"{DEFAULT_TARGET} target (its YAML lists the patterns)."),
     ] = None,
     as_json: JsonOption = False,
     output: OutputOption = None,
 ) -> None:
     """TASD of a built-in tensor workload with several series."""
+    from tasder.sparsity.notation import parse_series
+    from tasder.targets import target_series
     from tasder.tasd import DecompositionSums, decompose, tensor_sums
     from tasder.zoo import get_workload
 

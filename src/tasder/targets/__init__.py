@@ -40,20 +40,19 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
+if TYPE_CHECKING:
+    from tasder.sparsity.patterns import Pattern, Series
 
-from tasder.sparsity.notation import expand_ranges, parse_pattern, parse_series
-from tasder.sparsity.patterns import Pattern, Series, StructuredPattern
+__all__ = ["DEFAULT_TARGET", "Target", "candidate_series", "list_targets", "load_target", "target_series"]
 
-__all__ = ["DEFAULT_TARGET", "DENSE", "Target", "candidate_series", "list_targets", "load_target", "target_series"]
+# YAML and the notation parser are imported by the functions that read a target: the command line
+# imports this module for DEFAULT_TARGET (its help texts) and must start fast.
 
 #: The target tasder's defaults refer to (the search, the profile's series, ``tasder sweep``): the
 #: TASD paper's TTC-VEGETA-M8 (native 1:8, 2:8, 4:8; two terms).
 DEFAULT_TARGET = "ttc-vegeta-m8"
-
-#: The identity series, a candidate of every target.
-DENSE = parse_series("dense")
 
 _KEYS = ("name", "description", "patterns", "max_order")
 
@@ -70,6 +69,8 @@ class Target:
 
     def parsed(self) -> list[Pattern]:
         """The native patterns, parsed."""
+        from tasder.sparsity.notation import parse_pattern
+
         return [parse_pattern(p) for p in self.patterns]
 
 
@@ -87,6 +88,11 @@ def list_targets() -> dict[str, str]:
 
 
 def _parse(text: str, source: str) -> Target:
+    import yaml
+
+    from tasder.sparsity.notation import expand_ranges, parse_pattern
+    from tasder.sparsity.patterns import StructuredPattern
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -150,6 +156,8 @@ def load_target(target: str | os.PathLike[str] | Target) -> Target:
 
 def candidate_series(target: Target | str) -> list[Series]:
     """The target's candidate series, sorted by effective density (lowest first), then ``dense``."""
+    from tasder.sparsity.notation import parse_series
+
     t = load_target(target)
     patterns = sorted(t.parsed(), key=lambda p: (-p.density, str(p)))
     best: dict[float, tuple[tuple[int, float], Series]] = {}
@@ -163,7 +171,7 @@ def candidate_series(target: Target | str) -> list[Series]:
             rank = (order, -combo[0].density)
             if density not in best or rank < best[density][0]:
                 best[density] = (rank, series)
-    return [best[d][1] for d in sorted(best)] + [DENSE]
+    return [best[d][1] for d in sorted(best)] + [parse_series("dense")]
 
 
 def target_series(target: Target | str = DEFAULT_TARGET) -> tuple[str, ...]:
