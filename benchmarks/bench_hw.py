@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 from tasder.hw import Problem, load_architecture, load_network, map_layer
-from tasder.hw.mapper import MapperConstraints, _sample, _slots, validity
+from tasder.hw.mapper import sample_mappings, validity
 from tasder.hw.model import evaluate_batch
-from tasder.hw.workload import DIMS
 
 
 def _best_of(fn: object, repeats: int = 5) -> float:
@@ -47,9 +46,7 @@ def sparse_dense_ratio(layer: Problem, n: int = 20_000) -> list[tuple[str, float
     import numpy as np
 
     tc = load_architecture("tc")
-    c = MapperConstraints()
-    slots = [_slots(tc, d, c.spatial_slots(tc)) for d in DIMS]
-    batch = _sample(tc, layer, slots, c.allowed_orders(tc), n, np.random.default_rng(0))
+    batch = sample_mappings(tc, layer, n, np.random.default_rng(0))
     batch = batch.take(np.flatnonzero(validity(tc, layer, batch)[0]))
     dense = _best_of(lambda: evaluate_batch(tc, layer, batch))
     out = []

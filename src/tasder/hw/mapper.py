@@ -33,7 +33,7 @@ from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
 
 __all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
-           "map_layer", "map_network", "mapping_key", "validity"]
+           "map_layer", "map_network", "mapping_key", "sample_mappings", "validity"]
 
 OBJECTIVES: tuple[str, ...] = ("edp", "energy", "cycles")
 #: Named dataflows → the dim that must be innermost at every level.
@@ -202,6 +202,26 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
     return MappingBatch(temporal=f[:, :nl], spatial=f[:, nl:], order=_order_array(order_choices, oidx))
 
 
+def _design_constraints(arch: Architecture, constraints: MapperConstraints | None) -> MapperConstraints:
+    """The user's constraints over the design's own dataflow (its mapper orders and spatial dims)."""
+    constraints = constraints or MapperConstraints()
+    if arch.mapper_orders or arch.mapper_spatial:
+        constraints = MapperConstraints(orders={**dict(arch.mapper_orders), **constraints.orders},
+                                        spatial_dims={**dict(arch.mapper_spatial), **constraints.spatial_dims},
+                                        dataflow=constraints.dataflow)
+    return constraints
+
+
+def sample_mappings(arch: Architecture, problem: Problem, n: int, rng: np.random.Generator, *,
+                    constraints: MapperConstraints | None = None) -> MappingBatch:
+    """``n`` valid mappings of ``problem`` on ``arch``, drawn as :func:`map_layer` draws them (every
+    valid mapping can come out, an invalid one never: see ``_sample``)."""
+    constraints = _design_constraints(arch, constraints)
+    spatial_dims = constraints.spatial_slots(arch)
+    return _sample(arch, problem, [_slots(arch, d, spatial_dims) for d in DIMS], constraints.allowed_orders(arch), n,
+                   rng)
+
+
 @dataclass(frozen=True)
 class MapperResult:
     """The best mapping for ``objective``, the top-k, and search statistics."""
@@ -235,11 +255,7 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
         raise ValueError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive integer; got {budget!r}")
-    constraints = constraints or MapperConstraints()
-    if arch.mapper_orders or arch.mapper_spatial:  # the design's own dataflow, under the user's
-        constraints = MapperConstraints(orders={**dict(arch.mapper_orders), **constraints.orders},
-                                        spatial_dims={**dict(arch.mapper_spatial), **constraints.spatial_dims},
-                                        dataflow=constraints.dataflow)
+    constraints = _design_constraints(arch, constraints)  # the design's own dataflow, under the user's
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)
     nl = len(arch.levels)

@@ -56,7 +56,8 @@ from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
 
-__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "check_constraint", "constraint_text", "default_layers", "search"]
+__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "MeasuredLayer", "check_constraint", "constraint_text",
+           "default_layers", "measure_layers", "search", "select_layers"]
 
 METHODS = ("cost-aware", "paper-greedy", "paper-threshold")
 #: The identity series: what a layer the search leaves alone runs.
@@ -122,7 +123,13 @@ def constraint_text(constraint: float | Drop) -> str:
 
 
 @dataclass
-class _Layer:
+class MeasuredLayer:
+    """What the methods decide a searched layer's series by (:func:`measure_layers`): its applicable
+    non-dense ``candidates`` (lowest density first), dense MACs on the first calibration batch,
+    and per candidate (canonical string) the dropped nonzeros % (the weight for mode W, the input
+    activations for A), the relative output error on the calibration data (``damage``) and, for
+    TASD-A, the measured kept fraction; the input's sparsity statistics for paper-threshold."""
+
     name: str
     module: nn.Module
     kind: str
@@ -145,7 +152,9 @@ def _permutable(series: Series) -> bool:
     return True
 
 
-def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+def select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the plain ``nn.Linear``/``nn.Conv2d`` (groups 1) layers the globs ``layers``
+    select (every one for None); a glob that selects none is a ValueError."""
     found = [(n, m) for n, m in model.named_modules()
              if n and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))]
     if layers is None:
@@ -157,22 +166,22 @@ def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple
     return chosen
 
 
-def _measure(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
-             cands: list[Series], mode: str, permute: bool = False,
-             bias_correction: bool = False) -> tuple[list[_Layer], int, TASDCalibration]:
+def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
+                   cands: list[Series], mode: str, permute: bool = False,
+                   bias_correction: bool = False) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
     every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
     macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
-    layers: list[_Layer] = []
+    layers: list[MeasuredLayer] = []
     probes: dict[str, dict[str, TASDLayer]] = {}
     for name, module in selected:
         specs = {str(s): LayerSpec(s, mode, permute=permute, bias_correction=bias_correction)  # type: ignore[arg-type]
                  for s in cands if not s.is_dense}
         ok = [s for s in cands if not s.is_dense and incompatibility(module, specs[str(s)]) is None]
         kind = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
-        layer = _Layer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
+        layer = MeasuredLayer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
         layers.append(layer)
         probes[name] = {str(s): make_tasd_layer(module, specs[str(s)]).eval() for s in ok}
         if mode == "W":
@@ -220,7 +229,7 @@ class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
 class _Evaluator:
     """Evaluates assignments (layer → series), caching on the canonical config."""
 
-    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[_Layer],
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[MeasuredLayer],
                  mode: str, cost: CostFn, max_evals: int | None, progress: Any, *,
                  options: dict[str, bool] | None = None, calibration: TASDCalibration | None = None) -> None:
         self.model, self.evaluate, self.mode, self.cost = model, evaluate, mode, cost
@@ -295,7 +304,7 @@ class _Evaluator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _paper_greedy(ev: _Evaluator, layers: list[_Layer]) -> dict[str, Any]:
+def _paper_greedy(ev: _Evaluator, layers: list[MeasuredLayer]) -> dict[str, Any]:
     order = sorted(((ly.dropped[str(s)], s.effective_density, i, s) for i, ly in enumerate(layers)
                     for s in ly.candidates), key=lambda t: (t[0], t[1], t[2]))
     current: dict[str, Series] = {}
@@ -309,7 +318,7 @@ def _paper_greedy(ev: _Evaluator, layers: list[_Layer]) -> dict[str, Any]:
     return {}
 
 
-def _paper_threshold(ev: _Evaluator, layers: list[_Layer], stat: str) -> dict[str, Any]:
+def _paper_threshold(ev: _Evaluator, layers: list[MeasuredLayer], stat: str) -> dict[str, Any]:
     sparsity: dict[str, float] = {}
     for ly in layers:
         measured = ly.sparsity_p99 if stat == "p99" else ly.sparsity_mean
@@ -341,7 +350,7 @@ def _dominates(trial: dict[str, Series], failed: dict[str, Series]) -> bool:
     return all(trial.get(n, DENSE).effective_density <= s.effective_density for n, s in failed.items())
 
 
-def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str, Any]:
+def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
     base = cost(ev.specs({}))
     moves: list[tuple[float, float, int, Series]] = []
     for i, ly in enumerate(layers):
@@ -496,12 +505,12 @@ def search(
                              f"one block size); search it without `permute`")
     start = time.perf_counter()
     model = copy.deepcopy(model).eval()  # the caller's model (and its train/eval mode) stay as they are
-    selected = _select_layers(model, None if layers is None else list(layers))
+    selected = select_layers(model, None if layers is None else list(layers))
     if not selected:
         raise ValueError("the model has no nn.Linear/nn.Conv2d layer to search")
     torch.manual_seed(seed)
     options = {"permute": permute, "bias_correction": bias_correction}
-    measured, total_macs, calibration = _measure(model, batches, selected, cands, mode, **options)
+    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options)
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
