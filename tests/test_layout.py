@@ -125,7 +125,6 @@ def test_hw_commands_load_neither_torch_nor_numba(sparsity_is_light, tmp_path):
 
 
 def test_top_level_names_load_lazily_and_dir_lists_them():
-    assert set(tasder.__all__) == {"__version__", *tasder._EXPORTS}
     assert set(tasder.__all__) <= set(dir(tasder)) and {"hw", "nn", "search", "workloads"} <= set(dir(tasder))
     for name in tasder.__all__:
         assert getattr(tasder, name) is not None

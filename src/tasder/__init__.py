@@ -31,7 +31,7 @@ _SUBMODULES: frozenset[str] = frozenset({
     "workloads", "zoo",
 })
 
-__all__ = [  # __version__ and the keys of _EXPORTS (a test keeps them in step)
+__all__ = [  # __version__ and the keys of _EXPORTS (tests/test_layout.py resolves every one)
     "TASDResult",
     "__version__",
     "approximate",
