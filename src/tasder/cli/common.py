@@ -47,6 +47,7 @@ __all__ = [
     "DEBUG_ENV",
     "REPORT_WIDTH",
     "JsonOption",
+    "ModelArgument",
     "ObjectiveOption",
     "OutputOption",
     "SeedOption",
@@ -215,6 +216,8 @@ OutputOption = Annotated[
     typer.Option("--output", "-o", metavar="FILE", show_default=False,
                  help="Write the report to FILE instead of stdout."),
 ]
+#: ``MODEL``: a zoo model to run (``profile``, ``apply``, ``search``).
+ModelArgument = Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)]
 #: ``--objective``: what the mapper minimises (``hw eval``, ``hw compare``).
 ObjectiveOption = Annotated[str, typer.Option("--objective", help="What the mapper minimises: edp, energy or cycles.")]
 #: ``--seed`` of the mapper (``hw eval``, ``hw compare``).

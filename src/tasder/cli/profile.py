@@ -22,6 +22,7 @@ from rich.console import Console
 
 from tasder.cli.common import (
     JsonOption,
+    ModelArgument,
     OutputOption,
     emit,
     format_count,
@@ -158,8 +159,7 @@ PROFILE_HELP = with_examples(
 
 
 def profile_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
-                                         show_default=False)],
+    model: ModelArgument,
     series: Annotated[
         list[str] | None,
         typer.Option("--series", "-s", show_default=False,
@@ -213,8 +213,7 @@ APPLY_HELP = with_examples(
 
 
 def apply_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
-                                         show_default=False)],
+    model: ModelArgument,
     config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...), "
                                          "e.g. written by `tasder search`.", show_default=False)],
     as_json: JsonOption = False,

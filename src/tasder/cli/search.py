@@ -23,6 +23,7 @@ from rich.console import Console
 
 from tasder.cli.common import (
     JsonOption,
+    ModelArgument,
     emit,
     format_count,
     interactive,
@@ -73,7 +74,7 @@ SEARCH_HELP = with_examples(
 
 
 def search_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
+    model: ModelArgument,
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
     = DEFAULT_TARGET,
     mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights) or A (TASD-A, activations).")]

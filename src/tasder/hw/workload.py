@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasder.hw.density import DenseModel, DensityModel, density_model
-from tasder.hw.spec import SpecError, check_keys, check_version, get_int, get_str, load_yaml
+from tasder.hw.spec import SpecError, check_keys, get_int, get_str, load_section
 
 __all__ = [
     "DIMS",
@@ -163,12 +163,7 @@ def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
     if not text.endswith((".yaml", ".yml")) and not Path(text).is_file():
         raise ValueError(f"workload {text!r}: expected a workload YAML file (.yaml/.yml); a zoo model or "
                          f"shape table by name loads with tasder.workloads.load_network({text!r})")
-    doc = load_yaml(text)
-    check_keys(doc, ("version", "workload"), required=("version", "workload"))
-    check_version(doc)
-    wl = doc["workload"]
-    if not isinstance(wl, dict):
-        raise SpecError(f"{doc.where('workload')}: workload must be a mapping")
+    _, wl = load_section(text, "workload")
     check_keys(wl, ("name", "word_bits", "layers"), required=("layers",))
     bits = get_int(wl, "word_bits", word_bits)
     layers = wl["layers"]

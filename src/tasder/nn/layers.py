@@ -174,6 +174,11 @@ class TASDLayer:
         assert isinstance(self, nn.Module)
         self.register_buffer("permutation", None)
         self.register_buffer("output_correction", None)
+        reason = incompatibility(self, spec)
+        if reason:
+            raise ValueError(f"{type(self).__name__}: {reason}")
+        if self.mode == "W" and self.weight.device.type != "meta":  # on "meta", _copy_parameters does it
+            self.reapproximate_()
 
     @property
     def spec(self) -> LayerSpec:
@@ -366,11 +371,22 @@ class TASDLayer:
         options = "".join(f", {o}" for o in ("permute", "bias_correction") if getattr(self, o))
         return f"series={self.series}, mode={self.mode}{options}"
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, corrected=True)
+
     def forward_uncorrected(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass without the output correction (what calibration measures the error of)."""
         return self._run(x, corrected=False)
 
     def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
+        if corrected:
+            self._check_calibrated()
+        if self.mode == "A":
+            x = self._approximate_input(x)
+        return self._op(x, self.weight, self._effective_bias(corrected))
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The plain layer's operation (``F.linear``, the convolution) with ``weight`` and ``bias``."""
         raise NotImplementedError
 
 
@@ -403,11 +419,6 @@ class TASDLinear(TASDLayer, nn.Linear):
     ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_tasd(series, mode, permute, bias_correction)
-        reason = incompatibility(self, self.spec)
-        if reason:
-            raise ValueError(f"TASDLinear: {reason}")
-        if self.mode == "W" and self.weight.device.type != "meta":
-            self.reapproximate_()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, series: str | Pattern | Series, mode: Mode = "W", *,
@@ -422,15 +433,8 @@ class TASDLinear(TASDLayer, nn.Linear):
         _copy_parameters(layer, linear)
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, corrected=True)
-
-    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
-        if corrected:
-            self._check_calibrated()
-        if self.mode == "A":
-            x = self._approximate_input(x)
-        return F.linear(x, self.weight, self._effective_bias(corrected))
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
 
     def to_plain(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing what this layer computes on approximated inputs:
@@ -477,11 +481,6 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
                          device=device, dtype=dtype)
         self._init_tasd(series, mode, permute, bias_correction)
-        reason = incompatibility(self, self.spec)
-        if reason:
-            raise ValueError(f"TASDConv2d: {reason}")
-        if self.mode == "W" and self.weight.device.type != "meta":
-            self.reapproximate_()
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, series: str | Pattern | Series, mode: Mode = "W", *,
@@ -494,15 +493,8 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
         _copy_parameters(layer, conv)
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, corrected=True)
-
-    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
-        if corrected:
-            self._check_calibrated()
-        if self.mode == "A":
-            x = self._approximate_input(x)
-        return self._conv_forward(x, self.weight, self._effective_bias(corrected))
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)
 
     def to_plain(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` (TASD-W: Ŵ baked in, the output correction in the bias; TASD-A:
