@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 __all__ = ["DEMO_DESIGNS", "DEMO_FLOWS", "DEMO_TARGET", "DemoCase", "run_demo"]
 
-#: The designs compared (DESIGN §4), TC first: everything is normalised to it.
+#: The designs compared (docs/design.md §4), TC first: everything is normalised to it.
 DEMO_DESIGNS: tuple[str, ...] = ("tc", "stc", "dstc", "highlight", "ttc-vegeta-m8")
 #: The hardware target the search picks series for, and the design its EDP is modelled on.
 DEMO_TARGET = "ttc-vegeta-m8"

@@ -140,7 +140,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
     drops.add_section()
     drops.add_row("pooled", *totals, style="bold")
     console.print(drops)
-    console.print("groups along K (DESIGN §3.3); activations pooled over all batches (Σdropped/Σnnz);\n"
+    console.print("groups along K (docs/design.md §3.3); activations pooled over all batches (Σdropped/Σnnz);\n"
                   "pooled row: over the layers where the series applies", markup=False)
     for (layer_name, reason), series in reasons.items():
         which = "every candidate" if len(series) == len(p.candidates) else ", ".join(series)

@@ -1,4 +1,4 @@
-"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (DESIGN §4).
+"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (docs/design.md §4).
 
 Specs are data (YAML → frozen dataclasses); the model is stages over plain data:
 

@@ -1,6 +1,6 @@
 """The three GEMMs of a training step, for modelling N:M sparse training (SAT / BDWP) against dense.
 
-For a layer ``Z = W·X`` (W: M×K weights, X: K×N inputs, Z: M×N outputs; DESIGN §4's GEMM with
+For a layer ``Z = W·X`` (W: M×K weights, X: K×N inputs, Z: M×N outputs; docs/design.md §4's GEMM with
 A = W, B = X) one training step runs three GEMMs of equal MAC count:
 
 * **FF** ``Z = W·X`` — A = W (M×K), reduction over K = C_in·R·S; SAT runs W's N:M mask along K.

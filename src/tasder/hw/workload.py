@@ -1,4 +1,4 @@
-"""Workloads: every layer as a GEMM ``Z[m,n] += A[m,k]·B[k,n]`` (DESIGN §4), and networks of them.
+"""Workloads: every layer as a GEMM ``Z[m,n] += A[m,k]·B[k,n]`` (docs/design.md §4), and networks of them.
 
 ``A`` is the weights (M×K), ``B`` the input activations (K×N), ``Z`` the outputs (M×N). A
 convolution is lowered by im2col (M = out channels, K = C·R·S, N = P·Q·batch); a linear layer

@@ -4,7 +4,7 @@ Both are *subclasses* of the plain layers, so everything that works on a Linear 
 ``state_dict`` save/load (same keys: ``weight``, ``bias``), ``.to()``, ``.eval()/.train()``,
 ``torch.no_grad`` inference, optimisers, isinstance checks in other tools — keeps working.
 
-Groups lie where DESIGN.md §3.3 puts them, along the GEMM reduction dim:
+Groups lie where docs/design.md §3.3 puts them, along the GEMM reduction dim:
 
 ============  ==============================  =============================================
 layer         weight (TASD-W)                 input (TASD-A)
@@ -66,7 +66,7 @@ WEIGHT_DIM = 1
 def incompatibility(module: nn.Module, spec: LayerSpec) -> str | None:
     """Why ``module`` (a plain Linear/Conv2d) cannot take ``spec``, or None when it can.
 
-    The reasons are the ones a model transform skips a layer for (DESIGN.md §3.3): a grouped
+    The reasons are the ones a model transform skips a layer for (docs/design.md §3.3): a grouped
     convolution (its reduction dim is split per group, which the groups along C would straddle),
     and a reduction dim shorter than the series' largest block, where a G:H block would be
     mostly padding and the "structure" meaningless.

@@ -3,7 +3,7 @@
 For every eligible layer (``nn.Linear``, and ``nn.Conv2d`` with ``groups=1`` — TASD layers that
 subclass them included) :func:`profile_model` reports the layer's shape and reduction dim K, its dense
 MACs on the calibration inputs, the sparsity of its weight, the sparsity of its input activation
-per calibration sample (mean and 99th percentile) and its pseudo-density (DESIGN.md §3.4), and,
+per calibration sample (mean and 99th percentile) and its pseudo-density (docs/design.md §3.4), and,
 for every candidate series, the share of nonzeros the series would drop from the weight (TASD-W)
 and from the input activation (TASD-A).
 
@@ -46,7 +46,7 @@ __all__ = [
     "profile_model",
 ]
 
-#: Pseudo-density keeps this share of Σ|x| (DESIGN.md §3.4: "99 % of the Σ|x| of the activation").
+#: Pseudo-density keeps this share of Σ|x| (docs/design.md §3.4: "99 % of the Σ|x| of the activation").
 PSEUDO_DENSITY_KEEP = 0.99
 
 #: The percentile of per-sample activation sparsity reported next to the mean.
@@ -115,7 +115,7 @@ class LayerProfile:
         module_type: the module's class name (``"Linear"``, or a TASD subclass's name).
         weight_shape: ``(out, in)`` or ``(O, C, R, S)``.
         k: the length of the dimension TASD groups run along: ``in_features``, or ``C`` (the
-            groups lie along C at each of the R·S kernel positions, DESIGN.md §3.3).
+            groups lie along C at each of the R·S kernel positions, docs/design.md §3.3).
         kernel_positions: ``R·S`` (1 for Linear).
         k_total: the GEMM reduction length ``k · kernel_positions`` (``C·R·S`` for a conv).
         macs: dense multiply-accumulates the layer did on all calibration inputs.
@@ -125,7 +125,7 @@ class LayerProfile:
         activation_sparsity_mean: mean over samples of each sample's fraction of zero inputs.
         activation_sparsity_p99: the 99th percentile of the same per-sample values.
         pseudo_density: mean over samples of the smallest fraction of a sample's elements that
-            holds 99 % of its Σ|x| (DESIGN.md §3.4; 0 for an all-zero sample).
+            holds 99 % of its Σ|x| (docs/design.md §3.4; 0 for an all-zero sample).
         candidates: one :class:`CandidateProfile` per candidate series, in the order asked.
 
     The activation fields are None when the layer never ran on the calibration data.

@@ -1,4 +1,4 @@
-"""TASDER: layer-wise TASD configuration search under an accuracy constraint (DESIGN.md §3.4).
+"""TASDER: layer-wise TASD configuration search under an accuracy constraint (docs/design.md §3.4).
 
 >>> from tasder.search import candidate_series
 >>> [str(s) for s in candidate_series("ttc-vegeta-m8")]

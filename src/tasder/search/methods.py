@@ -1,6 +1,6 @@
 """TASDER: choose a TASD series per layer that minimises a cost under an accuracy constraint.
 
-Three methods (DESIGN.md §3.4), one entry point :func:`search`:
+Three methods (docs/design.md §3.4), one entry point :func:`search`:
 
 * ``paper-greedy`` (the paper's TASD-W rule): every (layer, candidate) pair ranked by the share of
   nonzeros it drops (weights along K for mode W; calibration activations for mode A), smallest
