@@ -154,6 +154,12 @@ def test_errors_are_tasder_errors_and_the_builtin_types():
     for exc in (SpecError, MappingError, NoValidMappingError):
         assert issubclass(exc, errors.TasderError) and issubclass(exc, ValueError)
     assert issubclass(errors.WorkloadUnavailableError, RuntimeError)
+    from tasder.hw import Problem, load_architecture, map_layer
+
+    with pytest.raises(errors.InvalidParameterError, match="budget"):  # also a ValueError for older callers
+        map_layer(load_architecture("tc"), Problem("p", M=4, K=4, N=4), budget=0)
+    with pytest.raises(errors.InvalidParameterError, match="a_density must be"):
+        Problem("p", M=4, K=4, N=4, a_density=[0.5])  # type: ignore[arg-type]
 
 
 def test_no_public_name_shadows_its_module():

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tasder.errors import InvalidParameterError
 from tasder.hw.architecture import Architecture
 from tasder.hw.mapping import ORDERS, Mapping, MappingBatch, MappingError
 from tasder.hw.microarch import Costs
@@ -252,9 +253,9 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
         ValueError: bad ``objective``, ``budget`` or constraints.
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+        raise InvalidParameterError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive integer; got {budget!r}")
+        raise InvalidParameterError(f"budget must be a positive integer; got {budget!r}")
     constraints = _design_constraints(arch, constraints)  # the design's own dataflow, under the user's
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)

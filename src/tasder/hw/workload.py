@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasder.errors import InvalidParameterError
 from tasder.hw.density import DenseModel, DensityModel, density_model
 from tasder.hw.spec import SpecError, check_keys, get_int, get_str, load_section
 
@@ -73,13 +74,13 @@ class Problem:
         for key in ("M", "K", "N", "repeat", "word_bits"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Problem {self.name!r}: {key} must be a positive integer; got {value!r}")
+                raise InvalidParameterError(f"Problem {self.name!r}: {key} must be a positive integer; got {value!r}")
         for key, size in (("a_density", self.M * self.K), ("b_density", self.K * self.N)):
             spec: Any = getattr(self, key)
             if not isinstance(spec, DensityModel):
                 if spec is not None and (isinstance(spec, bool) or not isinstance(spec, (str, int, float))):
-                    raise TypeError(f"Problem {self.name!r}: {key} must be a pattern string, a density, None "
-                                    f"or a DensityModel; got {type(spec).__name__}")
+                    raise InvalidParameterError(f"Problem {self.name!r}: {key} must be a pattern string, a density, "
+                                                f"None or a DensityModel; got {type(spec).__name__}")
                 try:
                     model = density_model(spec, size)
                 except ValueError as exc:

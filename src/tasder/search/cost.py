@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tasder.errors import InvalidParameterError
 from tasder.nn.config import LayerSpec
 from tasder.search.result import HardwareSummary, SearchResult
 
@@ -97,9 +98,9 @@ class HardwareCost:
         from tasder.hw import Architecture, load_architecture
 
         if metric not in COST_METRICS:
-            raise ValueError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
+            raise InvalidParameterError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
         if mode not in ("W", "A"):
-            raise ValueError(f"mode={mode!r}: expected 'W' (weights) or 'A' (activations)")
+            raise InvalidParameterError(f"mode={mode!r}: expected 'W' (weights) or 'A' (activations)")
         if not problems:
             raise ValueError("HardwareCost needs at least one layer (problems is empty)")
         self.arch = design if isinstance(design, Architecture) else load_architecture(design)

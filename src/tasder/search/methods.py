@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder.errors import InvalidParameterError
 from tasder.nn.accounting import count_macs
 from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
 from tasder.nn.config import LayerSpec, TASDConfig
@@ -89,7 +90,7 @@ class Drop:
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, (int, float)) \
                 or not math.isfinite(self.amount) or self.amount < 0:
-            raise ValueError(f"Drop amount must be a finite number ≥ 0; got {self.amount!r}")
+            raise InvalidParameterError(f"Drop amount must be a finite number ≥ 0; got {self.amount!r}")
 
     def __str__(self) -> str:
         return f"drop ≤ {self.amount:g}"
@@ -101,7 +102,7 @@ def check_constraint(constraint: float | Drop) -> float | Drop:
         return constraint
     if isinstance(constraint, bool) or not isinstance(constraint, (int, float)) \
             or not math.isfinite(constraint) or not 0 < constraint <= 1:
-        raise ValueError(f"`constraint` must be a fraction of the original metric in (0, 1] (e.g. 0.99) or "
+        raise InvalidParameterError(f"`constraint` must be a fraction of the original metric in (0, 1] (e.g. 0.99) or "
                          f"Drop(amount); got {constraint!r}")
     return float(constraint)
 
@@ -476,19 +477,19 @@ def search(
     """
     constraint = check_constraint(constraint)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if mode not in ("W", "A"):
-        raise ValueError(f"`mode` must be 'W' or 'A'; got {mode!r}")
+        raise InvalidParameterError(f"`mode` must be 'W' or 'A'; got {mode!r}")
     if method == "paper-threshold" and mode != "A":
         raise ValueError("paper-threshold is the paper's TASD-A rule: use mode='A' (or paper-greedy / "
                          "cost-aware for TASD-W)")
     if statistic not in ("mean", "p99"):
-        raise ValueError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
+        raise InvalidParameterError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
     for option, value in (("permute", permute), ("bias_correction", bias_correction)):
         if not isinstance(value, bool):
-            raise ValueError(f"`{option}` must be True or False; got {value!r}")
+            raise InvalidParameterError(f"`{option}` must be True or False; got {value!r}")
     if max_evals is not None and (isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1):
-        raise ValueError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
+        raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     if not callable(evaluate):
