@@ -26,9 +26,10 @@ import re
 import time
 from pathlib import Path
 
-from tasder.hw import Problem, load_architecture, load_network, map_layer
+from tasder.hw import Problem, load_architecture, map_layer
 from tasder.hw.mapper import sample_mappings, validity
 from tasder.hw.model import evaluate_batch
+from tasder.workloads import load_network
 
 
 def _best_of(fn: object, repeats: int = 5) -> float:

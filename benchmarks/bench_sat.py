@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from tasder.hw import PHASES, load_architecture, load_network, map_training
+from tasder.hw import load_architecture, map_training
 from tasder.hw.density import density_model
-from tasder.hw.training import BP_MASKS
+from tasder.hw.training import BP_MASKS, PHASES
+from tasder.workloads import load_network
 
 
 def main() -> None:
