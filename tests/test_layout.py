@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def _unit(path: Path) -> str:
     return path.relative_to(SRC).with_suffix("").parts[0]
 
 
+@functools.cache
 def _edges() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for path in SRC.rglob("*.py"):

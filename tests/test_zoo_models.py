@@ -423,6 +423,7 @@ def test_minilm_entry_is_the_real_bert_and_scores_well_above_chance(minilm_small
     assert 0.5 < scores.recall_at_1 <= scores.mrr <= 1.0 and scores.n == 24  # chance is 1/24
 
 
+@pytest.mark.slow  # four batches of 16 texts × 128 tokens through the real encoder
 def test_minilm_calibration_batches_run_and_are_not_scored_pairs(minilm_small):
     m = minilm_small
     assert m.calibration and all(isinstance(b, dict) and "attention_mask" in b for b in m.calibration)
