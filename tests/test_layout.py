@@ -103,7 +103,8 @@ def sparsity_is_light():
     "import tasder.hw",
     "import tasder.hw, tasder.workloads, tasder.targets, tasder.errors",
     "from tasder.cli.app import run\nimport contextlib, io\n"
-    "with contextlib.redirect_stdout(io.StringIO()):\n    run(['--help']); run(['hw', 'eval', '--help'])",
+    "with contextlib.redirect_stdout(io.StringIO()):\n"
+    "    run(['--help']); run(['hw', '--help']); run(['hw', 'eval', '--help'])",
 ])
 def test_start_up_loads_no_heavy_module(sparsity_is_light, code):
     assert _loaded(code) == []
