@@ -89,12 +89,13 @@ def _decompose_file(
 ) -> tuple[list[dict[str, object]], list[tuple[str, torch.Tensor, str]]]:
     """Records (see :func:`_record`) of the tensors in ``file`` that can be decomposed, and the
     ``(name, tensor, reason)`` of those skipped. Raises ValueError if none can be."""
+    from tasder.io import load_tensors
+
+    tensors = load_tensors(file)  # a missing or unreadable file fails before torch and the kernel load
     import torch
 
-    from tasder.io import load_tensors
     from tasder.tasd import decompose
 
-    tensors = load_tensors(file)
     todo: list[tuple[str, torch.Tensor]] = []
     skipped: list[tuple[str, torch.Tensor, str]] = []
     for name, t in tensors.items():
