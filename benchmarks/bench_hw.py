@@ -26,10 +26,10 @@ import re
 import time
 from pathlib import Path
 
-from tasder.hw import Problem, load_architecture, load_network, search
-from tasder.hw.mapper import MapperConstraints, _sample, _slots, validity
+from tasder.hw import Problem, load_architecture, map_layer
+from tasder.hw.mapper import sample_mappings, validity
 from tasder.hw.model import evaluate_batch
-from tasder.hw.workload import DIMS
+from tasder.workloads import load_network
 
 
 def _best_of(fn: object, repeats: int = 5) -> float:
@@ -47,9 +47,7 @@ def sparse_dense_ratio(layer: Problem, n: int = 20_000) -> list[tuple[str, float
     import numpy as np
 
     tc = load_architecture("tc")
-    c = MapperConstraints()
-    slots = [_slots(tc, d, c.spatial_slots(tc)) for d in DIMS]
-    batch = _sample(tc, layer, slots, c.allowed_orders(tc), n, np.random.default_rng(0))
+    batch = sample_mappings(tc, layer, n, np.random.default_rng(0))
     batch = batch.take(np.flatnonzero(validity(tc, layer, batch)[0]))
     dense = _best_of(lambda: evaluate_batch(tc, layer, batch))
     out = []
@@ -79,10 +77,10 @@ def main() -> None:
     arch = load_architecture("tc")
 
     layer = Problem("layer3.0.conv2", M=256, K=2304, N=196)
-    search(arch, layer, budget=2000, seed=1)  # warm-up (imports, caches)
+    map_layer(arch, layer, budget=2000, seed=1)  # warm-up (imports, caches)
     n = 60_000
     t0 = time.perf_counter()
-    r = search(arch, layer, budget=n, seed=0)
+    r = map_layer(arch, layer, budget=n, seed=0)
     dt = time.perf_counter() - t0
     print(f"mappings per second: {r.valid / dt:.0f}")
 
@@ -94,7 +92,7 @@ def main() -> None:
         key = (p.M, p.K, p.N)
         if key in seen:
             continue
-        res = search(arch, p, budget=args.budget, seed=0)
+        res = map_layer(arch, p, budget=args.budget, seed=0)
         seen[key] = res.valid
         macs_evaluated += res.valid * p.macs
     wall = time.perf_counter() - t0

@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from tasder.hw import PHASES, load_architecture, load_network, search_training
+from tasder.hw import load_architecture, map_training
 from tasder.hw.density import density_model
-from tasder.hw.training import BP_MASKS
+from tasder.hw.training import BP_MASKS, PHASES
+from tasder.workloads import load_network
 
 
 def main() -> None:
@@ -36,12 +37,12 @@ def main() -> None:
     t0 = time.perf_counter()
     net = load_network(args.network)
     kw = {"budget": args.budget, "seed": 0}
-    tc = search_training(load_architecture("tc"), net, "dense", **kw)
+    tc = map_training(load_architecture("tc"), net, "dense", **kw)
     sat = load_architecture("sat")
     print(f"{args.network}: {len(net.layers)} layers; TC training step {tc.cycles:.4g} cycles, "
           f"{tc.energy_pj / 1e6:.4g} uJ; BP mask: {args.bp_mask}")
     for pattern in args.patterns.split(","):
-        res = search_training(sat, net, pattern, bp_mask=args.bp_mask, **kw)
+        res = map_training(sat, net, pattern, bp_mask=args.bp_mask, **kw)
         for phase in PHASES:
             t, s = tc.phases[phase], res.phases[phase]
             print(f"sat {args.network} {pattern} {phase}: speedup={t.cycles / s.cycles:.3f} "

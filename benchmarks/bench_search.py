@@ -42,9 +42,9 @@ from tasder import zoo
 from tasder.nn import apply_tasd, count_macs
 from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.search import search
-from tasder.search.candidates import candidate_series
 from tasder.search.cost import HardwareCost, MACCost
-from tasder.search.methods import _measure, _select_layers, default_layers
+from tasder.search.methods import default_layers, measure_layers, select_layers
+from tasder.targets import candidate_series
 
 #: The option sets ``--options`` chooses from.
 OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True},
@@ -64,7 +64,7 @@ def optimum(entry: zoo.ZooModel, mode: str, constraint: float) -> tuple[TASDConf
     start = time.perf_counter()
     model = entry.model.eval()
     evaluate = entry.metadata["evaluate_val"]
-    layers, total, _ = _measure(model, entry.calibration, _select_layers(model, None),
+    layers, total, _ = measure_layers(model, entry.calibration, select_layers(model, None),
                                 candidate_series("ttc-vegeta-m8"), mode)
     cost = MACCost({ly.name: ly.dense_macs for ly in layers}, total - sum(ly.dense_macs for ly in layers),
                    {(ly.name, k): v for ly in layers for k, v in ly.kept.items()})

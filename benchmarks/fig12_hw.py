@@ -36,7 +36,8 @@ import time
 import numpy as np
 from scipy import stats
 
-from tasder.hw import Problem, load_architecture, search
+from tasder.hw import Problem, load_architecture, map_layer
+from tasder.targets import candidate_series
 
 LAYERS = {"resnet50": [(784, 128, 1152), (3136, 64, 576), (196, 256, 2304)],
           "bert": [(768, 128, 768), (3072, 128, 768), (768, 128, 3072)]}  # M, N, K
@@ -49,14 +50,9 @@ WORKLOADS = {
 }
 #: Paper Fig. 12, EDP change vs TC in % (dense RN50, dense BERT, sparse RN50, sparse BERT).
 PAPER = {"dstc": (12, 167, -87, -55), "ttc-stc-m4": (-4, -32, -49, -53), "ttc-vegeta-m8": (-58, -61, -83, -82)}
-#: Series each TTC runs natively (TASD paper Table 2/3), effective density → notation.
-TTC_SERIES = {
-    "ttc-stc-m4": {0.5: "2:4", 1.0: "dense"},
-    "ttc-stc-m8": {0.5: "4:8", 1.0: "dense"},  # Table 3: one native pattern, one term
-    "ttc-vegeta-m4": {0.25: "1:4", 0.5: "2:4", 0.75: "2:4+1:4", 1.0: "dense"},
-    "ttc-vegeta-m8": {0.125: "1:8", 0.25: "2:8", 0.375: "2:8+1:8", 0.5: "4:8", 0.625: "4:8+1:8",
-                      0.75: "4:8+2:8", 1.0: "dense"},
-}
+#: Series each TTC runs (TASD paper Table 2/3: its target YAML), effective density → notation.
+TTC_SERIES = {t: {s.effective_density: str(s) for s in candidate_series(t)}
+              for t in ("ttc-stc-m4", "ttc-stc-m8", "ttc-vegeta-m4", "ttc-vegeta-m8")}
 DESIGNS = ("tc", "dstc", "stc", "highlight", "s2ta", "ttc-stc-m4", "ttc-stc-m8", "ttc-vegeta-m4", "ttc-vegeta-m8")
 
 
@@ -91,8 +87,8 @@ def network_edp(design: str, workload: str, budget: int, drop: float) -> tuple[f
     a, b = operands(design, workload, drop)
     cycles = energy = 0.0
     for m, n, k in LAYERS[WORKLOADS[workload][0]]:
-        best = search(arch, Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b), budget=budget,
-                      seed=0).best
+        best = map_layer(arch, Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b), budget=budget,
+                         seed=0).best
         cycles += best.cycles
         energy += best.energy_pj
     return cycles, energy, energy * 1e-12 * cycles / arch.clock_hz

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasder.hw import Architecture, Evaluation, Mapping, Problem, evaluate, load_architecture, search
+from tasder.hw import Architecture, Evaluation, Mapping, Problem, evaluate, load_architecture, map_layer
 
 
 def two_level(tmp_path: Path, *, capacity: int = 4096, dram_bw: float = 1e9, buf_bw: float = 1e9, macs: int = 1,
@@ -46,7 +46,7 @@ def problem(a: str | None = None, b: str | None = None) -> Problem:
 
 def tc_best_mapping() -> Mapping:
     """TC's EDP-best mapping: the sparse designs are compared on the same dataflow (thesis 4.9.1)."""
-    return search(load_architecture("tc"), problem(), budget=3000, seed=0).best.mapping
+    return map_layer(load_architecture("tc"), problem(), budget=3000, seed=0).best.mapping
 
 
 def ev(design: str, mapping: Mapping, a: str | None = None, b: str | None = None) -> Evaluation:

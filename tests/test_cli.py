@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 import tasder
 from tasder import decompose
-from tasder.cli.app import human_bytes, run
+from tasder.cli.app import run
+from tasder.cli.common import human_bytes
 from tasder.sparsity import NOTATION_EXAMPLES
 from tasder.tasd import DecompositionSums, aggregate, tensor_sums
 from tasder.zoo import load_minilm_linear_weights
@@ -245,6 +246,38 @@ def minilm_2_8(minilm) -> list:
     return [decompose(w, "2:8", dim=-1) for w in minilm.values()]
 
 
+@pytest.fixture
+def small_workload(monkeypatch) -> dict[str, torch.Tensor]:
+    """Four sparse matrices registered as the sweep's workload (the pooled totals' logic, in milliseconds)."""
+    import tasder.zoo
+
+    g = torch.Generator().manual_seed(0)
+    weights = {f"layer.{i}.dense": torch.randn(24, 64, generator=g) * (torch.rand(24, 64, generator=g) > 0.3)
+               for i in range(4)}
+    workload = tasder.zoo.Workload("small", "four sparse matrices", "small-model", -1, lambda: dict(weights))
+    monkeypatch.setattr(tasder.zoo, "get_workload", lambda name: workload)
+    return weights
+
+
+def test_sweep_pools_every_matrix_and_runs_a_repeated_series_once(capsys, small_workload):
+    code, out, err = invoke(capsys, "sweep", "--series", "2:8", "-s", "2:8", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    results = [decompose(w, "2:8", dim=-1) for w in small_workload.values()]
+    assert doc["series"] == ["2:8"] and doc["matrices"] == 4 and len(doc["results"]) == 4
+    dropped = sum(int(torch.count_nonzero(r.residual)) for r in results)
+    nonzeros = sum(int(torch.count_nonzero(w)) for w in small_workload.values())
+    (total,) = doc["totals"]
+    assert total["dropped_nonzeros"] == dropped
+    assert total["dropped_nonzeros_pct"] == pytest.approx(100.0 * dropped / nonzeros, rel=1e-12)
+    sq_r = sum(float(r.residual.double().square().sum()) for r in results)
+    sq_x = sum(float(w.double().square().sum()) for w in small_workload.values())
+    assert total["relative_error"] == pytest.approx(math.sqrt(sq_r / sq_x), rel=1e-9)
+    code, out, err = invoke(capsys, "sweep", "-s", "2:8")
+    assert code == 0 and "TOTAL over 4 matrices" in out and max(len(line) for line in out.splitlines()) <= 100
+
+
+@pytest.mark.slow  # 36 real matrices, decomposed twice
 def test_sweep_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, minilm_2_8):
     code, out, err = invoke(capsys, "sweep", "--series", "2:8", "--json")
     assert code == 0, err
@@ -265,6 +298,7 @@ def test_sweep_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, 
     assert per_matrix == pytest.approx([r.metrics.dropped_nonzeros_pct for r in results])
 
 
+@pytest.mark.slow  # 36 real matrices, decomposed twice
 def test_sweep_prints_header_per_matrix_tables_and_total_within_100_columns(capsys, minilm, minilm_2_8):
     code, out, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "2:8")  # a repeated series runs once
     assert code == 0, err

@@ -1,4 +1,4 @@
-"""The conventions every ``tasder`` command follows (see the docstring of tasder.cli.app).
+"""The conventions every ``tasder`` command follows (see the docstring of tasder.cli.common).
 
 * ``--help`` ends with an ``Examples:`` block;
 * every command that prints a table has ``--json`` (valid JSON on stdout) and ``--output/-o``;
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -21,10 +20,11 @@ import torch
 import typer
 from torch import nn
 
+import tasder.cli.app as cli
 import tasder.zoo
-from tasder.cli.app import progress_bar, run, status, with_examples
-
-cli = importlib.import_module("tasder.cli.app")  # the module (tasder.cli.app is also the Typer app)
+from tasder.cli import common
+from tasder.cli.app import run
+from tasder.cli.common import progress_bar, status, with_examples
 
 #: Commands another change is rewriting right now; they join the conventions with it.
 PENDING: dict[tuple[str, ...], str] = {}
@@ -254,7 +254,7 @@ def test_internal_failure_exits_1_with_one_error_line(capsys, monkeypatch):
     def boom():
         raise RuntimeError("the registry\nis broken")
 
-    monkeypatch.setattr("tasder.cli.models.model_entries", boom)
+    monkeypatch.setattr(tasder.zoo, "model_entries", boom)
     line = assert_one_line_error(*invoke(capsys, "models"), expected_code=1)
     assert "RuntimeError: the registry is broken" in line and "TASDER_DEBUG=1" in line
 
@@ -267,7 +267,7 @@ def test_interrupt_exits_130(capsys, monkeypatch):
     def interrupted():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tasder.cli.models.model_entries", interrupted)
+    monkeypatch.setattr(tasder.zoo, "model_entries", interrupted)
     code, out, _ = invoke(capsys, "models")
     assert code == 130 and out == ""
 
@@ -288,7 +288,7 @@ def test_progress_and_status_only_on_a_terminal(capsys, monkeypatch):
     assert capsys.readouterr() == ("", "")
 
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the stream as a terminal
-    assert cli.interactive()
+    assert common.interactive()
     status("wrote somewhere")
     assert "wrote somewhere" in capsys.readouterr().err
 

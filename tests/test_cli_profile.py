@@ -16,7 +16,8 @@ from torch import nn
 
 import tasder.zoo
 from tasder.cli.app import run
-from tasder.cli.profile import format_count, parse_candidates
+from tasder.cli.common import format_count
+from tasder.cli.profile import parse_candidates
 from tasder.nn.profile import profile_model
 
 

@@ -13,14 +13,13 @@ from tasder.hw import (
     MappingError,
     Problem,
     SpecError,
-    analyze,
-    analyze_reference,
-    check_mapping,
     evaluate,
     load_architecture,
     load_mapping,
 )
-from tasder.hw.mapper import MapperConstraints, _sample, _slots
+from tasder.hw.dataflow import analyze, analyze_reference
+from tasder.hw.mapper import sample_mappings
+from tasder.hw.mapping import check_mapping
 
 A, B, Z = 0, 1, 2
 DRAM, BUF = 0, 1
@@ -158,10 +157,7 @@ def test_vectorized_equals_reference_and_macs_are_exact(M, K, N, seed):  # noqa:
     """Random valid mappings on tc.yaml: MACs == M·K·N always; the batch analysis equals the scalar one."""
     arch = load_architecture("tc")
     prob = Problem("p", M=M, K=K, N=N)
-    c = MapperConstraints()
-    sd = c.spatial_slots(arch)
-    batch = _sample(arch, prob, [_slots(arch, d, sd) for d in "MKN"], c.allowed_orders(arch), 16,
-                    np.random.default_rng(seed))
+    batch = sample_mappings(arch, prob, 16, np.random.default_rng(seed))
     v = analyze(arch, batch)
     assert (v.macs == M * K * N).all()
     for i in range(len(batch)):
@@ -210,10 +206,7 @@ def test_vectorized_equals_reference_with_bypass(tmp_path_factory, M, K, N, seed
     path.write_text(BYPASS_ARCH)
     arch = load_architecture(path)
     prob = Problem("p", M=M, K=K, N=N)
-    c = MapperConstraints()
-    sd = c.spatial_slots(arch)
-    batch = _sample(arch, prob, [_slots(arch, d, sd) for d in "MKN"], c.allowed_orders(arch), 12,
-                    np.random.default_rng(seed))
+    batch = sample_mappings(arch, prob, 12, np.random.default_rng(seed))
     v = analyze(arch, batch)
     for i in range(len(batch)):
         check_mapping(arch, prob, batch.mapping(i))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hw_helpers import ev, problem, tc_best_mapping
-from tasder.hw import load_architecture, search
+from tasder.hw import load_architecture, map_layer
 from tasder.hw.sparse import engine_pattern, executed_models
 
 
@@ -53,8 +53,8 @@ def test_structured_operand_runs_at_the_sparsest_implied_engine_pattern(tc_mappi
 
 def test_2to4_on_a_4to8_engine_is_2x_faster_than_tc():
     """Compute-bound, each on its own best mapping: previously ttc-stc-m8 ran a 2:4 A dense (1.0x)."""
-    tc = search(load_architecture("tc"), problem(), budget=3000, seed=0, objective="cycles").best
-    m8 = search(load_architecture("ttc-stc-m8"), problem("2:4"), budget=3000, seed=0, objective="cycles").best
+    tc = map_layer(load_architecture("tc"), problem(), budget=3000, seed=0, objective="cycles").best
+    m8 = map_layer(load_architecture("ttc-stc-m8"), problem("2:4"), budget=3000, seed=0, objective="cycles").best
     assert tc.cycles / m8.cycles == pytest.approx(2.0)
 
 

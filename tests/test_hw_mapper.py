@@ -17,8 +17,8 @@ from tasder.hw import (
     evaluate,
     load_architecture,
     load_network,
-    search,
-    search_network,
+    map_layer,
+    map_network,
 )
 from tasder.hw.mapping import ORDERS
 
@@ -56,7 +56,7 @@ def test_best_is_never_worse_than_any_brute_force_mapping(tmp_path, objective):
     every = _brute_force(arch, prob)
     key = {"edp": "edp", "energy": "energy_pj", "cycles": "cycles"}[objective]
     best_brute = min(getattr(e, key) for e in every)
-    result = search(arch, prob, budget=100_000, objective=objective)
+    result = map_layer(arch, prob, budget=100_000, objective=objective)
     assert result.exhaustive
     assert getattr(result.best, key) <= best_brute * (1 + 1e-12)
     assert result.valid == len(every)  # the enumeration and the brute force agree on the valid set
@@ -65,8 +65,8 @@ def test_best_is_never_worse_than_any_brute_force_mapping(tmp_path, objective):
 def test_sampled_search_is_deterministic_for_a_seed():
     arch = load_architecture("tc")
     prob = Problem("conv", M=64, K=576, N=196)
-    a = search(arch, prob, budget=3000, seed=7, top_k=3)
-    b = search(arch, prob, budget=3000, seed=7, top_k=3)
+    a = map_layer(arch, prob, budget=3000, seed=7, top_k=3)
+    b = map_layer(arch, prob, budget=3000, seed=7, top_k=3)
     assert not a.exhaustive
     assert a.best.mapping == b.best.mapping and a.top == b.top
     assert [s for _, s in a.top] == sorted(s for _, s in a.top)
@@ -76,10 +76,10 @@ def test_sampled_search_is_deterministic_for_a_seed():
 def test_dataflow_and_order_constraints_are_respected():
     arch = load_architecture("tc")
     prob = Problem("fc", M=128, K=256, N=32)
-    r = search(arch, prob, budget=2000, constraints=MapperConstraints(dataflow="output-stationary"), top_k=5)
+    r = map_layer(arch, prob, budget=2000, constraints=MapperConstraints(dataflow="output-stationary"), top_k=5)
     for mapping, _ in r.top:
         assert all(lv.order.endswith("K") for lv in mapping.levels)
-    r = search(arch, prob, budget=2000, constraints=MapperConstraints(orders={"RF": "KMN"}, spatial_dims={"L2": ""}))
+    r = map_layer(arch, prob, budget=2000, constraints=MapperConstraints(orders={"RF": "KMN"}, spatial_dims={"L2": ""}))
     assert r.best.mapping.levels[3].order == "KMN"
     assert r.best.mapping.levels[1].spatial == (1, 1, 1)
 
@@ -87,22 +87,22 @@ def test_dataflow_and_order_constraints_are_respected():
 def test_no_valid_mapping_names_the_tightest_constraint(tmp_path):
     arch = two_level(tmp_path, capacity=2)  # A, B and Z tiles of one word each need 3
     with pytest.raises(NoValidMappingError, match=r"tightest constraint is 'level Buffer: capacity 2 words'"):
-        search(arch, Problem("p", M=2, K=2, N=2))
+        map_layer(arch, Problem("p", M=2, K=2, N=2))
     with pytest.raises(NoValidMappingError, match=r"100 candidate\(s\) tried; the tightest .*capacity 2 words"):
-        search(arch, Problem("p", M=64, K=64, N=64), budget=100)  # sampled, not enumerated
+        map_layer(arch, Problem("p", M=64, K=64, N=64), budget=100)  # sampled, not enumerated
 
 
 def test_bad_mapper_arguments():
     arch = load_architecture("tc")
     prob = Problem("p", M=2, K=2, N=2)
     with pytest.raises(ValueError, match="objective='speed' must be one of edp, energy, cycles"):
-        search(arch, prob, objective="speed")
+        map_layer(arch, prob, objective="speed")
     with pytest.raises(ValueError, match="budget must be a positive integer"):
-        search(arch, prob, budget=0)
+        map_layer(arch, prob, budget=0)
     with pytest.raises(ValueError, match="has no storage level 'L3'"):
-        search(arch, prob, constraints=MapperConstraints(orders={"L3": "MKN"}))
+        map_layer(arch, prob, constraints=MapperConstraints(orders={"L3": "MKN"}))
     with pytest.raises(ValueError, match="dataflow='row-stationary' must be one of"):
-        search(arch, prob, constraints=MapperConstraints(dataflow="row-stationary"))
+        map_layer(arch, prob, constraints=MapperConstraints(dataflow="row-stationary"))
 
 
 def test_network_totals_weight_layers_by_repeat(tmp_path):
@@ -110,7 +110,7 @@ def test_network_totals_weight_layers_by_repeat(tmp_path):
     path.write_text("version: 0.1\nworkload:\n  name: net\n  layers:\n"
                     "    - {name: a, M: 16, K: 32, N: 8, repeat: 3}\n    - {name: b, M: 16, K: 32, N: 8}\n")
     arch = load_architecture("tc")
-    res = search_network(arch, load_network(path), budget=500)
+    res = map_network(arch, load_network(path), budget=500)
     one = res.layers[1].best
     assert res.cycles == pytest.approx(4 * one.cycles)
     assert res.energy_pj == pytest.approx(4 * one.energy_pj)

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from hw_helpers import two_level
-from tasder.hw import Mapping, Problem, analyze, evaluate, load_architecture
-from tasder.hw.mapper import MapperConstraints, _sample, _slots
+from tasder.hw import Mapping, Problem, evaluate, load_architecture
+from tasder.hw.dataflow import analyze
+from tasder.hw.mapper import sample_mappings
 from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, TENSORS
 
@@ -91,9 +92,7 @@ def _co_extents_reference(arch, mapping: Mapping) -> np.ndarray:
 def test_co_extents_equal_the_loop_by_loop_definition(M, K, N, seed):  # noqa: N803
     arch = load_architecture("ttc-vegeta-m8")  # storage SAFs on A, B, Z at the RF
     p = Problem("p", M=M, K=K, N=N)
-    c = MapperConstraints()
-    batch = _sample(arch, p, [_slots(arch, d, c.spatial_slots(arch)) for d in DIMS], c.allowed_orders(arch), 4,
-                    np.random.default_rng(seed))
+    batch = sample_mappings(arch, p, 4, np.random.default_rng(seed))
     counts = analyze(arch, batch)
     rf = len(arch.levels) - 1
     for b in range(len(batch)):

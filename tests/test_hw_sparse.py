@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from hw_helpers import ev, problem, tc_best_mapping
-from tasder.hw import SpecError, evaluate, list_designs, load_architecture, search
+from tasder.hw import SpecError, evaluate, list_designs, load_architecture, map_layer
 from tasder.hw.density import ActualModel, DenseModel, SeriesModel, StructuredModel, UniformModel, density_model
 from tasder.hw.formats import parse_format
 
@@ -104,17 +104,17 @@ def test_dense_design_ignores_densities(tc_mapping):
 
 def test_stc_is_exactly_twice_tc_on_2to4():
     """Thesis 4.8.3: STC on 2:4 weights is 2x faster than TC when compute-bound, and saves energy."""
-    tc = search(load_architecture("tc"), problem(), budget=3000, seed=0).best
-    stc = search(load_architecture("stc"), problem("2:4"), budget=3000, seed=0).best
+    tc = map_layer(load_architecture("tc"), problem(), budget=3000, seed=0).best
+    stc = map_layer(load_architecture("stc"), problem("2:4"), budget=3000, seed=0).best
     assert tc.cycles == tc.costs.compute_cycles[0]
     assert tc.cycles / stc.cycles == pytest.approx(2.0)
     assert stc.energy_pj < tc.energy_pj
     # a pattern that does not guarantee 2:4 (4:8 may put 4 nonzeros in one half) runs dense on STC;
     # 2:8 guarantees 2:4, so it runs as 2:4 (see test_hw_engine_patterns.py)
-    tc_cycles = search(load_architecture("tc"), problem(), budget=500, seed=0).best.cycles
-    assert search(load_architecture("stc"), problem("4:8"), budget=500, seed=0).best.cycles == pytest.approx(tc_cycles)
-    assert search(load_architecture("stc"), problem("unstructured(0.25)"), budget=500,
-                  seed=0).best.cycles == pytest.approx(tc_cycles)
+    tc_cycles = map_layer(load_architecture("tc"), problem(), budget=500, seed=0).best.cycles
+    stc = load_architecture("stc")
+    assert map_layer(stc, problem("4:8"), budget=500, seed=0).best.cycles == pytest.approx(tc_cycles)
+    assert map_layer(stc, problem("unstructured(0.25)"), budget=500, seed=0).best.cycles == pytest.approx(tc_cycles)
 
 
 @pytest.mark.parametrize("hss", ["C1(2:4)->C0(2:4)", "C1(2:8)->C0(2:4)", "C1(2:6)->C0(2:3)", "2:4"])
@@ -127,8 +127,8 @@ def test_highlight_speedup_is_product_of_rank_speedups(tc_mapping, hss):
 
 
 def test_highlight_is_4x_when_compute_bound():
-    tc = search(load_architecture("tc"), problem(), budget=3000, seed=0, objective="cycles").best
-    hl = search(load_architecture("highlight"), problem("C1(2:4)->C0(2:4)"), budget=3000, seed=0,
+    tc = map_layer(load_architecture("tc"), problem(), budget=3000, seed=0, objective="cycles").best
+    hl = map_layer(load_architecture("highlight"), problem("C1(2:4)->C0(2:4)"), budget=3000, seed=0,
                 objective="cycles").best
     assert tc.cycles / hl.cycles == pytest.approx(4.0)
 
@@ -147,8 +147,8 @@ def test_stc_flexible_2to8_is_bandwidth_bound_and_compressing_b_recovers(tc_mapp
 def test_dstc_pays_a_tax_on_dense_and_wins_when_sparse(tc_mapping):
     """Thesis 4.9.1 / TASD Fig. 12: DSTC costs more energy than TC on dense work, far less EDP at 10 %."""
     assert ev("dstc", tc_mapping).energy_pj > ev("tc", tc_mapping).energy_pj
-    tc = search(load_architecture("tc"), problem("0.1", "0.1"), budget=2000, seed=0).best
-    dstc = search(load_architecture("dstc"), problem("0.1", "0.1"), budget=2000, seed=0).best
+    tc = map_layer(load_architecture("tc"), problem("0.1", "0.1"), budget=2000, seed=0).best
+    dstc = map_layer(load_architecture("dstc"), problem("0.1", "0.1"), budget=2000, seed=0).best
     assert dstc.edp < 0.1 * tc.edp
 
 
@@ -258,9 +258,10 @@ def test_parse_gemm_workload():
     from tasder.cli.hw import parse_gemm_workload
 
     p = parse_gemm_workload("gemm:64x128x32:A=K1(2:4)->K0(2:4),B=unstructured(0.1)")
-    assert (p.M, p.K, p.N, p.a_density, p.b_density) == (64, 128, 32, "K1(2:4)->K0(2:4)", "unstructured(0.1)")
-    assert parse_gemm_workload("gemm:8x8x8").a_density is None
-    assert parse_gemm_workload("gemm:8x8x8:A=4:8+1:8").a_density == "4:8+1:8"
+    assert (p.M, p.K, p.N, str(p.a_density), str(p.b_density)) == (64, 128, 32, "K1(2:4)->K0(2:4)",
+                                                                   "unstructured(0.1)")
+    assert str(parse_gemm_workload("gemm:8x8x8").a_density) == "dense"
+    assert str(parse_gemm_workload("gemm:8x8x8:A=4:8+1:8").a_density) == "4:8+1:8"
     with pytest.raises(ValueError, match="gemm:MxKxN"):
         parse_gemm_workload("gemm:8x8")
     with pytest.raises(ValueError, match="A=<pattern>"):

@@ -10,17 +10,17 @@ import torch
 from torch import nn
 
 import tasder.hw
+from tasder import workloads
 from tasder.hw import (
     SpecError,
-    default_energy_table,
     from_conv2d,
     from_linear,
     list_designs,
     load_architecture,
-    load_energy_table,
     load_network,
-    trace_module,
 )
+from tasder.hw.energy import default_energy_table, load_energy_table
+from tasder.workloads import trace_network
 
 GOOD = """\
 version: 0.1
@@ -129,17 +129,22 @@ def test_workload_helpers():
     assert (conv.M, conv.K, conv.N) == (128, 64 * 9, 28 * 28 * 2)
 
 
-def test_trace_module_records_linear_and_conv():
+def test_trace_network_records_linear_and_conv():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
-    net = trace_module(model, torch.zeros(2, 3, 6, 6))
+    net = trace_network(model, torch.zeros(2, 3, 6, 6))
     assert [(p.M, p.K, p.N) for p in net.layers] == [(8, 27, 72), (10, 288, 2)]
 
 
 def test_zoo_tables_become_networks():
-    net = load_network("resnet50")
+    net = workloads.load_network("resnet50")
     assert sum(p.repeat for p in net.layers) == 54 and net.macs > 4e9
-    assert load_network("bert-base").layers[0].N == 128
-    assert load_network("deit-small").macs > 4e9
+    assert workloads.load_network("bert-base").layers[0].N == 128
+    assert workloads.load_network("deit-small").macs > 4e9
+
+
+def test_hw_load_network_reads_yaml_and_points_zoo_names_one_layer_up():
+    with pytest.raises(ValueError, match=r"tasder\.workloads\.load_network\('resnet50'\)"):
+        load_network("resnet50")
 
 
 def test_bad_workload_yaml(tmp_path):

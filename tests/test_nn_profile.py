@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import gc
-import importlib
 import math
 import weakref
 
@@ -18,11 +17,10 @@ from tasder.nn.profile import (
     LayerProfile,
     ModelProfile,
     per_sample_pseudo_density,
-    profile,
     profile_model,
 )
+from tasder.targets import target_series
 from tasder.tasd import DecompositionSums
-from tasder.zoo import TTC_VEGETA_M8_SERIES
 
 
 def _mlp() -> nn.Sequential:
@@ -66,7 +64,7 @@ class _ConvNet(nn.Module):
 
 def test_linear_layer_statistics_match_hand_computed_values():
     model, batches = _mlp(), _mlp_batches()
-    p = profile(model, batches, candidates=["2:8", "4:8+1:8"])
+    p = profile_model(model, batches, candidates=["2:8", "4:8+1:8"])
     assert isinstance(p, ModelProfile) and [layer.name for layer in p] == ["0", "2"]
     fc1 = p["0"]
     assert (fc1.kind, fc1.module_type, fc1.weight_shape) == ("linear", "Linear", (8, 16))
@@ -87,7 +85,7 @@ def test_linear_layer_statistics_match_hand_computed_values():
 
 def test_second_layer_sees_the_relu_output():
     model, batches = _mlp(), _mlp_batches()
-    p = profile(model, batches, candidates=[])
+    p = profile_model(model, batches, candidates=[])
     with torch.no_grad():
         hidden = torch.cat([torch.relu(model[0](b)) for b in batches])
     per_sample = (hidden == 0).double().mean(dim=1).numpy()
@@ -100,7 +98,7 @@ def test_second_layer_sees_the_relu_output():
 @pytest.mark.parametrize("series", ["2:8", "4:8+1:8", "1:4"])
 def test_dropped_nonzeros_equal_decompose_weights_and_pooled_activations(series):
     model, batches = _mlp(), _mlp_batches()
-    row = profile(model, batches, candidates=[series])["0"].candidate(series)
+    row = profile_model(model, batches, candidates=[series])["0"].candidate(series)
     assert row.applicable and row.reason is None
     assert row.weight_dropped_nonzeros_pct == pytest.approx(
         decompose(model[0].weight.detach(), series, dim=1).metrics.dropped_nonzeros_pct)
@@ -115,7 +113,7 @@ def test_pooled_not_averaged_over_batches():
     model = nn.Linear(8, 2)
     dense = torch.ones(1, 8)
     sparse = torch.tensor([[1.0, 1.0, 0, 0, 0, 0, 0, 0]])  # 2:8 drops nothing here
-    row = profile(model, [dense, sparse], candidates=["2:8"])[0].candidate("2:8")
+    row = profile_model(model, [dense, sparse], candidates=["2:8"])[0].candidate("2:8")
     assert row.activation_dropped_nonzeros_pct == pytest.approx(100 * 6 / 10)  # not (75 + 0) / 2
 
 
@@ -123,7 +121,7 @@ def test_conv_layers_k_macs_and_channel_grouping():
     torch.manual_seed(0)
     model = _ConvNet()
     batches = [torch.relu(torch.randn(2, 3, 6, 6)), torch.relu(torch.randn(1, 3, 6, 6))]
-    p = profile(model, batches, candidates=["2:8", "1:8", "2:16"])
+    p = profile_model(model, batches, candidates=["2:8", "1:8", "2:16"])
     assert [layer.name for layer in p] == ["conv1", "conv2", "fc"]
     assert p.skipped == (("depthwise", "grouped convolution (groups=16): no single reduction dim"),)
     conv1, conv2, fc = p["conv1"], p["conv2"], p["fc"]
@@ -151,9 +149,9 @@ def test_conv_layers_k_macs_and_channel_grouping():
 
 
 def test_candidates_default_and_canonical_names():
-    p = profile(_mlp(), _mlp_batches())
-    assert p.candidates == TTC_VEGETA_M8_SERIES
-    p = profile(_mlp(), _mlp_batches(), candidates=["2:8", "K(2:8)", "dense"])
+    p = profile_model(_mlp(), _mlp_batches())
+    assert p.candidates == target_series("ttc-vegeta-m8")
+    p = profile_model(_mlp(), _mlp_batches(), candidates=["2:8", "K(2:8)", "dense"])
     assert p.candidates == ("2:8", "dense")
     assert p[0].candidate("dense").weight_dropped_nonzeros_pct == 0.0
     with pytest.raises(KeyError, match="4:8"):
@@ -162,7 +160,7 @@ def test_candidates_default_and_canonical_names():
 
 def test_totals_pool_weights_over_applicable_layers():
     model, batches = _mlp(), _mlp_batches()
-    p = profile(model, batches, candidates=["2:16"])  # fc2 has K=8: n/a there
+    p = profile_model(model, batches, candidates=["2:16"])  # fc2 has K=8: n/a there
     assert not p["2"].candidate("2:16").applicable
     weights, activations = p.totals("2:16")
     assert weights == DecompositionSums.of(decompose(model[0].weight.detach(), "2:16", dim=1))
@@ -188,7 +186,7 @@ def test_dict_tuple_and_unbatched_inputs():
 
     model = KwargModel()
     x = torch.ones(3, 8)
-    p = profile(model, [{"x": x, "scale": 0.0}, (x, 1.0), torch.ones(8)], candidates=[])
+    p = profile_model(model, [{"x": x, "scale": 0.0}, (x, 1.0), torch.ones(8)], candidates=[])
     assert p["fc"].samples == 3 + 3 + 1 and p["fc"].calls == 3
     assert p["fc"].activation_sparsity_mean == pytest.approx(3 / 7)
 
@@ -202,7 +200,7 @@ def test_layer_that_never_runs_has_no_activation_statistics():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.used(x)
 
-    p = profile(Unused(), [torch.ones(2, 8)], candidates=["2:8"])
+    p = profile_model(Unused(), [torch.ones(2, 8)], candidates=["2:8"])
     unused = p["unused"]
     assert (unused.samples, unused.macs, unused.activation_sparsity_mean, unused.pseudo_density) == (0, 0, None, None)
     assert unused.candidate("2:8").activation is None and unused.candidate("2:8").weight is not None
@@ -211,7 +209,7 @@ def test_layer_that_never_runs_has_no_activation_statistics():
 def test_as_dict_is_json_ready():
     import json
 
-    p = profile(_mlp(), _mlp_batches(), candidates=["2:8", "2:16"])
+    p = profile_model(_mlp(), _mlp_batches(), candidates=["2:8", "2:16"])
     doc = json.loads(json.dumps(p.as_dict()))
     assert [layer["name"] for layer in doc["layers"]] == ["0", "2"]
     assert doc["layers"][1]["candidates"][1]["weight_dropped_nonzeros_pct"] is None
@@ -233,10 +231,10 @@ def _all_hooks(model: nn.Module) -> list[object]:
 
 def test_hooks_removed_after_success_and_after_an_exception():
     model = _mlp()
-    profile(model, _mlp_batches(), candidates=["2:8"])
+    profile_model(model, _mlp_batches(), candidates=["2:8"])
     assert _all_hooks(model) == []
     with pytest.raises(ValueError, match="calibration batch 1"):
-        profile(model, [torch.ones(2, 16), torch.ones(2, 15)], candidates=["2:8"])
+        profile_model(model, [torch.ones(2, 16), torch.ones(2, 15)], candidates=["2:8"])
     assert _all_hooks(model) == []
 
 
@@ -247,7 +245,7 @@ def test_hooks_removed_when_the_batches_iterator_raises():
 
     model = _mlp()
     with pytest.raises(RuntimeError, match="data loader died"):
-        profile(model, broken(), candidates=[])
+        profile_model(model, broken(), candidates=[])
     assert _all_hooks(model) == []
 
 
@@ -262,12 +260,12 @@ def test_runs_in_eval_mode_without_grad_and_restores_each_modules_mode():
     model = nn.Sequential(nn.Linear(4, 4), Probe(), nn.Dropout(0.5), nn.Linear(4, 4))
     model.train()
     model[2].eval()  # a mixed-mode model must come back mixed
-    p = profile(model, [torch.ones(2, 4)], candidates=[])
+    p = profile_model(model, [torch.ones(2, 4)], candidates=[])
     assert seen == [(False, False)]
     assert [m.training for m in model.modules()] == [True, True, True, False, True]
     assert p[1].activation_sparsity_mean == 0.0  # Dropout(0.5) in train mode would zero about half
     with pytest.raises(ValueError, match="calibration batch 0"):
-        profile(model, [torch.ones(2, 5)], candidates=[])
+        profile_model(model, [torch.ones(2, 5)], candidates=[])
     assert [m.training for m in model.modules()] == [True, True, True, False, True]
     assert torch.is_grad_enabled()
 
@@ -278,7 +276,7 @@ def test_activations_are_not_kept():
     model = _mlp()
     handle = model[1].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
     try:
-        p = profile(model, (torch.randn(64, 16) for _ in range(3)), candidates=["2:8", "4:8+1:8"])
+        p = profile_model(model, (torch.randn(64, 16) for _ in range(3)), candidates=["2:8", "4:8+1:8"])
     finally:
         handle.remove()
     gc.collect()
@@ -293,46 +291,47 @@ def test_activations_are_not_kept():
 
 def test_model_without_eligible_layer():
     with pytest.raises(ValueError, match=r"no nn\.Linear or nn\.Conv2d"):
-        profile(nn.Sequential(nn.ReLU()), [torch.ones(2)])
+        profile_model(nn.Sequential(nn.ReLU()), [torch.ones(2)])
     with pytest.raises(ValueError, match="groups=4"):
-        profile(nn.Conv2d(4, 4, 3, groups=4), [torch.ones(1, 4, 5, 5)])
+        profile_model(nn.Conv2d(4, 4, 3, groups=4), [torch.ones(1, 4, 5, 5)])
 
 
 @pytest.mark.parametrize("batches", [[], iter(())], ids=["list", "generator"])
 def test_empty_batches(batches):
     model = _mlp()
     with pytest.raises(ValueError, match="empty"):
-        profile(model, batches)
+        profile_model(model, batches)
     assert _all_hooks(model) == []
 
 
 def test_bad_batch_names_its_index():
     batches = [torch.ones(2, 16), torch.ones(2, 16), torch.ones(3, 7)]
     with pytest.raises(ValueError, match=r"calibration batch 2: the model cannot take it \(RuntimeError"):
-        profile(_mlp(), batches, candidates=[])
+        profile_model(_mlp(), batches, candidates=[])
     with pytest.raises(TypeError, match="calibration batch 1 must be a tensor"):
-        profile(_mlp(), [torch.ones(2, 16), "text"], candidates=[])
+        profile_model(_mlp(), [torch.ones(2, 16), "text"], candidates=[])
 
 
 def test_bad_arguments():
     with pytest.raises(TypeError, match="wrap a single batch"):
-        profile(_mlp(), torch.ones(2, 16))
+        profile_model(_mlp(), torch.ones(2, 16))
     with pytest.raises(TypeError, match=r"nn\.Module"):
-        profile("model", [torch.ones(2, 16)])  # type: ignore[arg-type]
+        profile_model("model", [torch.ones(2, 16)])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        profile(_mlp(), [torch.ones(2, 16)], candidates=["3:2"])
+        profile_model(_mlp(), [torch.ones(2, 16)], candidates=["3:2"])
 
 
 def test_nonfinite_activation_names_layer_and_batch():
     with pytest.raises(ValueError, match=r"calibration batch 0: layer '0'.*NaN"):
-        profile(_mlp(), [torch.full((2, 16), math.nan)], candidates=["2:8"])
+        profile_model(_mlp(), [torch.full((2, 16), math.nan)], candidates=["2:8"])
 
 
-def test_profile_model_is_the_same_function_and_doctest_passes():
-    assert profile_model(_mlp(), _mlp_batches(), candidates=["2:8"]).layers[0] == \
-        profile(_mlp(), _mlp_batches(), candidates=["2:8"]).layers[0]
-    assert isinstance(profile(_mlp(), _mlp_batches(), candidates=[])[0], LayerProfile)
-    module = importlib.import_module("tasder.nn.profile")
+def test_tasder_nn_profile_is_the_module_and_doctest_passes():
+    import tasder.nn
+    import tasder.nn.profile as module
+
+    assert tasder.nn.profile is module and tasder.nn.profile_model is profile_model  # no name shadows the module
+    assert isinstance(profile_model(_mlp(), _mlp_batches(), candidates=[])[0], LayerProfile)
     assert doctest.testmod(module).failed == 0
 
 

@@ -47,6 +47,15 @@ def test_every_block_names_an_allowed_language() -> None:
     assert not bad, f"README blocks without python/bash/text language (line, info): {bad}"
 
 
+def test_readme_uses_no_deprecated_name() -> None:
+    deprecated = ("search", "search_network", "search_training")  # tasder.hw's former mapper names
+    code = "\n".join(body for _, lang, body in BLOCKS if lang in EXECUTED)
+    used = [f"hw.{old}" for old in deprecated if re.search(rf"\bhw\.{old}\b", code)]
+    prose = README.read_text(encoding="utf-8")
+    used += [f"tasder.hw.{old}" for old in deprecated if f"tasder.hw.{old}`" in prose]
+    assert not used, f"README uses deprecated names: {used}"
+
+
 def _ci_command() -> str:
     lines = [x for x in (ROOT / ".ci" / "run").read_text().splitlines() if x.startswith("python3 -m pip")]
     assert len(lines) == 1, ".ci/run must hold exactly one test command line"
@@ -107,8 +116,9 @@ def test_readme_block_runs(line: int, lang: str, body: str, scratch: Path) -> No
     if lang == "python":
         script = scratch / f"block_{line}.py"
         script.write_text(body)
-        proc = subprocess.run([sys.executable, str(script)], cwd=scratch, env=env, capture_output=True, text=True,
-                              timeout=900)
+        # A deprecated tasder name in the README fails the block (the warning points at the script).
+        proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning:__main__", str(script)], cwd=scratch,
+                              env=env, capture_output=True, text=True, timeout=900)
     else:
         # Heredocs span lines: only rewrite single-line commands, pass the rest through untouched.
         lines, out, in_heredoc = body.splitlines(), [], None

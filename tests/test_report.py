@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import math
 import re
@@ -199,11 +200,49 @@ def make_doc() -> dict[str, Any]:
     return doc
 
 
+def _layout_only(fig: Any) -> bytes:
+    """Every figure laid out (titles, labels, legends placed) but not rasterised: rasterising ten
+    plots is most of a report's time, and test_figures_rasterise_to_real_pngs checks it once."""
+    fig.draw_without_rendering()
+    return _TINY_PNG
+
+
+#: A valid 1×1 PNG (what the report tests embed instead of rasterising every plot).
+_TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     doc = make_doc()
     out = tmp_path_factory.mktemp("report") / "nested" / "out"
-    return doc, write_report(doc, out)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures_module, "_png", _layout_only)
+        return doc, write_report(doc, out)
+
+
+@pytest.fixture(scope="module")
+def written_with_pictures(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    doc = make_doc()
+    return doc, write_report(doc, tmp_path_factory.mktemp("report-pictures"))
+
+
+def test_figures_rasterise_to_real_pngs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.image
+
+    real, seen = figures_module._png, []
+
+    def first_for_real(fig: Any) -> bytes:  # one plot rasterised for real, the others only laid out
+        seen.append(fig)
+        return real(fig) if len(seen) == 1 else _layout_only(fig)
+
+    monkeypatch.setattr(figures_module, "_png", first_for_real)
+    doc = make_doc()
+    doc["models"] = doc["models"][:1]
+    png = make_figures(doc)[0].png
+    assert png.startswith(PNG_MAGIC)
+    pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100 and pixels.std() > 0  # a picture, not a blank
 
 
 class _TagChecker(HTMLParser):
@@ -437,11 +476,12 @@ def test_doc_is_not_mutated() -> None:
 
 
 @pytest.mark.slow
-def test_chromium_renders_the_page(written: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path) -> None:
+def test_chromium_renders_the_page(written_with_pictures: tuple[dict[str, Any], dict[str, Any]],
+                                   tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt install chromium) ")
-    _, paths = written
+    _, paths = written_with_pictures
     url = Path(paths["html"]).resolve().as_uri()
     shot = tmp_path / "page.png"
     # No network here: without the background-networking flags Chromium keeps retrying blocked hosts.

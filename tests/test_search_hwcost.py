@@ -11,7 +11,7 @@ from torch import nn
 import tasder.hw.mapper
 from tasder.nn.config import LayerSpec
 from tasder.search import HardwareCost, search
-from tasder.search.cost import density_text
+from tasder.workloads import density_text
 
 
 class Net(nn.Module):
@@ -47,9 +47,9 @@ def test_for_model_traces_shapes_and_measures_densities(net: Net) -> None:
     # per inference: N of the conv is P·Q (not × batch 5), the linear's N is one row
     assert (conv.M, conv.K, conv.N) == (16, 8 * 9, 16)
     assert (fc.M, fc.K, fc.N) == (10, 256, 1)
-    assert fc.a_density == "unstructured(0.5)"
-    assert conv.a_density == "dense" and conv.b_density == "dense"  # randn input has no zeros
-    b = float(fc.b_density.removeprefix("unstructured(").removesuffix(")"))
+    assert str(fc.a_density) == "unstructured(0.5)"
+    assert str(conv.a_density) == "dense" and str(conv.b_density) == "dense"  # randn input has no zeros
+    b = fc.b_density.density
     assert 0.3 < b < 0.7  # ReLU output
     assert not net.training  # mode restored
 
@@ -63,21 +63,21 @@ def test_series_lowers_edp_on_ttc_and_not_on_tc(net: Net) -> None:
     assert tc(cfg) == pytest.approx(tc({}), rel=1e-12)  # TC runs everything dense
     t = ttc.totals(cfg)
     assert ttc(cfg) == pytest.approx(t["energy_pj"] * 1e-12 * t["cycles"] / ttc.arch.clock_hz)
-    assert ttc.workload(cfg).layers[0].a_density == "2:8"
+    assert str(ttc.workload(cfg).layers[0].a_density) == "2:8"
     a_cfg = {"conv": LayerSpec("2:8", "A")}
-    assert ttc.workload(a_cfg).layers[0].b_density == "2:8"  # a mode-A spec replaces the input's density
-    assert ttc.workload(a_cfg).layers[0].a_density == "dense"
+    assert str(ttc.workload(a_cfg).layers[0].b_density) == "2:8"  # a mode-A spec replaces the input's density
+    assert str(ttc.workload(a_cfg).layers[0].a_density) == "dense"
 
 
 def test_each_distinct_layer_is_mapped_once(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = tasder.hw.mapper.search
+    real = tasder.hw.mapper.map_layer
 
     def counting(arch, problem, **kw):
         calls.append(problem.name)
         return real(arch, problem, **kw)
 
-    monkeypatch.setattr(tasder.hw, "search", counting)
+    monkeypatch.setattr(tasder.hw.mapper, "map_layer", counting)
     hc = HardwareCost.for_model(net, torch.randn(2, 8, 4, 4), "ttc-vegeta-m8", "W", budget=100)
     for _ in range(3):
         hc({"fc": LayerSpec("1:8", "W")})
@@ -135,6 +135,6 @@ def test_cli_cost_flags(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
-    hw = doc["extra"]["hardware"]
+    hw = doc["hardware"]
     assert hw["design"] == "ttc-vegeta-m8" and hw["unit"] == "J·s"
     assert hw["after_vs_tc"] <= hw["before_vs_tc"] + 1e-12

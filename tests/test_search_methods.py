@@ -271,13 +271,13 @@ def test_options_reach_every_candidate_and_the_chosen_config_reproduces_its_scor
 
 def test_bias_corrected_damage_is_never_larger():
     """The corrected error Σe² − n·ē² per channel cannot exceed the plain one, for every candidate."""
-    from tasder.search.candidates import candidate_series as cands
-    from tasder.search.methods import _measure, _select_layers
+    from tasder.search.methods import measure_layers, select_layers
+    from tasder.targets import candidate_series as cands
 
     model = _relu_model()
-    selected = _select_layers(model, None)
-    plain, _, _ = _measure(model, _calib(), selected, cands("ttc-vegeta-m8"), "A")
-    corrected, _, calibration = _measure(model, _calib(), selected, cands("ttc-vegeta-m8"), "A",
+    selected = select_layers(model, None)
+    plain, _, _ = measure_layers(model, _calib(), selected, cands("ttc-vegeta-m8"), "A")
+    corrected, _, calibration = measure_layers(model, _calib(), selected, cands("ttc-vegeta-m8"), "A",
                                          bias_correction=True)
     for a, b in zip(plain, corrected, strict=True):
         for key, damage in a.damage.items():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from tasder.search import candidate_series, list_targets, load_target
-from tasder.search.targets import expand_pattern
+from tasder.sparsity import expand_ranges, parse_series
+from tasder.targets import target_series
 
 
 def names(target) -> list[str]:
@@ -24,9 +27,19 @@ def test_builtin_targets_and_their_candidates():
     assert str(hl[0]) == "C1(2:8)->C0(2:4)" and str(hl[-1]) == "dense"
 
 
-def test_expand_pattern():
-    assert expand_pattern("2:{4..5}") == ["2:4", "2:5"]
-    assert len(expand_pattern("C1(2:{2..8})->C0(2:{2..4})")) == 21
+def test_expand_ranges():
+    assert expand_ranges("2:{4..5}") == ["2:4", "2:5"]
+    assert len(expand_ranges("C1(2:{2..8})->C0(2:{2..4})")) == 21
+
+
+def test_target_series_are_the_candidates_in_reading_order():
+    """One list per target, derived from its YAML: native patterns first, then longer series."""
+    series = target_series("ttc-vegeta-m8")
+    assert series == ("1:8", "2:8", "4:8", "2:8+1:8", "4:8+1:8", "4:8+2:8")
+    densities = [Fraction(parse_series(s).effective_density).limit_denominator(8) for s in series]
+    assert sorted(densities) == [Fraction(k, 8) for k in (1, 2, 3, 4, 5, 6)]  # the six eighths
+    assert target_series("ttc-vegeta-m4") == ("1:4", "2:4", "2:4+1:4")
+    assert set(target_series("highlight")) == set(names("highlight")) - {"dense"}
 
 
 def test_user_target_file(tmp_path):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import sys
-from fractions import Fraction
 
 import pytest
 import torch
 
-from tasder import parse_series
 from tasder.zoo import (
-    TTC_VEGETA_M8_SERIES,
     WorkloadUnavailableError,
     get_workload,
     list_workloads,
@@ -99,13 +96,6 @@ def test_load_workload_minilm_weights_equals_the_loader(weights):
 def test_unknown_workload_raises_value_error_listing_known_ones(name):
     with pytest.raises(ValueError, match="minilm-weights"):
         load_workload(name)  # type: ignore[arg-type]
-
-
-def test_ttc_vegeta_m8_series_are_the_six_eighths_configurations():
-    densities = [Fraction(parse_series(s).effective_density).limit_denominator(8) for s in TTC_VEGETA_M8_SERIES]
-    assert sorted(densities) == [Fraction(k, 8) for k in (1, 2, 3, 4, 5, 6)]
-    assert TTC_VEGETA_M8_SERIES == ("1:8", "2:8", "4:8", "2:8+1:8", "4:8+1:8", "4:8+2:8")
-    assert all(str(parse_series(s)) == s for s in TTC_VEGETA_M8_SERIES)
 
 
 def test_model_registry_and_workload_registry_are_separate():

@@ -35,10 +35,10 @@ from tasder.zoo.digits import (
 from tasder.zoo.retrieval import (
     DocstringPair,
     RetrievalTask,
-    _split_docstring,
     build_docstring_pairs,
     load_docstring_pairs,
     score_embeddings,
+    split_docstring,
 )
 from tasder.zoo.shapes import BERT_BASE, LayerShape, bert_base_layers, deit_small_layers, resnet50_layers, total_macs
 
@@ -236,11 +236,11 @@ def test_split_docstring_takes_the_first_sentence_and_drops_signature_lines():
 
     Second paragraph.
     """
-    query, target = _split_docstring(doc)
+    query, target = split_docstring(doc)
     assert query == "Return the string obtained by replacing occurrences."
     assert target == "More text follows here, and it goes on for a while. Second paragraph."
-    assert _split_docstring("Too short.") is None
-    assert _split_docstring("A reasonable first sentence is here. Tiny.") is None  # target < 40 chars
+    assert split_docstring("Too short.") is None
+    assert split_docstring("A reasonable first sentence is here. Tiny.") is None  # target < 40 chars
 
 
 def test_docstring_pairs_are_deterministic_unique_and_real():
@@ -423,6 +423,7 @@ def test_minilm_entry_is_the_real_bert_and_scores_well_above_chance(minilm_small
     assert 0.5 < scores.recall_at_1 <= scores.mrr <= 1.0 and scores.n == 24  # chance is 1/24
 
 
+@pytest.mark.slow  # four batches of 16 texts × 128 tokens through the real encoder
 def test_minilm_calibration_batches_run_and_are_not_scored_pairs(minilm_small):
     m = minilm_small
     assert m.calibration and all(isinstance(b, dict) and "attention_mask" in b for b in m.calibration)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 __all__ = ["DEMO_DESIGNS", "DEMO_FLOWS", "DEMO_TARGET", "DemoCase", "run_demo"]
 
-#: The designs compared (DESIGN §4), TC first: everything is normalised to it.
+#: The designs compared (docs/design.md §4), TC first: everything is normalised to it.
 DEMO_DESIGNS: tuple[str, ...] = ("tc", "stc", "dstc", "highlight", "ttc-vegeta-m8")
 #: The hardware target the search picks series for, and the design its EDP is modelled on.
 DEMO_TARGET = "ttc-vegeta-m8"
@@ -139,7 +139,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     from tasder.nn.profile import profile_model
     from tasder.search import candidate_series, search
     from tasder.search.cost import HardwareCost
-    from tasder.search.methods import _constraint_text, default_layers
+    from tasder.search.methods import constraint_text, default_layers
     from tasder.zoo import load
 
     t0 = time.perf_counter()
@@ -148,13 +148,13 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     evaluate_val = entry.metadata.get("evaluate_val")
     if evaluate_val is None:
         raise ValueError(f"zoo model {case.model_id!r} has no validation evaluator (metadata['evaluate_val'])")
-    calib = list(entry.calibration)
+    calibration = list(entry.calibration)
     log(f"{case.model_id}: tracing the model for {DEMO_TARGET} (modelled EDP is the search's cost)")
-    hc = HardwareCost.for_model(entry.model, calib[0], DEMO_TARGET, case.mode, metric="edp",
+    hc = HardwareCost.for_model(entry.model, calibration[0], DEMO_TARGET, case.mode, metric="edp",
                                 budget=settings.mapper_budget, seed=settings.seed)
     extra = "".join(f" + {o.replace('_', ' ')}" for o in case.options)
     log(f"{case.model_id}: TASDER cost-aware{extra} search, TASD-{case.mode}, constraint {settings.constraint}")
-    result = search(entry.model, DEMO_TARGET, evaluate_val, calib, case.mode, settings.constraint, "cost-aware",
+    result = search(entry.model, DEMO_TARGET, evaluate_val, calibration, case.mode, settings.constraint, "cost-aware",
                     holdout_evaluate=entry.evaluate, cost=hc, seed=settings.seed, max_evals=settings.max_evals,
                     layers=default_layers(case.model_id, case.mode), model_id=case.model_id, progress=progress,
                     permute=case.permute, bias_correction=case.bias_correction)
@@ -163,7 +163,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
 
     log(f"{case.model_id}: profiling layers and comparing designs")
     series = [s for s in (str(c) for c in candidate_series(DEMO_TARGET)) if s != "dense"]
-    prof = profile_model(entry.model, calib, candidates=series, layers=[r.name for r in result.layers])
+    prof = profile_model(entry.model, calibration, candidates=series, layers=[r.name for r in result.layers])
     layer_rows = []
     for row in result.layers:
         p = prof[row.name]
@@ -174,19 +174,19 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     designs = _compare_designs(hc, result.config.layers, DEMO_DESIGNS, settings)
 
     # MACs per inference: the calibration batch's count divided by its size.
-    per = _batch_size(calib[0])
-    dense_total = count_macs(entry.model, calib[0]).total_dense / per
+    per = _batch_size(calibration[0])
+    dense_total = count_macs(entry.model, calibration[0]).total_dense / per
     saved = sum(r.dense_macs * (1.0 - r.fraction) for r in result.layers) / per
     chosen = next((p.index for p in result.history if p.ok and p.cost == result.cost_after), 0)
     curve = _error_curve(prof, [r.name for r in result.layers], case.mode)
     if curve is not None and case.permute:
-        curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calib,
+        curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calibration,
                                                     [p["series"] for p in curve["points"]])
     val_name = str(entry.metadata.get("val_metric", "validation metric"))
     return {
         "model": case.model_id, "description": entry.description, "mode": case.mode, "target": DEMO_TARGET,
         "method": result.method, "options": case.options, "cost": "edp", "design": DEMO_TARGET,
-        "constraint": _constraint_text(settings.constraint),
+        "constraint": constraint_text(settings.constraint),
         "metric_name": entry.metric.replace("test ", ""), "validation_metric_name": val_name,
         "scores": {"validation": {"original": result.metric_original, "transformed": result.metric_final},
                    "test": {"original": result.holdout_original, "transformed": result.holdout_final}},
@@ -231,7 +231,7 @@ def _error_curve(prof: Any, searched: Sequence[str], mode: str) -> dict[str, Any
     return {"layer": layer.name, "tensor": tensor, "points": points}
 
 
-def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], series: Sequence[str]
+def _permuted_points(model: Any, name: str, mode: str, calibration: Sequence[Any], series: Sequence[str]
                      ) -> list[dict[str, Any]]:
     """The error curve's points in the layout the search's ``permute`` option used: the weight's
     flattened K permuted from the weight (W); the input channels permuted by the same calibration
@@ -253,11 +253,11 @@ def _permuted_points(model: Any, name: str, mode: str, calib: Sequence[Any], ser
             continue  # a series a permutation does not apply to (mixed block sizes)
     inputs: list[torch.Tensor] = []
     if mode == "A" and probes:
-        calibrate_probes(model, {name: list(probes.values())}, calib)
+        calibrate_probes(model, {name: list(probes.values())}, calibration)
         handle = module.register_forward_hook(lambda m, a, o: inputs.append(a[0].detach()))
         try:
             with torch.no_grad():
-                for batch in calib:
+                for batch in calibration:
                     call_with_batch(model, batch)
         finally:
             handle.remove()

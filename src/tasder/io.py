@@ -26,10 +26,10 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and NumPy load with the tensors: writing a report needs neither
+    import torch
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -62,6 +62,8 @@ def _describe(obj: object) -> str:
 
 
 def _from_torch_object(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(obj, torch.Tensor):
         return {path.stem: obj.detach()}
     if isinstance(obj, Mapping):
@@ -82,6 +84,8 @@ def _from_torch_object(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -112,6 +116,9 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_npy(path: Path) -> dict[str, torch.Tensor]:
+    import numpy as np
+    import torch
+
     with open(path, "rb") as fh:
         magic = fh.read(6)
     if magic[:4] == b"PK\x03\x04":

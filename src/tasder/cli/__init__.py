@@ -1,5 +1,9 @@
-"""The ``tasder`` command line (a thin layer over the Python API); see :mod:`tasder.cli.app`."""
+"""The ``tasder`` command line (a thin layer over the Python API): :func:`run` and :func:`main`.
 
-from tasder.cli.app import app, main, run
+:mod:`tasder.cli.app` builds the Typer application (``tasder.cli.app.app``) from one module per
+command group; :mod:`tasder.cli.common` holds what the commands share.
+"""
 
-__all__ = ["app", "main", "run"]
+from tasder.cli.app import main, run
+
+__all__ = ["main", "run"]

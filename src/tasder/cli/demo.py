@@ -16,9 +16,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import JsonOption, _emit, _stderr_console, app, interactive, table, with_examples
+from tasder.cli.common import JsonOption, emit, interactive, stderr_console, table, with_examples
 
-__all__ = ["demo_cmd", "summary_rows"]
+__all__ = ["demo_cmd", "register", "summary_rows"]
 
 
 def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -47,14 +47,16 @@ def _ratio(pair: tuple[float | None, float | None]) -> str:
     return f"{100 * b / a:.2f} %"
 
 
-@app.command("demo", help=with_examples(
+DEMO_HELP = with_examples(
     """Search TASD configs for the built-in models (TASDER, modelled EDP on TTC-VEGETA-M8, 99 % constraint),
     re-score them on the test split, compare TC, STC, DSTC, HighLight and TTC-VEGETA-M8 on the resulting
     workloads, and write an HTML + markdown report with plots (the README's main job).""",
     "tasder demo",
     "tasder demo --quick -o /tmp/report",
     "tasder demo --model minilm",
-))
+)
+
+
 def demo_cmd(
     model: Annotated[str, typer.Option("--model", help="digits (digits-cnn-sparse-95 TASD-W + digits-cnn "
                                        "TASD-A) or minilm (TASD-A).")] = "digits",
@@ -72,7 +74,7 @@ def demo_cmd(
         raise ValueError("--out and --output both name the report folder; give one of them")
     folder = out if out is not None else output
 
-    err = _stderr_console()
+    err = stderr_console()
     tty = interactive()
 
     def log(message: str) -> None:
@@ -83,7 +85,7 @@ def demo_cmd(
     rows = summary_rows(doc)
     html = doc["paths"]["html"]
     if json_out:
-        _emit(None, {"summary": rows, "report": doc["paths"], "seconds": doc["seconds"]}, None)
+        emit(None, {"summary": rows, "report": doc["paths"], "seconds": doc["seconds"]}, None)
         return
 
     def render(console: Console) -> None:
@@ -100,4 +102,9 @@ def demo_cmd(
         console.print(f"{'quick run (capped search): ' if quick else ''}{doc['seconds']:.0f} s; "
                       f"report: {html}", markup=False, highlight=False)
 
-    _emit(render, None, None)
+    emit(render, None, None)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to ``app``."""
+    app.command("demo", help=DEMO_HELP)(demo_cmd)

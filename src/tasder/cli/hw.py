@@ -9,10 +9,10 @@
                       --workload gemm:MxKxN:A=<density>,B=<density> [--workload ...]
                       [--mapper-budget N] [--objective edp|energy|cycles] [--json] [--plot FILE] [-o FILE]
 
-``eval`` is a thin layer over :func:`tasder.hw.search_network`: every layer gets its own best mapping, totals
-weight layers by their repeat count. A zoo MODEL without a shape table (e.g. digits-cnn) is traced
-on its first calibration batch. Bad specs end with exit code 2 and one ``error:`` line
-naming the file, line and key.
+``eval`` is a thin layer over :func:`tasder.hw.map_network`: every layer gets its own best mapping, totals
+weight layers by their repeat count. The workload loads with :func:`tasder.workloads.load_network`: a
+zoo MODEL without a shape table (e.g. digits-cnn) is traced on its first calibration batch. Bad specs
+end with exit code 2 and one ``error:`` line naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -24,19 +24,28 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import (
+from tasder.cli.common import (
     JsonOption,
+    ObjectiveOption,
     OutputOption,
-    _emit,
-    app,
+    SeedOption,
+    emit,
     progress_bar,
     status,
     table,
     with_examples,
 )
 
-__all__ = ["compare_cmd", "compare_rows", "eval_cmd", "hw_app", "network_report", "parse_gemm_workload",
-           "search_network_with_progress"]
+__all__ = [
+    "compare_cmd",
+    "compare_rows",
+    "eval_cmd",
+    "hw_app",
+    "map_network_with_progress",
+    "network_report",
+    "parse_gemm_workload",
+    "register",
+]
 
 hw_app = typer.Typer(name="hw", no_args_is_help=True, add_completion=False, help=with_examples(
     "The analytical accelerator model: map and evaluate workloads.",
@@ -44,10 +53,6 @@ hw_app = typer.Typer(name="hw", no_args_is_help=True, add_completion=False, help
     "tasder hw compare --designs tc,stc,dstc --workload gemm:512x512x512:A=2:4,B=dense",
 ))
 
-#: Options shared by ``hw eval`` and ``hw compare`` (same meaning, same flag).
-ObjectiveOption = Annotated[str, typer.Option("--objective", help="What the mapper minimises: edp, energy or cycles.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Mapper seed (results are deterministic per seed).")]
-app.add_typer(hw_app, name="hw")
 
 
 def network_report(arch: Any, result: Any) -> dict[str, Any]:
@@ -104,24 +109,15 @@ def _render(doc: dict[str, Any], console: Console) -> None:
         console.print(layer["loop_nest"], markup=False, highlight=False)
 
 
-def search_network_with_progress(arch: Any, network: Any, **kwargs: Any) -> Any:
-    """:func:`tasder.hw.search_network` with a progress bar: one step per distinct layer shape
-    (layers of the same shape share one search, as in ``search_network``)."""
-    from tasder.hw import NetworkResult, search_network
-    from tasder.hw.workload import Network
+def map_network_with_progress(arch: Any, network: Any, **kwargs: Any) -> Any:
+    """:func:`tasder.hw.map_network` with a progress bar: one step per distinct layer (layers that
+    map alike share one search, :func:`tasder.hw.mapper.mapping_key`)."""
+    from tasder.hw import map_network
+    from tasder.hw.mapper import mapping_key
 
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, p in enumerate(network.layers):
-        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
-        groups.setdefault(key, []).append(i)
-    results: list[Any] = [None] * len(network.layers)
-    with progress_bar(f"mapping {network.name} onto {arch.name}", len(groups)) as advance:
-        for indices in groups.values():
-            part = search_network(arch, Network(network.name, tuple(network.layers[i] for i in indices)), **kwargs)
-            for i, r in zip(indices, part.layers, strict=True):
-                results[i] = r
-            advance()
-    return NetworkResult(network, tuple(results))
+    searches = len({mapping_key(p) for p in network.layers})
+    with progress_bar(f"mapping {network.name} onto {arch.name}", searches) as advance:
+        return map_network(arch, network, on_map=advance, **kwargs)
 
 
 @hw_app.command("eval", help=with_examples(
@@ -142,17 +138,17 @@ def eval_cmd(
     as_json: JsonOption = False,
     output: OutputOption = None,
 ) -> None:
-    from tasder.hw import load_architecture, load_network
+    from tasder.hw import load_architecture
+    from tasder.workloads import load_network
 
     architecture = load_architecture(arch)
     network = load_network(workload)
-    result = search_network_with_progress(architecture, network, budget=mapper_budget, objective=objective,
-                                          seed=seed)
+    result = map_network_with_progress(architecture, network, budget=mapper_budget, objective=objective, seed=seed)
     doc = network_report(architecture, result)
     if as_json:
-        _emit(None, doc, output)
+        emit(None, doc, output)
     else:
-        _emit(lambda console: _render(doc, console), None, output)
+        emit(lambda console: _render(doc, console), None, output)
 
 
 def parse_gemm_workload(text: str) -> Any:
@@ -161,7 +157,6 @@ def parse_gemm_workload(text: str) -> Any:
     import re
 
     from tasder.hw import Problem
-    from tasder.hw.density import density_model
 
     m = re.fullmatch(r"gemm:(\d+)[xX](\d+)[xX](\d+)(?::(.*))?", text.strip())
     if m is None:
@@ -174,8 +169,7 @@ def parse_gemm_workload(text: str) -> Any:
         key = key.strip().upper()
         if not eq or key not in ("A", "B") or key in dens:
             raise ValueError(f"workload {text!r}: densities are given as A=<pattern>,B=<pattern>; got {part!r}")
-        density_model(value.strip())  # validate now, with the notation's own error message
-        dens[key] = value.strip()
+        dens[key] = value.strip()  # Problem parses it, once
     return Problem(text.strip(), M=int(m.group(1)), K=int(m.group(2)), N=int(m.group(3)),
                    a_density=dens.get("A"), b_density=dens.get("B"))
 
@@ -188,14 +182,14 @@ def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000,
     papers do; TC is evaluated as the baseline even when not listed. ``on_search`` is called
     after each of the ``len(problems) × len({"tc", *designs})`` searches (a progress bar's advance).
     """
-    from tasder.hw import load_architecture, search
+    from tasder.hw import load_architecture, map_layer
 
     archs = {d: load_architecture(d) for d in dict.fromkeys(["tc", *designs])}
     rows = []
     for p in problems:
         res = {}
         for d, a in archs.items():
-            res[d] = search(a, p, budget=budget, objective=objective, seed=seed).best
+            res[d] = map_layer(a, p, budget=budget, objective=objective, seed=seed).best
             if on_search is not None:
                 on_search()
         base = res["tc"]
@@ -276,7 +270,7 @@ def compare_cmd(
         _save_plot(rows, plot)
         status(f"wrote {plot}")
     if as_json:
-        _emit(None, rows, output)
+        emit(None, rows, output)
         return
 
     def render(console: Console) -> None:
@@ -290,4 +284,9 @@ def compare_cmd(
                               f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}")
             console.print(t)
 
-    _emit(render, None, output)
+    emit(render, None, output)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``hw`` group (``hw eval``, ``hw compare``) to ``app``."""
+    app.add_typer(hw_app, name="hw")

@@ -6,23 +6,27 @@ loading an entry may train a model the first time (``tasder.zoo.load``).
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 
-from tasder.cli.app import JsonOption, OutputOption, _emit, app, table, with_examples
-from tasder.zoo import model_entries
+from tasder.cli.common import JsonOption, OutputOption, emit, table, with_examples
 
-__all__ = ["models_cmd"]
+__all__ = ["models_cmd", "register"]
 
 
-@app.command("models", help=with_examples(
+MODELS_HELP = with_examples(
     "List the built-in models (trained, pretrained, and shape-only tables for the hardware model).",
     "tasder models",
     "tasder models --json -o models.json",
-))
+)
+
+
 def models_cmd(as_json: JsonOption = False, output: OutputOption = None) -> None:
-    entries = model_entries()
+    from tasder import zoo
+
+    entries = zoo.model_entries()
     if as_json:
-        _emit(None, [
+        emit(None, [
             {"name": e.name, "kind": e.kind, "metric": e.metric or None, "description": e.description}
             for e in entries.values()
         ], output)
@@ -38,4 +42,9 @@ def models_cmd(as_json: JsonOption = False, output: OutputOption = None) -> None
             t.add_row(e.name, e.kind, e.metric or "-", e.description)
         console.print(t)
 
-    _emit(render, None, output)
+    emit(render, None, output)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``models`` to ``app``."""
+    app.command("models", help=MODELS_HELP)(models_cmd)

@@ -15,38 +15,35 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from tasder.cli.app import (
+from tasder.cli.common import (
     JsonOption,
+    ModelArgument,
     OutputOption,
-    _emit,
-    _wrap_dotted,
-    app,
+    emit,
+    format_count,
+    load_zoo_model,
     progress_bar,
-    scaled_number,
     table,
     with_examples,
+    wrap_dotted,
 )
-from tasder.sparsity import Series, parse_series
+from tasder.targets import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from tasder.nn.profile import ModelProfile
+    from tasder.sparsity.patterns import Series
 
-__all__ = ["apply_cmd", "format_count", "parse_candidates", "profile_cmd", "render_profile"]
+__all__ = ["apply_cmd", "parse_candidates", "profile_cmd", "register", "render_profile"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers (pure; tested directly)
 # ---------------------------------------------------------------------------------------------
-
-
-def format_count(n: float) -> str:
-    """``1234567`` → ``"1.23M"``: SI prefixes, three significant digits (MAC counts)."""
-    return scaled_number(n, 1000, ("k", "M", "G", "T", "P"), "")
 
 
 def parse_candidates(values: list[str] | None) -> list[Series] | None:
@@ -57,6 +54,8 @@ def parse_candidates(values: list[str] | None) -> list[Series] | None:
     """
     if not values:
         return None
+    from tasder.sparsity.notation import parse_series
+
     parsed: dict[str, Series] = {}
     for value in values:
         for spec in value.split(","):
@@ -69,23 +68,6 @@ def parse_candidates(values: list[str] | None) -> list[Series] | None:
 
 def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{100.0 * value:.{digits}f}%"
-
-
-def _load_zoo(name: str) -> Any:
-    """The zoo entry ``name`` with a model (a shape-only entry cannot be run)."""
-    from tasder.zoo import load
-
-    try:
-        entry = load(name)
-    except KeyError as exc:  # a registry lookup that did not say which names exist
-        raise ValueError(f"unknown zoo model {name!r}: {exc}") from None
-    if entry.model is None:
-        raise ValueError(f"zoo entry {name!r} is shape-only (no model to run); pick one with weights")
-    return entry
-
-
-#: The report table style (kept under this name for the modules that import it from here).
-_table = table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +86,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
     console.print()
 
     console.print("Layer statistics", markup=False, style="bold")
-    stats = _table()
+    stats = table()
     headers = ["weight", "K", "MACs", "weight\nsparsity", "act. sp.\nmean", "act. sp.\np99", "pseudo-\ndensity"]
     rows = []
     for layer in p:
@@ -121,7 +103,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
     for i, h in enumerate(headers):
         stats.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
     for layer, cells in zip(p, rows, strict=True):
-        stats.add_row(_wrap_dotted(layer.name, name_width), layer.module_type, *cells)
+        stats.add_row(wrap_dotted(layer.name, name_width), layer.module_type, *cells)
     console.print(stats)
     for note in (
         "K: length of the dim TASD groups run along (Linear: in_features; Conv2d: C, × R·S positions)",
@@ -134,7 +116,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
         return
 
     console.print("Dropped nonzeros % per candidate series: weights/activations", markup=False, style="bold")
-    drops = _table()
+    drops = table()
     cell_width = len("100.0/100.0")
     name_width = max(16, console.width - (cell_width + 1) * len(p.candidates) - 1)
     drops.add_column("layer", overflow="fold", max_width=name_width)
@@ -150,7 +132,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
                 continue
             w, a = c.weight_dropped_nonzeros_pct, c.activation_dropped_nonzeros_pct
             cells.append(f"{w:.1f}/{'-' if a is None else f'{a:.1f}'}")
-        drops.add_row(_wrap_dotted(layer.name, name_width), *cells)
+        drops.add_row(wrap_dotted(layer.name, name_width), *cells)
     totals = []
     for s in p.candidates:
         w, a = p.totals(s)
@@ -158,7 +140,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
     drops.add_section()
     drops.add_row("pooled", *totals, style="bold")
     console.print(drops)
-    console.print("groups along K (DESIGN §3.3); activations pooled over all batches (Σdropped/Σnnz);\n"
+    console.print("groups along K (docs/design.md §3.3); activations pooled over all batches (Σdropped/Σnnz);\n"
                   "pooled row: over the layers where the series applies", markup=False)
     for (layer_name, reason), series in reasons.items():
         which = "every candidate" if len(series) == len(p.candidates) else ", ".join(series)
@@ -167,21 +149,22 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
         console.print(f"not profiled: {'; '.join(f'{n}: {r}' for n, r in p.skipped)}", markup=False)
 
 
-@app.command("profile", help=with_examples(
+PROFILE_HELP = with_examples(
     """Per-layer sparsity profile of a zoo MODEL on its calibration data, and what each candidate
     TASD series would drop from every layer's weights and input activations.""",
     "tasder profile digits-cnn",
     "tasder profile minilm --series 2:8,4:8+1:8 --batches 2",
     "tasder profile digits-cnn --json -o profile.json",
-))
+)
+
+
 def profile_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
-                                         show_default=False)],
+    model: ModelArgument,
     series: Annotated[
         list[str] | None,
         typer.Option("--series", "-s", show_default=False,
-                     help="Candidate TASD series, comma-separated or repeated (default: every "
-                     "TTC-VEGETA-M8 series: 1:8, 2:8, 4:8, 2:8+1:8, 4:8+1:8, 4:8+2:8)."),
+                     help="Candidate TASD series, comma-separated or repeated (default: every series of "
+                     f"the {DEFAULT_TARGET} target, from its YAML)."),
     ] = None,
     candidates: Annotated[  # the option's former name, kept working
         list[str] | None, typer.Option("--candidates", "-c", hidden=True, show_default=False)
@@ -196,7 +179,7 @@ def profile_cmd(
     from tasder.nn.profile import profile_model
 
     parsed = parse_candidates([*(series or []), *(candidates or [])])
-    entry = _load_zoo(model)
+    entry = load_zoo_model(model)
     calibration = list(entry.calibration)
     if batches is not None:
         calibration = calibration[:batches]
@@ -205,9 +188,9 @@ def profile_cmd(
     with progress_bar(f"profiling {model}", len(calibration)) as advance:
         result = profile_model(entry.model, calibration, candidates=parsed, on_batch=lambda _: advance())
     if as_json:
-        _emit(None, {"model": model, "description": entry.description, **result.as_dict()}, output)
+        emit(None, {"model": model, "description": entry.description, **result.as_dict()}, output)
         return
-    _emit(lambda console: render_profile(console, model, entry.description, result), None, output)
+    emit(lambda console: render_profile(console, model, entry.description, result), None, output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +205,15 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     return (after - before) / abs(before)
 
 
-@app.command("apply", help=with_examples(
+APPLY_HELP = with_examples(
     "Apply a TASD config to a zoo MODEL: its metric before and after, and the MACs it saves.",
     "tasder apply digits-cnn --config config.yaml",
     "tasder apply digits-cnn-sparse-95 --config config.yaml --json -o apply.json",
-))
+)
+
+
 def apply_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).",
-                                         show_default=False)],
+    model: ModelArgument,
     config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...), "
                                          "e.g. written by `tasder search`.", show_default=False)],
     as_json: JsonOption = False,
@@ -238,7 +222,7 @@ def apply_cmd(
     from tasder.nn import apply_tasd, count_macs
     from tasder.nn.transform import tasd_report
 
-    entry = _load_zoo(model)
+    entry = load_zoo_model(model)
     calibration = list(entry.calibration)
     if not calibration:
         raise ValueError(f"zoo model {model!r} has no calibration batch to count MACs with")
@@ -273,7 +257,7 @@ def apply_cmd(
             "skipped": dict(report.skipped),
             "dense": list(report.dense),
         }
-        _emit(None, doc, output)
+        emit(None, doc, output)
         return
 
     def render(console: Console) -> None:
@@ -292,25 +276,31 @@ def apply_cmd(
         console.print(f"MACs (first calibration batch): {dense:,} dense → {effective:,.0f} effective"
                       f"{saved}{speedup}", markup=False)
         console.print()
-        table = _table()
-        table.add_column("layer", overflow="fold", max_width=max(16, console.width - 60))
-        table.add_column("type", no_wrap=True)
-        table.add_column("TASD", no_wrap=True)
-        table.add_column("dense MACs", justify="right", no_wrap=True)
-        table.add_column("effective MACs", justify="right", no_wrap=True)
-        table.add_column("density", justify="right", no_wrap=True)
+        layers_table = table()
+        layers_table.add_column("layer", overflow="fold", max_width=max(16, console.width - 60))
+        layers_table.add_column("type", no_wrap=True)
+        layers_table.add_column("TASD", no_wrap=True)
+        layers_table.add_column("dense MACs", justify="right", no_wrap=True)
+        layers_table.add_column("effective MACs", justify="right", no_wrap=True)
+        layers_table.add_column("density", justify="right", no_wrap=True)
         for layer in macs.layers:
             tasd = "dense" if layer.mode == "dense" else f"{layer.series} ({layer.mode})"
             density = "-" if not layer.dense_macs else f"{layer.density:.3f}"
-            table.add_row(_wrap_dotted(layer.name, max(16, console.width - 60)), layer.kind, tasd,
-                          format_count(layer.dense_macs), format_count(layer.effective_macs), density)
-        table.add_section()
-        table.add_row("total", "", "", format_count(dense), format_count(effective),
-                      "-" if not dense else f"{effective / dense:.3f}", style="bold")
-        console.print(table)
+            layers_table.add_row(wrap_dotted(layer.name, max(16, console.width - 60)), layer.kind, tasd,
+                                 format_count(layer.dense_macs), format_count(layer.effective_macs), density)
+        layers_table.add_section()
+        layers_table.add_row("total", "", "", format_count(dense), format_count(effective),
+                             "-" if not dense else f"{effective / dense:.3f}", style="bold")
+        console.print(layers_table)
         if report.skipped:
             console.print(f"skipped {len(report.skipped)} layer(s) (left dense):", markup=False)
             for name, reason in report.skipped.items():
                 console.print(f"  {name}: {reason}", markup=False, soft_wrap=True)
 
-    _emit(render, None, output)
+    emit(render, None, output)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``profile`` and ``apply`` to ``app``."""
+    app.command("profile", help=PROFILE_HELP)(profile_cmd)
+    app.command("apply", help=APPLY_HELP)(apply_cmd)

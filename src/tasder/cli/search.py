@@ -21,10 +21,20 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.app import JsonOption, _emit, app, interactive, status, table, with_examples
-from tasder.cli.profile import _load_zoo, format_count
+from tasder.cli.common import (
+    JsonOption,
+    ModelArgument,
+    emit,
+    format_count,
+    interactive,
+    load_zoo_model,
+    status,
+    table,
+    with_examples,
+)
+from tasder.targets import DEFAULT_TARGET
 
-__all__ = ["search_cmd"]
+__all__ = ["register", "search_cmd"]
 
 
 def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode: str, budget: int,
@@ -52,15 +62,7 @@ def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode:
     return fn, tc
 
 
-def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
-    """The chosen config's modelled cost next to TC running the original model (what the report shows)."""
-    tc = tc_cost({})
-    return {"design": cost_fn.design, "metric": cost_fn.metric, "unit": cost_fn.unit, "tc_original": tc,
-            "before_vs_tc": result.cost_before / tc if tc else float("nan"),
-            "after_vs_tc": result.cost_after / tc if tc else float("nan")}
-
-
-@app.command("search", help=with_examples(
+SEARCH_HELP = with_examples(
     """Search a per-layer TASD configuration of a zoo MODEL that keeps the validation metric under the
     constraint and minimises effective MACs or a modelled hardware cost; print a summary, re-score the
     chosen config on the test split, optionally write the config (YAML) and a markdown report.""",
@@ -68,11 +70,13 @@ def hardware_summary(cost_fn: Any, tc_cost: Any, result: Any) -> dict[str, Any]:
     "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
     "tasder search digits-cnn-sparse-95 --mode W --permute --bias-correction -o config.yaml",
     "tasder search minilm --mode A --method paper-threshold --json",
-))
+)
+
+
 def search_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)],
+    model: ModelArgument,
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
-    = "ttc-vegeta-m8",
+    = DEFAULT_TARGET,
     mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights) or A (TASD-A, activations).")]
     = "W",
     method: Annotated[str, typer.Option("--method", help="cost-aware, paper-greedy or paper-threshold (A).")]
@@ -110,18 +114,18 @@ def search_cmd(
 ) -> None:
     from tasder.io import atomic_write_text, check_writable
     from tasder.search import Drop, render_markdown, search
-    from tasder.search.methods import _check_constraint, default_layers
-    from tasder.search.targets import load_target
+    from tasder.search.methods import check_constraint, default_layers
+    from tasder.targets import load_target
 
     if output is not None and out is not None and output != out:
         raise ValueError("--out is the former name of --output; give one of them")
     out = output if output is not None else out
-    limit = _check_constraint(Drop(drop) if drop is not None else constraint)
+    limit = check_constraint(Drop(drop) if drop is not None else constraint)
     load_target(target)
     for path in (out, report):
         if path is not None:
             check_writable(path)
-    entry = _load_zoo(model)
+    entry = load_zoo_model(model)
     evaluate = entry.metadata.get("evaluate_val")
     if evaluate is None:
         raise ValueError(f"zoo model {model!r} has no validation split evaluator (metadata['evaluate_val'])")
@@ -134,7 +138,7 @@ def search_cmd(
                     statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
                     permute=permute, bias_correction=bias_correction)
     if tc_cost is not None and cost_fn is not None:
-        result.extra["hardware"] = hardware_summary(cost_fn, tc_cost, result)
+        result.hardware = cost_fn.summarize(result, tc_cost)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
     test_name = entry.metric if "test" in entry.metric else f"test {entry.metric}"
     if out is not None:
@@ -151,14 +155,14 @@ def search_cmd(
         if r.holdout_original is not None and r.holdout_final is not None:
             console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
                           + ("" if hold is None else f" ({100 * hold:.2f} %)"), markup=False)
-        hw = r.extra.get("hardware")
+        hw = r.hardware
         if hw is None:
             console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
                           f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
                           + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
         else:
-            console.print(f"modelled {hw['metric']} on {hw['design']}: {r.cost_before:.4g} → {r.cost_after:.4g} "
-                          f"{hw['unit']} ({100 * r.cost_cut:.1f} % cut; {hw['after_vs_tc']:.3f} × TC running the "
+            console.print(f"modelled {hw.metric} on {hw.design}: {r.cost_before:.4g} → {r.cost_after:.4g} "
+                          f"{hw.unit} ({100 * r.cost_cut:.1f} % cut; {hw.after_vs_tc:.3f} × TC running the "
                           f"original model); {r.evaluations} evaluations, {r.seconds:.1f} s"
                           + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
         t = table()
@@ -172,9 +176,14 @@ def search_cmd(
             console.print(f"failed evaluation: {f}", markup=False)
 
     if json_out:
-        _emit(None, result.as_dict(), None)
+        emit(None, result.as_dict(), None)
     else:
-        _emit(render, None, None)
+        emit(render, None, None)
     for path, what in ((out, "config"), (report, "report")):
         if path is not None:
             status(f"wrote {what}: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``search`` to ``app``."""
+    app.command("search", help=SEARCH_HELP)(search_cmd)

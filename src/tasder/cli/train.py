@@ -9,7 +9,7 @@
 Trains on the built-in digits data (:mod:`tasder.zoo.digits`) and prints a summary: final test
 and validation accuracy, per-layer sparsity of the weights the model computes with (``W⊙M_F``),
 and the training operations of one step as a fraction of dense training, next to the ideal
-``(2N/M + 1)/3``. Registered on the app by importing this module (see ``_COMMAND_MODULES``).
+``(2N/M + 1)/3``.
 ``--output/-o`` names the checkpoint (the command's output file; ``--out`` is its former name).
 """
 
@@ -18,29 +18,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 
-from tasder.cli.app import JsonOption, _emit, app, status, table, with_examples
-from tasder.train import (
-    DEFAULT_DECAY,
-    count_training_ops,
-    fit,
-    parse_nm,
-    plan_sparse_training,
-    sparsify_for_training,
-    weight_sparsity,
-)
-from tasder.train.layers import check_method
+from tasder.cli.common import JsonOption, emit, status, table, with_examples
 
-__all__ = ["TRAIN_MODELS"]
+__all__ = ["TRAIN_MODELS", "register", "train_cmd"]
 
 #: Models ``tasder train`` knows.
 TRAIN_MODELS: tuple[str, ...] = ("digits-cnn",)
 
 
-@app.command("train", help=with_examples(
+TRAIN_HELP = with_examples(
     """Train a built-in model with N:M sparse weights (SR-STE or BDWP) or densely, and summarise.
 
     A progress bar shows the epochs when stderr is a terminal. With --output the checkpoint is
@@ -48,8 +37,10 @@ TRAIN_MODELS: tuple[str, ...] = ("digits-cnn",)
     "tasder train digits-cnn --pattern 2:8 --method bdwp --epochs 20",
     "tasder train digits-cnn -p 1:4 -m srste -e 10 --seed 1 -o ckpt.pt",
     "tasder train digits-cnn --epochs 40 --resume ckpt.pt -o ckpt.pt --json",
-))
-def train_command(
+)
+
+
+def train_cmd(
     model_name: Annotated[str, typer.Argument(metavar="MODEL", help=f"Model to train: {', '.join(TRAIN_MODELS)}.")],
     pattern: Annotated[str, typer.Option("--pattern", "-p", help="N:M pattern, e.g. 2:8, 1:4, 4:8.")] = "2:8",
     method: Annotated[str, typer.Option("--method", "-m", help="bdwp, srste or dense.")] = "bdwp",
@@ -60,7 +51,9 @@ def train_command(
     backward_mask: Annotated[
         str, typer.Option("--backward-mask", help="BDWP's M_B: independent (top-N of |W| along out) or nested (⊆ M_F).")
     ] = "independent",
-    decay: Annotated[float, typer.Option("--decay", help="SR-STE decay λ on pruned weights.")] = DEFAULT_DECAY,
+    decay: Annotated[float | None, typer.Option(
+        "--decay", show_default=False,
+        help="SR-STE decay λ on pruned weights (default: SR-STE's own, tasder.train.DEFAULT_DECAY).")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE", show_default=False,
         help="Write a checkpoint to FILE after every epoch.")] = None,
@@ -69,6 +62,21 @@ def train_command(
                                                 help="Continue from this checkpoint.")] = None,
     as_json: JsonOption = False,
 ) -> None:
+    import torch
+
+    from tasder.train import (
+        DEFAULT_DECAY,
+        count_training_ops,
+        fit,
+        parse_nm,
+        plan_sparse_training,
+        sparsify_for_training,
+        weight_sparsity,
+    )
+    from tasder.train.layers import check_method
+
+    if decay is None:
+        decay = DEFAULT_DECAY
     if output is not None and out is not None and output != out:
         raise ValueError("--out is the former name of --output; give one of them")
     out = output if output is not None else out
@@ -112,7 +120,7 @@ def train_command(
         "layers": layers, "checkpoint": str(out) if out is not None else None,
     }
     if as_json:
-        _emit(None, doc, None)
+        emit(None, doc, None)
         return
 
     def render(console: Console) -> None:
@@ -142,6 +150,11 @@ def train_command(
         summary.add_row("MACs per step FF / BP / WU", f"{ops.ff:,.0f} / {ops.bp:,.0f} / {ops.wu:,.0f}")
         console.print(summary)
 
-    _emit(render, None, None)
+    emit(render, None, None)
     if out is not None:
         status(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to ``app``."""
+    app.command("train", help=TRAIN_HELP)(train_cmd)

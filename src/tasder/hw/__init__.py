@@ -1,11 +1,11 @@
-"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (DESIGN §4).
+"""An analytical accelerator model in the spirit of Timeloop/Sparseloop (docs/design.md §4).
 
 Specs are data (YAML → frozen dataclasses); the model is stages over plain data:
 
-* :mod:`~tasder.hw.workload` — GEMM layers and networks (zoo tables, nn.Linear/Conv2d, traced modules);
+* :mod:`~tasder.hw.workload` — GEMM layers (:class:`Problem`) and networks, workload YAML files;
 * :mod:`~tasder.hw.architecture` — storage hierarchy + MAC array, energies from :mod:`~tasder.hw.energy`;
 * :mod:`~tasder.hw.mapping` — loop factors/orders per level, validated;
-* :mod:`~tasder.hw.dataflow` — dense loop analysis → :class:`ActionCounts`;
+* :mod:`~tasder.hw.dataflow` — dense loop analysis → ``ActionCounts``;
 * :mod:`~tasder.hw.density` — operand density models (dense, uniform, G:H/HSS, TASD series, actual);
 * :mod:`~tasder.hw.formats` — per-rank formats (U, B, CP, RLE, UOP): compressed tile sizes;
 * :mod:`~tasder.hw.sparse` — the sparse step: SAFs split dense counts into actual/gated/skipped/metadata;
@@ -13,111 +13,76 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call;
 * :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT).
 
->>> from tasder.hw import load_architecture, Problem, search
+This namespace holds what a user of the model needs; everything else stays importable from its
+submodule. The model depends on :mod:`tasder.sparsity`'s notation alone (no torch, no zoo):
+PyTorch models and zoo names become workloads in :mod:`tasder.workloads`.
+
+>>> from tasder.hw import load_architecture, Problem, map_layer
 >>> arch = load_architecture("tc")
->>> result = search(arch, Problem("fc", M=64, K=64, N=16), budget=2000, seed=0)
+>>> result = map_layer(arch, Problem("fc", M=64, K=64, N=16), budget=2000, seed=0)
 >>> result.best.problem.macs == 64 * 64 * 16
 True
 """
 
-from tasder.hw.architecture import Architecture, ComputeLevel, StorageLevel, list_designs, load_architecture
-from tasder.hw.dataflow import ActionCounts, analyze, analyze_reference
-from tasder.hw.density import (
-    ActualModel,
-    DenseModel,
-    DensityModel,
-    SeriesModel,
-    StructuredModel,
-    UniformModel,
-    density_model,
-)
-from tasder.hw.energy import EnergyTable, default_energy_table, load_energy_table
-from tasder.hw.formats import Format, parse_format
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from tasder.hw.architecture import Architecture, list_designs, load_architecture
+from tasder.hw.density import DensityModel, density_model
 from tasder.hw.mapper import (
     MapperConstraints,
     MapperResult,
     NetworkResult,
     NoValidMappingError,
-    search,
-    search_network,
+    map_layer,
+    map_network,
 )
-from tasder.hw.mapping import (
-    LevelMapping,
-    Mapping,
-    MappingBatch,
-    MappingError,
-    check_mapping,
-    load_mapping,
-    loop_nest,
-)
-from tasder.hw.microarch import Costs, cost
-from tasder.hw.model import Evaluation, evaluate, evaluate_batch
-from tasder.hw.sparse import SAF, SparseSpec, sparse_step
+from tasder.hw.mapping import Mapping, MappingError, load_mapping
+from tasder.hw.model import Evaluation, evaluate
 from tasder.hw.spec import SpecError
-from tasder.hw.training import PHASES, TrainingResult, search_training, training_gemms, training_network
-from tasder.hw.workload import (
-    Network,
-    Problem,
-    from_conv2d,
-    from_layer_shapes,
-    from_linear,
-    load_network,
-    trace_module,
-)
+from tasder.hw.training import TrainingResult, map_training, training_network
+from tasder.hw.workload import Network, Problem, from_conv2d, from_linear, load_network
 
 __all__ = [
-    "PHASES",
-    "SAF",
-    "ActionCounts",
-    "ActualModel",
     "Architecture",
-    "ComputeLevel",
-    "Costs",
-    "DenseModel",
     "DensityModel",
-    "EnergyTable",
     "Evaluation",
-    "Format",
-    "LevelMapping",
     "MapperConstraints",
     "MapperResult",
     "Mapping",
-    "MappingBatch",
     "MappingError",
     "Network",
     "NetworkResult",
     "NoValidMappingError",
     "Problem",
-    "SeriesModel",
-    "SparseSpec",
     "SpecError",
-    "StorageLevel",
-    "StructuredModel",
     "TrainingResult",
-    "UniformModel",
-    "analyze",
-    "analyze_reference",
-    "check_mapping",
-    "cost",
-    "default_energy_table",
     "density_model",
     "evaluate",
-    "evaluate_batch",
     "from_conv2d",
-    "from_layer_shapes",
     "from_linear",
     "list_designs",
     "load_architecture",
-    "load_energy_table",
     "load_mapping",
     "load_network",
-    "loop_nest",
-    "parse_format",
-    "search",
-    "search_network",
-    "search_training",
-    "sparse_step",
-    "trace_module",
-    "training_gemms",
+    "map_layer",
+    "map_network",
+    "map_training",
     "training_network",
 ]
+
+#: Former names of the mapper's entry points (the README promised ``hw.search`` and
+#: ``hw.search_training``): still answered, with a DeprecationWarning naming the new one.
+_DEPRECATED: dict[str, str] = {"search": "map_layer", "search_network": "map_network",
+                               "search_training": "map_training"}
+
+
+def __getattr__(name: str) -> Any:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'tasder.hw' has no attribute {name!r}")
+    warnings.warn(f"tasder.hw.{name} is deprecated: use tasder.hw.{new} (same arguments)", DeprecationWarning,
+                  stacklevel=2)
+    return globals()[new]

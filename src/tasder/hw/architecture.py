@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
 from tasder.hw.sparse import SparseSpec, parse_sparse_spec
-from tasder.hw.spec import SpecError, check_keys, check_version, get_float, get_int, get_str, load_yaml
+from tasder.hw.spec import SpecError, check_keys, get_float, get_int, get_str, load_section
 from tasder.hw.workload import TENSORS
 
 __all__ = ["Architecture", "ComputeLevel", "StorageLevel", "list_designs", "load_architecture"]
@@ -167,13 +167,7 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
             raise SpecError(f"architecture {str(source)!r}: no such file and no shipped design of that name "
                             f"(designs: {', '.join(list_designs())})")
         path = _designs_dir() / f"{source}.yaml"
-    doc = load_yaml(path)
-    check_keys(doc, ("version", "architecture", "sparse_optimizations", "mapper_constraints"),
-               required=("version", "architecture"))
-    check_version(doc)
-    arch = doc["architecture"]
-    if not isinstance(arch, dict):
-        raise SpecError(f"{doc.where('architecture')}: architecture must be a mapping")
+    doc, arch = load_section(path, "architecture", optional=("sparse_optimizations", "mapper_constraints"))
     check_keys(arch, ("name", "technology_nm", "clock_hz", "word_bits", "storage", "compute"),
                required=("storage", "compute"))
     table = energy_table or default_energy_table()

@@ -27,13 +27,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import special, stats
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = ["ActualModel", "DenseModel", "DensityModel", "SeriesModel", "StructuredModel", "UniformModel",
            "density_model"]
+
+
+def _special() -> ModuleType:
+    """``scipy.special``, imported on first use: it costs half a second, and ``import tasder.hw``
+    (the command line's ``tasder hw --help`` included) must not pay for it."""
+    from scipy import special
+
+    return special
+
+
+def _stats() -> ModuleType:
+    """``scipy.stats``, imported on first use (1.6 s on the development machine)."""
+    from scipy import stats
+
+    return stats
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -51,6 +68,10 @@ class DensityModel:
     @property
     def label(self) -> str:
         return type(self).__name__
+
+    def __str__(self) -> str:
+        """The model in the pattern notation where it has one (``2:4``, ``unstructured(0.1)``, ``dense``)."""
+        return self.label
 
     @property
     def terms(self) -> tuple[DensityModel, ...]:
@@ -75,7 +96,7 @@ class DensityModel:
         per row, independent along K-structured rules too, so binomial at the model's density."""
         if k == 1 and rows > 1 and not isinstance(self, (DenseModel, UniformModel, ActualModel)):
             x = np.arange(rows + 1)
-            return x, stats.binom.pmf(x, rows, self.density)
+            return x, _stats().binom.pmf(x, rows, self.density)
         return self.occupancy_distribution(rows, k)
 
     def expected_steps(self, rows: Any, k: Any, lanes: Any) -> np.ndarray:
@@ -155,6 +176,7 @@ class UniformModel(DensityModel):
         nnz = round(self.density * total)
         n = np.minimum(n, total)
         # C(total - nnz, n) / C(total, n), in logs; zero when n exceeds the zeros available.
+        special = _special()
         with np.errstate(invalid="ignore"):
             log_p = (special.gammaln(total - nnz + 1) - special.gammaln(total - nnz - n + 1)
                      - special.gammaln(total + 1) + special.gammaln(total - n + 1))
@@ -169,15 +191,15 @@ class UniformModel(DensityModel):
 
     def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
         n = _arr(rows) * _arr(k)
-        z = float(stats.norm.ppf(q))
+        z = float(_stats().norm.ppf(q))
         return np.clip(np.ceil(n * self.density + z * np.sqrt(self._variance(n))), 0.0, n)
 
     def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = rows * k
         x = np.arange(n + 1)
         if self.size is None:
-            return x, stats.binom.pmf(x, n, self.density)
-        return x, stats.hypergeom.pmf(x, self.size, round(self.density * self.size), n)
+            return x, _stats().binom.pmf(x, n, self.density)
+        return x, _stats().hypergeom.pmf(x, self.size, round(self.density * self.size), n)
 
 
 @dataclass(frozen=True)
@@ -207,6 +229,7 @@ class StructuredModel(DensityModel):
         return math.prod(h for _, h in self.ranks)
 
     def _row_empty(self, k: np.ndarray) -> np.ndarray:
+        special = _special()
         out = np.zeros_like(k)
         below = 1  # block size of the ranks below rank r
         for r, (g, h) in enumerate(self.ranks):
@@ -367,7 +390,8 @@ def density_model(spec: str | DensityModel | None, size: int | None = None) -> D
         value = None
     if value is not None:
         return DenseModel() if value >= 1.0 else UniformModel(value, size)
-    from tasder.sparsity import GH, HSS, Dense, Unstructured, parse_series
+    from tasder.sparsity.notation import parse_series
+    from tasder.sparsity.patterns import GH, HSS, Dense, Unstructured
 
     series = parse_series(text)
     models: list[DensityModel] = []

@@ -1,5 +1,8 @@
 """The mapper (Timeloop's ``search``): sample or enumerate valid mappings, evaluate them in batches.
 
+:func:`map_layer` finds the best mapping of one GEMM on a design, :func:`map_network` of every
+layer of a network (layers that map alike share one search: :func:`mapping_key`).
+
 Why vectorized: a mapping is a handful of integers, so a batch of them is a few (B, L, 3) arrays
 and the whole dataflow + cost model runs as NumPy array ops over the batch — thousands of
 mappings per call instead of one Python call per mapping.
@@ -16,10 +19,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from tasder.errors import InvalidParameterError
 from tasder.hw.architecture import Architecture
 from tasder.hw.mapping import ORDERS, Mapping, MappingBatch, MappingError
 from tasder.hw.microarch import Costs
@@ -28,7 +34,7 @@ from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
 
 __all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
-           "search", "search_network", "validity"]
+           "map_layer", "map_network", "mapping_key", "sample_mappings", "validity"]
 
 OBJECTIVES: tuple[str, ...] = ("edp", "energy", "cycles")
 #: Named dataflows → the dim that must be innermost at every level.
@@ -197,6 +203,26 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
     return MappingBatch(temporal=f[:, :nl], spatial=f[:, nl:], order=_order_array(order_choices, oidx))
 
 
+def _design_constraints(arch: Architecture, constraints: MapperConstraints | None) -> MapperConstraints:
+    """The user's constraints over the design's own dataflow (its mapper orders and spatial dims)."""
+    constraints = constraints or MapperConstraints()
+    if arch.mapper_orders or arch.mapper_spatial:
+        constraints = MapperConstraints(orders={**dict(arch.mapper_orders), **constraints.orders},
+                                        spatial_dims={**dict(arch.mapper_spatial), **constraints.spatial_dims},
+                                        dataflow=constraints.dataflow)
+    return constraints
+
+
+def sample_mappings(arch: Architecture, problem: Problem, n: int, rng: np.random.Generator, *,
+                    constraints: MapperConstraints | None = None) -> MappingBatch:
+    """``n`` valid mappings of ``problem`` on ``arch``, drawn as :func:`map_layer` draws them (every
+    valid mapping can come out, an invalid one never: see ``_sample``)."""
+    constraints = _design_constraints(arch, constraints)
+    spatial_dims = constraints.spatial_slots(arch)
+    return _sample(arch, problem, [_slots(arch, d, spatial_dims) for d in DIMS], constraints.allowed_orders(arch), n,
+                   rng)
+
+
 @dataclass(frozen=True)
 class MapperResult:
     """The best mapping for ``objective``, the top-k, and search statistics."""
@@ -213,9 +239,10 @@ def _objective(costs: Costs, objective: str) -> np.ndarray:
     return {"edp": costs.edp, "energy": costs.total_energy, "cycles": costs.cycles}[objective]
 
 
-def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
-           top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
-    """Search mappings of ``problem`` on ``arch``; deterministic for a ``seed``.
+def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
+              top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
+    """The best mapping of ``problem`` on ``arch`` for ``objective`` (and the top ``top_k``);
+    deterministic for a ``seed``.
 
     If the whole constrained mapspace has at most ``budget`` points it is enumerated (so the
     result is optimal); otherwise ``budget`` candidates are sampled. Ties keep the earlier
@@ -226,14 +253,10 @@ def search(arch: Architecture, problem: Problem, *, budget: int = 20_000, object
         ValueError: bad ``objective``, ``budget`` or constraints.
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+        raise InvalidParameterError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive integer; got {budget!r}")
-    constraints = constraints or MapperConstraints()
-    if arch.mapper_orders or arch.mapper_spatial:  # the design's own dataflow, under the user's
-        constraints = MapperConstraints(orders={**dict(arch.mapper_orders), **constraints.orders},
-                                        spatial_dims={**dict(arch.mapper_spatial), **constraints.spatial_dims},
-                                        dataflow=constraints.dataflow)
+        raise InvalidParameterError(f"budget must be a positive integer; got {budget!r}")
+    constraints = _design_constraints(arch, constraints)  # the design's own dataflow, under the user's
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)
     nl = len(arch.levels)
@@ -325,17 +348,31 @@ class NetworkResult:
         return sum(r.best.problem.macs * r.best.problem.repeat for r in self.layers) / (self.cycles * mac_units)
 
 
-def search_network(arch: Architecture, network: Network, **kwargs: object) -> NetworkResult:
-    """:func:`search` every layer (layers with the same M, K, N share one search)."""
-    cache: dict[tuple[int, int, int, int, str, str], MapperResult] = {}
+def mapping_key(problem: Problem) -> tuple[Hashable, ...]:
+    """What a mapping search depends on besides the design and the mapper's settings: the sizes, the
+    word width and the operands' density models. Layers with equal keys share one search (the
+    name and the repeat count do not change the best mapping)."""
+    return (problem.M, problem.K, problem.N, problem.word_bits, problem.a_density, problem.b_density)
+
+
+def map_network(arch: Architecture, network: Network, *, cache: dict[Hashable, MapperResult] | None = None,
+                on_map: Callable[[], None] | None = None, **kwargs: Any) -> NetworkResult:
+    """:func:`map_layer` every layer of ``network`` (layers with the same :func:`mapping_key` share one search).
+
+    ``cache`` (key → result) is filled and reused: a caller that maps variants of one network on
+    one design with the same ``kwargs`` passes the same dict every time (e.g.
+    :class:`tasder.search.HardwareCost`). ``on_map`` is called after each search that ran
+    (a progress bar's advance). ``kwargs`` go to :func:`map_layer`.
+    """
+    cache = {} if cache is None else cache
     out = []
     for p in network.layers:
-        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
+        key = mapping_key(p)
         if key not in cache:
-            cache[key] = search(arch, p, **kwargs)  # type: ignore[arg-type]
+            cache[key] = map_layer(arch, p, **kwargs)
+            if on_map is not None:
+                on_map()
         r = cache[key]
         best = Evaluation(arch, p, r.best.mapping, r.best.counts, r.best.costs)
         out.append(MapperResult(best, r.top, r.objective, r.candidates, r.valid, r.exhaustive))
     return NetworkResult(network, tuple(out))
-
-

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from tasder.errors import TasderError
 from tasder.hw.architecture import Architecture
-from tasder.hw.spec import SpecError, check_keys, check_version, get_str, load_yaml
+from tasder.hw.spec import SpecError, check_keys, get_str, load_section
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Problem
 
 __all__ = ["ORDERS", "LevelMapping", "Mapping", "MappingBatch", "MappingError", "check_mapping", "load_mapping",
@@ -27,7 +28,7 @@ __all__ = ["ORDERS", "LevelMapping", "Mapping", "MappingBatch", "MappingError", 
 ORDERS: tuple[str, ...] = tuple("".join(p) for p in permutations(DIMS))
 
 
-class MappingError(ValueError):
+class MappingError(TasderError, ValueError):
     """A mapping that is not valid for an architecture and a problem; the message names the level and dim."""
 
 
@@ -183,12 +184,7 @@ def load_mapping(path: str | Path, arch: Architecture) -> Mapping:
     Raises:
         SpecError: unknown levels/keys/dims or non-integer factors, with file, line and key.
     """
-    doc = load_yaml(path)
-    check_keys(doc, ("version", "mapping"), required=("version", "mapping"))
-    check_version(doc)
-    body = doc["mapping"]
-    if not isinstance(body, dict):
-        raise SpecError(f"{doc.where('mapping')}: mapping must be a mapping of level name → loops")
+    _, body = load_section(path, "mapping", what="of level name → loops")
     check_keys(body, [lv.name for lv in arch.levels])
     levels = []
     for lv in arch.levels:

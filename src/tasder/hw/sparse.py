@@ -61,7 +61,8 @@ import numpy as np
 from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, UniformModel, density_model
 from tasder.hw.formats import Format, parse_format
 from tasder.hw.spec import SpecError, check_keys, get_float, get_str
-from tasder.sparsity import GH, HSS, Rank, expand_ranges, implies
+from tasder.sparsity.notation import expand_ranges
+from tasder.sparsity.patterns import GH, HSS, Rank, implies
 
 if TYPE_CHECKING:
     from tasder.hw.architecture import Architecture
@@ -185,8 +186,7 @@ def parse_sparse_spec(node: Any, level_names: list[str], compute_name: str) -> S
 
 def operand_models(problem: Problem) -> dict[str, DensityModel]:
     """The density model of A and B (Z is dense)."""
-    return {"A": density_model(problem.a_density, problem.M * problem.K),
-            "B": density_model(problem.b_density, problem.K * problem.N), "Z": DenseModel()}
+    return {"A": problem.a_density, "B": problem.b_density, "Z": DenseModel()}
 
 
 def _pattern(ranks: tuple[tuple[int, int], ...]) -> GH | HSS:

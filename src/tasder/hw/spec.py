@@ -15,13 +15,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_yaml"]
+from tasder.errors import TasderError
+
+__all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_section",
+           "load_yaml"]
 
 #: Spec format version written into every shipped file and accepted on load.
 SPEC_VERSION = "0.1"
 
 
-class SpecError(ValueError):
+class SpecError(TasderError, ValueError):
     """A spec (architecture, workload, mapping, energy table) that cannot be used; says where and why."""
 
 
@@ -172,3 +175,17 @@ def check_version(doc: SpecMap) -> None:
     if str(doc["version"]) != SPEC_VERSION:
         raise SpecError(f"{doc.where('version')}: unsupported version {doc['version']!r} "
                         f"(this tasder reads version {SPEC_VERSION})")
+
+
+def load_section(source: str | Path, section: str, optional: Iterable[str] = (),
+                 what: str = "") -> tuple[SpecMap, SpecMap]:
+    """A spec file of ``version`` and the mapping ``section`` (and the ``optional`` top-level keys):
+    ``(the whole document, its section)``. ``what`` finishes the error when the section is not a
+    mapping (``"of level name → loops"``)."""
+    doc = load_yaml(source)
+    check_keys(doc, ("version", section, *optional), required=("version", section))
+    check_version(doc)
+    body = doc[section]
+    if not isinstance(body, dict):
+        raise SpecError(f"{doc.where(section)}: {section} must be a mapping{' ' + what if what else ''}")
+    return doc, body

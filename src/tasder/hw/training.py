@@ -1,6 +1,6 @@
 """The three GEMMs of a training step, for modelling N:M sparse training (SAT / BDWP) against dense.
 
-For a layer ``Z = W·X`` (W: M×K weights, X: K×N inputs, Z: M×N outputs; DESIGN §4's GEMM with
+For a layer ``Z = W·X`` (W: M×K weights, X: K×N inputs, Z: M×N outputs; docs/design.md §4's GEMM with
 A = W, B = X) one training step runs three GEMMs of equal MAC count:
 
 * **FF** ``Z = W·X`` — A = W (M×K), reduction over K = C_in·R·S; SAT runs W's N:M mask along K.
@@ -28,9 +28,9 @@ in a network's training step (:func:`training_network`).
 
 >>> from tasder.hw import Problem
 >>> g = training_gemms(Problem("conv", M=64, K=576, N=3136), "2:8")
->>> [(k, p.M, p.K, p.N, p.a_density) for k, p in g.items()]
-[('FF', 64, 576, 3136, '2:8'), ('BP', 576, 64, 3136, '2:8'), ('WU', 64, 3136, 576, None)]
->>> training_gemms(Problem("conv", M=64, K=576, N=3136), "2:8", bp_mask="forward")["BP"].a_density
+>>> [(k, p.M, p.K, p.N, str(p.a_density)) for k, p in g.items()]
+[('FF', 64, 576, 3136, '2:8'), ('BP', 576, 64, 3136, '2:8'), ('WU', 64, 3136, 576, 'dense')]
+>>> str(training_gemms(Problem("conv", M=64, K=576, N=3136), "2:8", bp_mask="forward")["BP"].a_density)
 'unstructured(0.25)'
 """
 
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasder.hw.architecture import Architecture
-from tasder.hw.density import ActualModel, DenseModel, UniformModel, density_model
-from tasder.hw.mapper import NetworkResult, search_network
+from tasder.hw.density import ActualModel, DenseModel, DensityModel, UniformModel, density_model
+from tasder.hw.mapper import NetworkResult, map_network
 from tasder.hw.workload import Network, Problem
 
-__all__ = ["BP_MASKS", "PHASES", "TrainingResult", "search_training", "training_gemms", "training_network"]
+__all__ = ["BP_MASKS", "PHASES", "TrainingResult", "map_training", "training_gemms", "training_network"]
 
 #: The three GEMMs of a training step, in execution order.
 PHASES: tuple[str, str, str] = ("FF", "BP", "WU")
@@ -52,11 +52,9 @@ PHASES: tuple[str, str, str] = ("FF", "BP", "WU")
 BP_MASKS: tuple[str, ...] = ("bidirectional", "forward", "dense")
 
 
-def _directionless(spec: Any) -> Any:
-    """``spec`` if its density model has no direction (dense/unstructured), else None (dense)."""
-    if spec is None:
-        return None
-    return spec if isinstance(density_model(spec), (DenseModel, UniformModel)) else None
+def _directionless(model: DensityModel) -> DensityModel | None:
+    """``model`` if it has no direction (dense/unstructured), else None (dense)."""
+    return model if isinstance(model, (DenseModel, UniformModel)) else None
 
 
 def training_gemms(problem: Problem, w_pattern: Any = None, *, bp_mask: str = "bidirectional") -> dict[str, Problem]:
@@ -128,13 +126,13 @@ class TrainingResult:
         return {k: r.energy_pj for k, r in self.phases.items()}
 
 
-def search_training(arch: Architecture, workload: Network | Problem, w_pattern: Any = None, *,
-                    bp_mask: str = "bidirectional", first_layer_bp: bool = False,
-                    **search_kwargs: Any) -> TrainingResult:
-    """Map every GEMM of one training step of ``workload`` on ``arch`` (:func:`~tasder.hw.search_network`).
+def map_training(arch: Architecture, workload: Network | Problem, w_pattern: Any = None, *,
+                 bp_mask: str = "bidirectional", first_layer_bp: bool = False,
+                 **mapper_kwargs: Any) -> TrainingResult:
+    """Map every GEMM of one training step of ``workload`` on ``arch`` (:func:`~tasder.hw.map_network`).
 
-    E.g. SAT vs TC at 2:8: ``search_training(load_architecture("sat"), net, "2:8")`` and
-    ``search_training(load_architecture("tc"), net, "dense")``; phase speedup = tc / sat cycles.
+    E.g. SAT vs TC at 2:8: ``map_training(load_architecture("sat"), net, "2:8")`` and
+    ``map_training(load_architecture("tc"), net, "dense")``; phase speedup = tc / sat cycles.
     """
     nets = training_network(workload, w_pattern, bp_mask=bp_mask, first_layer_bp=first_layer_bp)
-    return TrainingResult({phase: search_network(arch, net, **search_kwargs) for phase, net in nets.items()})
+    return TrainingResult({phase: map_network(arch, net, **mapper_kwargs) for phase, net in nets.items()})

@@ -1,9 +1,13 @@
-"""Workloads: every layer as a GEMM ``Z[m,n] += A[m,k]·B[k,n]`` (DESIGN §4), and networks of them.
+"""Workloads: every layer as a GEMM ``Z[m,n] += A[m,k]·B[k,n]`` (docs/design.md §4), and networks of them.
 
 ``A`` is the weights (M×K), ``B`` the input activations (K×N), ``Z`` the outputs (M×N). A
 convolution is lowered by im2col (M = out channels, K = C·R·S, N = P·Q·batch); a linear layer
 over T tokens is M = out, K = in, N = T. A network is an ordered list of layers with repeat
 counts; layers are evaluated independently and summed, as Timeloop/Sparseloop users do.
+
+This module knows GEMMs and workload YAML files only: the zoo's models and shape tables, and
+tracing a PyTorch model, are one layer up in :mod:`tasder.workloads` (the accelerator model
+depends on nothing but :mod:`tasder.sparsity`'s notation).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasder.hw.spec import SpecError, check_keys, check_version, get_int, get_str, load_yaml
+from tasder.errors import InvalidParameterError
+from tasder.hw.density import DenseModel, DensityModel, density_model
+from tasder.hw.spec import SpecError, check_keys, get_int, get_str, load_section
 
 __all__ = [
     "DIMS",
@@ -25,7 +31,6 @@ __all__ = [
     "from_layer_shapes",
     "from_linear",
     "load_network",
-    "trace_module",
 ]
 
 #: The GEMM's loop dimensions, in the order used by every array in :mod:`tasder.hw`.
@@ -36,9 +41,25 @@ TENSORS: tuple[str, str, str] = ("A", "B", "Z")
 TENSOR_DIMS: dict[str, tuple[str, ...]] = {"A": ("M", "K"), "B": ("K", "N"), "Z": ("M", "N")}
 
 
+#: The density model of an operand given as None (frozen, so one instance serves every Problem).
+_DENSE = DenseModel()
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One GEMM layer: sizes, operand word width in bits, how often it runs per forward pass."""
+    """One GEMM layer: sizes, operand word width in bits, how often it runs per forward pass, and
+    the density models of its operands.
+
+    ``a_density`` (weights, M×K) and ``b_density`` (inputs, K×N) accept the pattern notation
+    (``dense``, ``2:4``, ``4:8+1:8``, ``K1(2:4)->K0(2:4)``, ``unstructured(0.1)``), None (dense) or
+    a :class:`~tasder.hw.density.DensityModel`; strings and None are converted here, once, with
+    the operand's size (so a uniform model is exact for the tensor), and the fields always hold a
+    ``DensityModel`` afterwards (``str(p.a_density)`` gives the notation back).
+
+    >>> p = Problem("fc", M=64, K=128, N=8, a_density="2:4")
+    >>> type(p.a_density).__name__, str(p.a_density), str(p.b_density)
+    ('StructuredModel', '2:4', 'dense')
+    """
 
     name: str
     M: int
@@ -46,16 +67,25 @@ class Problem:
     N: int
     repeat: int = 1
     word_bits: int = 16
-    #: Density of A (weights) and B (inputs): pattern notation (``dense``, ``2:4``, ``4:8+1:8``,
-    #: ``K1(2:4)->K0(2:4)``, ``unstructured(0.1)``) or a :class:`~tasder.hw.density.DensityModel`.
-    a_density: Any = None
-    b_density: Any = None
+    a_density: DensityModel = _DENSE
+    b_density: DensityModel = _DENSE
 
     def __post_init__(self) -> None:
         for key in ("M", "K", "N", "repeat", "word_bits"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Problem {self.name!r}: {key} must be a positive integer; got {value!r}")
+                raise InvalidParameterError(f"Problem {self.name!r}: {key} must be a positive integer; got {value!r}")
+        for key, size in (("a_density", self.M * self.K), ("b_density", self.K * self.N)):
+            spec: Any = getattr(self, key)
+            if not isinstance(spec, DensityModel):
+                if spec is not None and (isinstance(spec, bool) or not isinstance(spec, (str, int, float))):
+                    raise InvalidParameterError(f"Problem {self.name!r}: {key} must be a pattern string, a density, "
+                                                f"None or a DensityModel; got {type(spec).__name__}")
+                try:
+                    model = density_model(spec, size)
+                except ValueError as exc:
+                    raise ValueError(f"Problem {self.name!r}: {key}={spec!r}: {exc}") from None
+                object.__setattr__(self, key, model)  # frozen: set once, here
 
     @property
     def sizes(self) -> tuple[int, int, int]:
@@ -112,53 +142,14 @@ def from_conv2d(name: str, in_channels: int, out_channels: int, kernel: int | tu
 
 
 def from_layer_shapes(name: str, layers: Sequence[Any], *, word_bits: int = 16) -> Network:
-    """A :mod:`tasder.zoo.shapes` table (``LayerShape`` rows) as a :class:`Network`."""
+    """Rows with ``name``, ``M``, ``K``, ``N`` and ``repeat`` (a :mod:`tasder.zoo.shapes` table) as a Network."""
     return Network(name, tuple(Problem(x.name, M=x.M, K=x.K, N=x.N, repeat=x.repeat, word_bits=word_bits)
                                for x in layers))
 
 
-def trace_module(model: Any, *example_inputs: Any, name: str = "model", word_bits: int = 16,
-                 example_kwargs: dict[str, Any] | None = None) -> Network:
-    """Run ``model(*example_inputs, **example_kwargs)`` once and record every ``nn.Linear`` and ``nn.Conv2d``.
-
-    Why hooks rather than reading the modules: shapes such as the number of tokens or the output
-    resolution only exist at run time. A module called twice appears twice.
-    """
-    import torch
-    from torch import nn
-
-    found: list[Problem] = []
-
-    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        qualname = names.get(module, type(module).__name__)
-        if isinstance(module, nn.Linear):
-            tokens = output.numel() // output.shape[-1]
-            found.append(from_linear(qualname, module.in_features, module.out_features, tokens, word_bits=word_bits))
-        elif isinstance(module, nn.Conv2d):
-            batch = output.shape[0] if output.dim() == 4 else 1
-            found.append(from_conv2d(qualname, module.in_channels, module.out_channels, module.kernel_size,
-                                     (output.shape[-2], output.shape[-1]), batch, groups=module.groups,
-                                     word_bits=word_bits))
-
-    names = {m: n for n, m in model.named_modules()}
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    try:
-        with torch.no_grad():
-            model(*example_inputs, **(example_kwargs or {}))
-    finally:
-        for h in handles:
-            h.remove()
-    if not found:
-        raise ValueError(f"trace_module({name!r}): the forward pass called no nn.Linear or nn.Conv2d")
-    return Network(name, tuple(found))
-
-
-_ZOO_ALIASES = {"bert": "bert-base", "deit": "deit-small"}
-
-
 def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
-    """A zoo shape table by name (``resnet50``, ``bert-base``, ``deit-small``), any other zoo model
-    (traced on its first calibration batch, e.g. ``digits-cnn``), or a workload YAML file.
+    """A workload YAML file as a :class:`Network` (zoo models and shape tables by name:
+    :func:`tasder.workloads.load_network`).
 
     The YAML format (see docs/hw_spec.md)::
 
@@ -171,24 +162,9 @@ def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
     """
     text = str(source)
     if not text.endswith((".yaml", ".yml")) and not Path(text).is_file():
-        from tasder import zoo
-
-        entry = zoo.load(_ZOO_ALIASES.get(text, text))
-        if entry.layers is not None:
-            return from_layer_shapes(text, entry.layers, word_bits=word_bits)
-        if entry.model is None or not entry.calibration:
-            raise ValueError(f"zoo model {text!r} has neither a layer-shape table nor a model with example inputs")
-        # A real model: trace one calibration batch through it (the zoo's calling convention).
-        batch = entry.calibration[0]
-        if isinstance(batch, dict):
-            return trace_module(entry.model, name=text, word_bits=word_bits, example_kwargs=batch)
-        return trace_module(entry.model, batch, name=text, word_bits=word_bits)
-    doc = load_yaml(text)
-    check_keys(doc, ("version", "workload"), required=("version", "workload"))
-    check_version(doc)
-    wl = doc["workload"]
-    if not isinstance(wl, dict):
-        raise SpecError(f"{doc.where('workload')}: workload must be a mapping")
+        raise ValueError(f"workload {text!r}: expected a workload YAML file (.yaml/.yml); a zoo model or "
+                         f"shape table by name loads with tasder.workloads.load_network({text!r})")
+    _, wl = load_section(text, "workload")
     check_keys(wl, ("name", "word_bits", "layers"), required=("layers",))
     bits = get_int(wl, "word_bits", word_bits)
     layers = wl["layers"]

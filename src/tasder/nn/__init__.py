@@ -1,4 +1,5 @@
-"""TASD on whole models: TASD layers, the per-layer configuration, transforms and MAC accounting.
+"""TASD on whole models: TASD layers, the per-layer configuration, transforms, profiling, the GEMM
+tracer and MAC accounting.
 
 >>> import torch
 >>> from torch import nn
@@ -13,10 +14,9 @@ from tasder.nn.accounting import LayerMACs, MACReport, count_macs
 from tasder.nn.calibration import TASDCalibration
 from tasder.nn.config import CONFIG_VERSION, LayerSpec, TASDConfig
 from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
-from tasder.nn.profile import LayerProfile as LayerProfile
-from tasder.nn.profile import ModelProfile as ModelProfile
-from tasder.nn.profile import profile as profile
-from tasder.nn.semi_structured import to_semi_structured as to_semi_structured
+from tasder.nn.profile import LayerProfile, ModelProfile, profile_model
+from tasder.nn.semi_structured import to_semi_structured
+from tasder.nn.trace import ConvGeometry, GemmCall, trace_gemms
 from tasder.nn.transform import (
     ExportedLayer,
     TASDReport,
@@ -32,10 +32,14 @@ from tasder.nn.transform import (
 
 __all__ = [
     "CONFIG_VERSION",
+    "ConvGeometry",
     "ExportedLayer",
+    "GemmCall",
     "LayerMACs",
+    "LayerProfile",
     "LayerSpec",
     "MACReport",
+    "ModelProfile",
     "TASDCalibration",
     "TASDConfig",
     "TASDConv2d",
@@ -47,8 +51,11 @@ __all__ = [
     "count_macs",
     "export_tasd_weights",
     "load_tasd_weights",
+    "profile_model",
     "revert",
     "strip_tasd",
     "tasd_layers",
     "tasd_report",
+    "to_semi_structured",
+    "trace_gemms",
 ]

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasder._batch import call_with_batch
 from tasder.nn.layers import TASDLayer
+from tasder.nn.trace import GemmCall, trace_gemms
 
 __all__ = ["LayerMACs", "MACReport", "count_macs"]
 
@@ -127,87 +127,66 @@ class MACReport:
         return self.to_table()
 
 
-def _dense_macs(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        c_per_group = module.in_channels // module.groups
-        r, s = module.kernel_size
-        return out.numel() * c_per_group * r * s
-    assert isinstance(module, nn.Linear)
-    tokens = x.numel() // module.in_features if module.in_features else 0
-    return tokens * module.in_features * module.out_features
-
-
 def count_macs(
     model: nn.Module,
-    example_inputs: torch.Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any],
+    example: torch.Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any],
 ) -> MACReport:
-    """Run ``model`` once on ``example_inputs`` under ``torch.no_grad`` and count its MACs.
+    """Run ``model`` once on ``example`` and count its MACs (:func:`~tasder.nn.trace_gemms`'s pass:
+    eval mode, no gradient, the model's modes restored afterwards).
 
     Args:
-        model: any module; its train/eval mode is left as it is (call ``.eval()`` first for
-            inference numbers: dropout changes what TASD-A sees).
-        example_inputs: one tensor (``model(x)``), a tuple/list of positional arguments, or a
-            mapping of keyword arguments (``model(**inputs)``, e.g. a tokenizer's output).
+        model: any module.
+        example: one tensor (``model(x)``), a tuple/list of positional arguments, or a mapping of
+            keyword arguments (``model(**inputs)``, e.g. a tokenizer's output).
 
     Returns:
-        A :class:`MACReport`, layers in ``named_modules`` order (only those that ran).
+        A :class:`MACReport`, layers in ``named_modules`` order (only those that ran; a layer
+        called more than once sums its calls).
 
-    The forward hooks are removed afterwards, also when the forward pass raises; TASD-A layers
-    count their inputs during the pass even if their ``track_stats`` was off (restored after).
+    TASD-A layers count their inputs during the pass even if their ``track_stats`` was off
+    (restored after).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"count_macs: `model` must be a torch.nn.Module; got {type(model).__name__}")
-    if not isinstance(example_inputs, (torch.Tensor, tuple, list, Mapping)):
+    if not isinstance(example, (torch.Tensor, tuple, list, Mapping)):
         raise TypeError(
-            "count_macs: `example_inputs` must be a tensor, a tuple/list of arguments or a mapping of "
-            f"keyword arguments; got {type(example_inputs).__name__}"
+            "count_macs: `example` must be a tensor, a tuple/list of arguments or a mapping of "
+            f"keyword arguments; got {type(example).__name__}"
         )
-    entries: dict[int, LayerMACs] = {}
-    order: list[LayerMACs] = []
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    stats_before: dict[int, tuple[int, int]] = {}
+    entries: dict[str, LayerMACs] = {}
+    counted: dict[int, tuple[int, int]] = {}  # TASD-A layer → (kept, seen) up to its last call
     tracked: list[tuple[TASDLayer, bool]] = []
-
-    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
+        kind = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
         if isinstance(module, TASDLayer):
-            stats_before[id(module)] = (module.kept_elements, module.seen_elements)
-
-    def post_hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-        entry = entries[id(module)]
-        x = args[0]
-        dense = _dense_macs(module, x, out)
-        entry.calls += 1
-        entry.dense_macs += dense
-        if isinstance(module, TASDLayer) and module.mode == "A":
-            kept0, seen0 = stats_before.pop(id(module))
-            seen = module.seen_elements - seen0
-            fraction = (module.kept_elements - kept0) / seen if seen else 0.0
-            entry.effective_macs += dense * fraction
-        elif isinstance(module, TASDLayer):
-            entry.effective_macs += dense * module.series.effective_density
+            entries[name] = LayerMACs(name, kind, module.mode, str(module.series))
+            tracked.append((module, module.track_stats))
+            counted[id(module)] = (module.kept_elements, module.seen_elements)
         else:
-            entry.effective_macs += dense
+            entries[name] = LayerMACs(name, kind, "dense", "dense")
+
+    def observe(call: GemmCall, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> None:
+        entry = entries[call.name]
+        entry.calls += 1
+        entry.dense_macs += call.macs
+        if isinstance(module, TASDLayer) and module.mode == "A":
+            # The counters grow only while this layer runs: the change since its last call is this call's.
+            kept0, seen0 = counted[id(module)]
+            counted[id(module)] = (module.kept_elements, module.seen_elements)
+            seen = module.seen_elements - seen0
+            entry.effective_macs += call.macs * ((module.kept_elements - kept0) / seen if seen else 0.0)
+        elif isinstance(module, TASDLayer):
+            entry.effective_macs += call.macs * module.series.effective_density
+        else:
+            entry.effective_macs += call.macs
 
     try:
-        for name, module in model.named_modules():
-            if not isinstance(module, (nn.Linear, nn.Conv2d)):
-                continue
-            if isinstance(module, TASDLayer):
-                entries[id(module)] = LayerMACs(name, "Conv2d" if isinstance(module, nn.Conv2d) else "Linear",
-                                                module.mode, str(module.series))
-                tracked.append((module, module.track_stats))
-                module.track_stats = True
-            else:
-                entries[id(module)] = LayerMACs(name, "Conv2d" if isinstance(module, nn.Conv2d) else "Linear",
-                                                "dense", "dense")
-            order.append(entries[id(module)])
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-        with torch.no_grad():
-            call_with_batch(model, example_inputs)
+        for module, _ in tracked:
+            module.track_stats = True
+        trace_gemms(model, example, observe=observe)
     finally:
-        for handle in handles:
-            handle.remove()
         for module, flag in tracked:
             module.track_stats = flag
-    return MACReport(layers=[entry for entry in order if entry.calls])
+    return MACReport(layers=[entry for entry in entries.values() if entry.calls])

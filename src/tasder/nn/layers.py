@@ -4,7 +4,7 @@ Both are *subclasses* of the plain layers, so everything that works on a Linear 
 ``state_dict`` save/load (same keys: ``weight``, ``bias``), ``.to()``, ``.eval()/.train()``,
 ``torch.no_grad`` inference, optimisers, isinstance checks in other tools — keeps working.
 
-Groups lie where DESIGN.md §3.3 puts them, along the GEMM reduction dim:
+Groups lie where docs/design.md §3.3 puts them, along the GEMM reduction dim:
 
 ============  ==============================  =============================================
 layer         weight (TASD-W)                 input (TASD-A)
@@ -57,7 +57,7 @@ from tasder.sparsity.patterns import HSS, Pattern, Series
 from tasder.tasd.decompose import approximate, decompose
 from tasder.tasd.permutation import find_permutation, is_permutation
 
-__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "incompatibility", "make_tasd_layer"]
+__all__ = ["TASDConv2d", "TASDLayer", "TASDLinear", "flatten_k", "incompatibility", "make_tasd_layer", "unflatten_k"]
 
 #: The dimension the weight groups run along, for both layer kinds (Linear: in; Conv2d: C).
 WEIGHT_DIM = 1
@@ -66,7 +66,7 @@ WEIGHT_DIM = 1
 def incompatibility(module: nn.Module, spec: LayerSpec) -> str | None:
     """Why ``module`` (a plain Linear/Conv2d) cannot take ``spec``, or None when it can.
 
-    The reasons are the ones a model transform skips a layer for (DESIGN.md §3.3): a grouped
+    The reasons are the ones a model transform skips a layer for (docs/design.md §3.3): a grouped
     convolution (its reduction dim is split per group, which the groups along C would straddle),
     and a reduction dim shorter than the series' largest block, where a G:H block would be
     mostly padding and the "structure" meaningless.
@@ -174,6 +174,11 @@ class TASDLayer:
         assert isinstance(self, nn.Module)
         self.register_buffer("permutation", None)
         self.register_buffer("output_correction", None)
+        reason = incompatibility(self, spec)
+        if reason:
+            raise ValueError(f"{type(self).__name__}: {reason}")
+        if self.mode == "W" and self.weight.device.type != "meta":  # on "meta", _copy_parameters does it
+            self.reapproximate_()
 
     @property
     def spec(self) -> LayerSpec:
@@ -246,13 +251,13 @@ class TASDLayer:
         perm = self._perm() if self.mode == "W" else None
         if perm is None:
             return t, WEIGHT_DIM
-        return _flatten_k(t).index_select(1, perm[0]), 1
+        return flatten_k(t).index_select(1, perm[0]), 1
 
     def _from_grouped(self, t: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`grouped_view` (TASD-W with a permutation)."""
         perm = self._perm()
         assert perm is not None
-        return _unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
+        return unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
 
     def _decompose_weight(self, w: torch.Tensor,
                           allow_nonfinite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -312,7 +317,7 @@ class TASDLayer:
             raise ValueError(f"reapproximate_() is for TASD-W layers; this layer has mode {self.mode!r}")
         w = self.weight.detach()
         if self.permute and self.permutation is None:
-            self.permutation = find_permutation(_flatten_k(w), self.series, 1).to(w.device)
+            self.permutation = find_permutation(flatten_k(w), self.series, 1).to(w.device)
             self._perm_cache = None
         terms, _ = self._decompose_weight(w)
         approx = terms[0].clone()
@@ -366,11 +371,22 @@ class TASDLayer:
         options = "".join(f", {o}" for o in ("permute", "bias_correction") if getattr(self, o))
         return f"series={self.series}, mode={self.mode}{options}"
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, corrected=True)
+
     def forward_uncorrected(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass without the output correction (what calibration measures the error of)."""
         return self._run(x, corrected=False)
 
     def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
+        if corrected:
+            self._check_calibrated()
+        if self.mode == "A":
+            x = self._approximate_input(x)
+        return self._op(x, self.weight, self._effective_bias(corrected))
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The plain layer's operation (``F.linear``, the convolution) with ``weight`` and ``bias``."""
         raise NotImplementedError
 
 
@@ -403,11 +419,6 @@ class TASDLinear(TASDLayer, nn.Linear):
     ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_tasd(series, mode, permute, bias_correction)
-        reason = incompatibility(self, self.spec)
-        if reason:
-            raise ValueError(f"TASDLinear: {reason}")
-        if self.mode == "W" and self.weight.device.type != "meta":
-            self.reapproximate_()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, series: str | Pattern | Series, mode: Mode = "W", *,
@@ -422,15 +433,8 @@ class TASDLinear(TASDLayer, nn.Linear):
         _copy_parameters(layer, linear)
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, corrected=True)
-
-    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
-        if corrected:
-            self._check_calibrated()
-        if self.mode == "A":
-            x = self._approximate_input(x)
-        return F.linear(x, self.weight, self._effective_bias(corrected))
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
 
     def to_plain(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing what this layer computes on approximated inputs:
@@ -477,11 +481,6 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
                          device=device, dtype=dtype)
         self._init_tasd(series, mode, permute, bias_correction)
-        reason = incompatibility(self, self.spec)
-        if reason:
-            raise ValueError(f"TASDConv2d: {reason}")
-        if self.mode == "W" and self.weight.device.type != "meta":
-            self.reapproximate_()
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, series: str | Pattern | Series, mode: Mode = "W", *,
@@ -494,15 +493,8 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
         _copy_parameters(layer, conv)
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, corrected=True)
-
-    def _run(self, x: torch.Tensor, corrected: bool) -> torch.Tensor:
-        if corrected:
-            self._check_calibrated()
-        if self.mode == "A":
-            x = self._approximate_input(x)
-        return self._conv_forward(x, self.weight, self._effective_bias(corrected))
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)
 
     def to_plain(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` (TASD-W: Ŵ baked in, the output correction in the bias; TASD-A:
@@ -540,13 +532,17 @@ def _conv_kwargs(conv: nn.Conv2d) -> dict[str, Any]:
     }
 
 
-def _flatten_k(w: torch.Tensor) -> torch.Tensor:
-    """A weight as (out, K): Linear as it is; Conv2d (O, C, R, S) as (O, R·S·C), C fastest (im2col K)."""
+def flatten_k(w: torch.Tensor) -> torch.Tensor:
+    """A weight as (out, K): Linear as it is; Conv2d (O, C, R, S) as (O, R·S·C), C fastest (im2col K).
+
+    The layout a TASD-W permutation of the reduction dim indexes (:meth:`TASDLayer.grouped_view`,
+    the exported terms of :func:`tasder.nn.export_tasd_weights`).
+    """
     return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1) if w.dim() == 4 else w
 
 
-def _unflatten_k(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`_flatten_k` for a weight of ``shape``."""
+def unflatten_k(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`flatten_k` for a weight of ``shape``."""
     if len(shape) != 4:
         return flat.reshape(shape)
     o, c, r, s = shape

@@ -1,9 +1,9 @@
 """Per-layer sparsity profile of a model on calibration data: the numbers TASDER decides with.
 
 For every eligible layer (``nn.Linear``, and ``nn.Conv2d`` with ``groups=1`` — TASD layers that
-subclass them included) :func:`profile` reports the layer's shape and reduction dim K, its dense
+subclass them included) :func:`profile_model` reports the layer's shape and reduction dim K, its dense
 MACs on the calibration inputs, the sparsity of its weight, the sparsity of its input activation
-per calibration sample (mean and 99th percentile) and its pseudo-density (DESIGN.md §3.4), and,
+per calibration sample (mean and 99th percentile) and its pseudo-density (docs/design.md §3.4), and,
 for every candidate series, the share of nonzeros the series would drop from the weight (TASD-W)
 and from the input activation (TASD-A).
 
@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasder._batch import call_with_batch
+from tasder._batch import Batch, call_with_batch
 from tasder.sparsity import Series, StructuredPattern, parse_series
+from tasder.targets import DEFAULT_TARGET, target_series
 from tasder.tasd import DecompositionSums, decompose, tensor_sums
 
 __all__ = [
@@ -42,11 +43,10 @@ __all__ = [
     "CandidateProfile",
     "LayerProfile",
     "ModelProfile",
-    "profile",
     "profile_model",
 ]
 
-#: Pseudo-density keeps this share of Σ|x| (DESIGN.md §3.4: "99 % of the Σ|x| of the activation").
+#: Pseudo-density keeps this share of Σ|x| (docs/design.md §3.4: "99 % of the Σ|x| of the activation").
 PSEUDO_DENSITY_KEEP = 0.99
 
 #: The percentile of per-sample activation sparsity reported next to the mean.
@@ -54,15 +54,6 @@ SPARSITY_PERCENTILE = 99.0
 
 LayerKind = Literal["linear", "conv2d"]
 
-#: A calibration batch: a tensor (``model(batch)``), a mapping (``model(**batch)``) or a
-#: tuple/list of positional arguments (``model(*batch)``).
-Batch = torch.Tensor | Mapping[str, Any] | tuple[Any, ...] | list[Any]
-
-
-def _default_candidates() -> tuple[str, ...]:
-    from tasder.zoo import TTC_VEGETA_M8_SERIES  # imported late: tasder.zoo may import tasder.nn
-
-    return TTC_VEGETA_M8_SERIES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +107,7 @@ class CandidateProfile:
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """The profile of one layer (see :func:`profile`).
+    """The profile of one layer (see :func:`profile_model`).
 
     Attributes:
         name: the module's qualified name in the model (``model.get_submodule(name)``).
@@ -124,7 +115,7 @@ class LayerProfile:
         module_type: the module's class name (``"Linear"``, or a TASD subclass's name).
         weight_shape: ``(out, in)`` or ``(O, C, R, S)``.
         k: the length of the dimension TASD groups run along: ``in_features``, or ``C`` (the
-            groups lie along C at each of the R·S kernel positions, DESIGN.md §3.3).
+            groups lie along C at each of the R·S kernel positions, docs/design.md §3.3).
         kernel_positions: ``R·S`` (1 for Linear).
         k_total: the GEMM reduction length ``k · kernel_positions`` (``C·R·S`` for a conv).
         macs: dense multiply-accumulates the layer did on all calibration inputs.
@@ -134,7 +125,7 @@ class LayerProfile:
         activation_sparsity_mean: mean over samples of each sample's fraction of zero inputs.
         activation_sparsity_p99: the 99th percentile of the same per-sample values.
         pseudo_density: mean over samples of the smallest fraction of a sample's elements that
-            holds 99 % of its Σ|x| (DESIGN.md §3.4; 0 for an all-zero sample).
+            holds 99 % of its Σ|x| (docs/design.md §3.4; 0 for an all-zero sample).
         candidates: one :class:`CandidateProfile` per candidate series, in the order asked.
 
     The activation fields are None when the layer never ran on the calibration data.
@@ -385,22 +376,23 @@ def _check_batch(batch: object, index: int) -> None:
 
 def profile_model(
     model: nn.Module,
-    batches: Iterable[Batch],
+    calibration: Iterable[Batch],
     *,
     candidates: Iterable[str | Series] | None = None,
     on_batch: Callable[[int], None] | None = None,
     layers: Iterable[str] | None = None,
 ) -> ModelProfile:
-    """Profile every eligible layer of ``model`` (or those ``layers`` names) on the calibration ``batches``.
+    """Profile every eligible layer of ``model`` (or those ``layers`` names) on the ``calibration`` batches.
 
     Args:
         model: any ``nn.Module``. Its ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``) submodules —
             and subclasses of them, such as TASD layers — are profiled. Not modified: forward
             hooks are removed and every submodule's train/eval mode is restored afterwards, even
             when a forward raises.
-        batches: an iterable (a generator is fine: it is consumed once) of tensors (``model(b)``),
+        calibration: an iterable (a generator is fine: it is consumed once) of tensors (``model(b)``),
             dicts (``model(**b)``) or tuples (``model(*b)``).
-        candidates: series to evaluate (strings or parsed); default: every TTC-VEGETA-M8 series.
+        candidates: series to evaluate (strings or parsed); default: every series of the default
+            target (:data:`tasder.targets.DEFAULT_TARGET`, TTC-VEGETA-M8), from its YAML.
         on_batch: called with the batch index after each batch (progress reporting).
         layers: names or fnmatch globs of the layers to profile (default: all eligible ones);
             decomposing every candidate on every layer's activations is the expensive part, so a
@@ -412,15 +404,15 @@ def profile_model(
     Raises:
         ValueError: a model with no eligible layer, no batches, a bad series, or a batch the model
             cannot take (the message names the batch index).
-        TypeError: ``model`` is not a module, or ``batches`` is a single tensor/dict.
+        TypeError: ``model`` is not a module, or ``calibration`` is a single tensor/dict.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    if isinstance(batches, (torch.Tensor, Mapping)):
+    if isinstance(calibration, (torch.Tensor, Mapping)):
         # Iterating a tensor would silently treat every sample as its own batch.
-        raise TypeError("`batches` must be an iterable of batches; wrap a single batch in a list: [batch]")
+        raise TypeError("`calibration` must be an iterable of batches; wrap a single batch in a list: [batch]")
     parsed: dict[str, Series] = {}
-    for spec in _default_candidates() if candidates is None else candidates:
+    for spec in target_series(DEFAULT_TARGET) if candidates is None else candidates:
         s = parse_series(spec)
         parsed.setdefault(str(s), s)
 
@@ -461,7 +453,7 @@ def profile_model(
     try:
         model.eval()
         with torch.no_grad():
-            for index, batch in enumerate(batches):
+            for index, batch in enumerate(calibration):
                 _check_batch(batch, index)
                 try:
                     call_with_batch(model, batch)
@@ -479,7 +471,7 @@ def profile_model(
         for module, training in modes:
             module.training = training
     if count == 0:
-        raise ValueError("`batches` is empty: profiling needs at least one calibration batch")
+        raise ValueError("`calibration` is empty: profiling needs at least one calibration batch")
     return ModelProfile(
         layers=tuple(layer.result() for layer in stats),
         candidates=tuple(parsed),
@@ -487,14 +479,3 @@ def profile_model(
         skipped=tuple(skipped),
     )
 
-
-def profile(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    *,
-    candidates: Iterable[str | Series] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    layers: Iterable[str] | None = None,
-) -> ModelProfile:
-    """Alias of :func:`profile_model` (``tasder.nn.profile(model, batches)``)."""
-    return profile_model(model, batches, candidates=candidates, on_batch=on_batch, layers=layers)

@@ -38,7 +38,7 @@ from tasder.nn.calibration import (
     check_batches,
 )
 from tasder.nn.config import LayerSpec, TASDConfig
-from tasder.nn.layers import TASDLayer, _unflatten_k, incompatibility, make_tasd_layer
+from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer, unflatten_k
 from tasder.sparsity.notation import parse_pattern, parse_series
 from tasder.sparsity.patterns import StructuredPattern
 from tasder.tasd.packing import PackedTensor, pack
@@ -189,13 +189,13 @@ def tasd_layers(model: nn.Module) -> Iterator[tuple[str, TASDLayer]]:
 def calibrate(
     model: nn.Module,
     config: TASDConfig | Mapping[str, Any] | str | os.PathLike[str],
-    batches: Sequence[Any],
+    calibration: Sequence[Any],
     *,
     max_rows: int = 1024,
 ) -> TASDCalibration:
-    """Learn from ``batches`` what the config's ``permute`` (TASD-A) and ``bias_correction`` need.
+    """Learn from the ``calibration`` batches what the config's ``permute`` (TASD-A) and ``bias_correction`` need.
 
-    Runs the batches through ``model`` (not modified; eval mode, no gradients) with each selected
+    Runs them through ``model`` (not modified; eval mode, no gradients) with each selected
     layer's TASD counterpart measuring its own input and error (see :mod:`tasder.nn.calibration`).
     Layers whose spec needs nothing from data are not in the result. Deterministic for the same
     model, config and batches.
@@ -203,7 +203,7 @@ def calibrate(
     Args:
         model: the original model.
         config: as for :func:`apply_tasd`.
-        batches: calibration batches (tensors, dicts of keyword arguments, or argument tuples).
+        calibration: calibration batches (tensors, dicts of keyword arguments, or argument tuples).
         max_rows: activation vectors sampled per layer to choose a TASD-A permutation.
     """
     _check_model(model, "calibrate")
@@ -212,7 +212,7 @@ def calibrate(
     todo = {name: spec for name, spec in convert.items() if spec.needs_calibration}
     if not todo:
         return TASDCalibration()
-    data = check_batches(batches)
+    data = check_batches(calibration)
     modules = dict(model.named_modules(remove_duplicate=False))
     probes: dict[str, TASDLayer] = {}
     for name, spec in todo.items():
@@ -368,7 +368,7 @@ class ExportedLayer:
         if self.permutation is None:
             return terms
         inverse = torch.argsort(self.permutation)
-        return [_unflatten_k(t.index_select(1, inverse), self.weight.shape) for t in terms]
+        return [unflatten_k(t.index_select(1, inverse), self.weight.shape) for t in terms]
 
 
 def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:

@@ -20,12 +20,13 @@ once (the mapper's best mapping is cached), and the network's cycles, energy or 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tasder.errors import InvalidParameterError
 from tasder.nn.config import LayerSpec
+from tasder.search.result import HardwareSummary, SearchResult
 
 if TYPE_CHECKING:
     from tasder.hw import Architecture, MapperResult, Network, NetworkResult, Problem
@@ -75,18 +76,6 @@ class MACCost:
         return total
 
 
-def density_text(density: float) -> str:
-    """A measured nonzero fraction in the pattern notation: ``dense`` above 99.9 %, else
-    ``unstructured(d)`` (3 significant digits, at least 0.001 so an all-zero tensor stays valid).
-
-    >>> density_text(1.0), density_text(0.05123), density_text(0.0)
-    ('dense', 'unstructured(0.0512)', 'unstructured(0.001)')
-    """
-    if not math.isfinite(density) or density >= 0.999:
-        return "dense"
-    return f"unstructured({max(density, 0.001):.3g})"
-
-
 class HardwareCost:
     """Modelled cycles, energy or EDP of a whole model on an accelerator design.
 
@@ -109,9 +98,9 @@ class HardwareCost:
         from tasder.hw import Architecture, load_architecture
 
         if metric not in COST_METRICS:
-            raise ValueError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
+            raise InvalidParameterError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
         if mode not in ("W", "A"):
-            raise ValueError(f"mode={mode!r}: expected 'W' (weights) or 'A' (activations)")
+            raise InvalidParameterError(f"mode={mode!r}: expected 'W' (weights) or 'A' (activations)")
         if not problems:
             raise ValueError("HardwareCost needs at least one layer (problems is empty)")
         self.arch = design if isinstance(design, Architecture) else load_architecture(design)
@@ -120,7 +109,7 @@ class HardwareCost:
         self.metric = metric
         self.budget = budget
         self.seed = seed
-        self._cache: dict[tuple[Any, ...], MapperResult] = {}
+        self._cache: dict[Hashable, MapperResult] = {}  # tasder.hw.mapping_key → the best mapping
 
     @property
     def unit(self) -> str:
@@ -137,96 +126,49 @@ class HardwareCost:
                   word_bits: int = 16) -> HardwareCost:
         """Trace ``model`` on ``example`` (a calibration batch) and measure each layer's operand densities.
 
-        ``per_sample`` (default) divides each GEMM's N by the batch size, so the workload is one
-        inference — the batch-1 setting the TASD paper evaluates — while densities are averaged
-        over the whole batch.
+        The layers are :func:`tasder.workloads.workload_from_model`'s (one per Linear/Conv2d module,
+        weights and inputs at their measured densities). ``per_sample`` (default) divides each
+        GEMM's N by the batch size, so the workload is one inference — the batch-1 setting the
+        TASD paper evaluates — while densities are averaged over the whole batch.
         """
-        import torch
-        from torch import nn
+        from tasder.workloads import workload_from_model
 
-        from tasder._batch import call_with_batch
-        from tasder.hw import from_conv2d, from_linear
-
-        names = {m: n for n, m in model.named_modules()}
-        found: dict[str, Problem] = {}
-
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            name = names[module]
-            x = inputs[0]
-            batch = int(x.shape[0]) if per_sample and x.dim() > 1 else 1
-            a = density_text(float((module.weight != 0).float().mean()))
-            b = density_text(float((x != 0).float().mean()))
-            if isinstance(module, nn.Linear):
-                tokens = output.numel() // output.shape[-1]
-                p = from_linear(name, module.in_features, module.out_features, max(1, tokens // batch),
-                                word_bits=word_bits)
-            else:
-                hw = (int(output.shape[-2]), int(output.shape[-1]))
-                p = from_conv2d(name, module.in_channels, module.out_channels, module.kernel_size, hw,
-                                1 if per_sample else (int(output.shape[0]) if output.dim() == 4 else 1),
-                                groups=module.groups, word_bits=word_bits)
-            if name in found:  # a module called twice: count it twice
-                p = replace(found[name], repeat=found[name].repeat + 1)
-            found[name] = replace(p, a_density=a, b_density=b)
-
-        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        was_training = model.training
-        try:
-            model.eval()
-            with torch.no_grad():
-                call_with_batch(model, example)
-        finally:
-            model.train(was_training)
-            for h in handles:
-                h.remove()
-        if not found:
-            raise ValueError("HardwareCost.for_model: the forward pass called no nn.Linear or nn.Conv2d")
-        return cls(design, found, mode, metric=metric, budget=budget, seed=seed)
+        network = workload_from_model(model, example, per_sample=per_sample, word_bits=word_bits)
+        return cls(design, {p.name: p for p in network.layers}, mode, metric=metric, budget=budget, seed=seed)
 
     def workload(self, config: Mapping[str, LayerSpec] | None = None, name: str = "model") -> Network:
         """The network as the design sees it under ``config`` (layers not in it keep their baseline)."""
         from tasder.hw import Network
+        from tasder.workloads import with_series
 
         config = config or {}
         unknown = sorted(set(config) - set(self.problems))
         if unknown:
             raise KeyError(f"HardwareCost: layer(s) {', '.join(unknown)} were not traced "
                            f"(traced: {', '.join(self.problems)})")
-        layers = []
-        for lname, p in self.problems.items():
-            spec = config.get(lname)
-            if spec is not None and not spec.is_dense:
-                operand = "a_density" if (spec.mode or self.mode) == "W" else "b_density"
-                p = replace(p, **{operand: str(spec.series)})
-            layers.append(p)
-        return Network(name, tuple(layers))
-
-    def _map(self, p: Problem) -> MapperResult:
-        from tasder.hw import search
-
-        key = (p.M, p.K, p.N, p.word_bits, str(p.a_density), str(p.b_density))
-        if key not in self._cache:
-            objective = "edp" if self.metric == "edp" else self.metric
-            self._cache[key] = search(self.arch, p, budget=self.budget, objective=objective, seed=self.seed)
-        return self._cache[key]
+        return Network(name, tuple(with_series(p, config.get(lname), self.mode) for lname, p in self.problems.items()))
 
     def evaluate(self, config: Mapping[str, LayerSpec] | None = None, name: str = "model") -> NetworkResult:
-        """Every layer mapped and evaluated under ``config`` (cached per distinct layer)."""
-        from tasder.hw import Evaluation, MapperResult, NetworkResult
+        """Every layer mapped and evaluated under ``config`` (each distinct layer mapped once, ever)."""
+        from tasder.hw import map_network
 
-        net = self.workload(config, name)
-        out = []
-        for p in net.layers:
-            r = self._map(p)
-            out.append(MapperResult(Evaluation(self.arch, p, r.best.mapping, r.best.counts, r.best.costs),
-                                    r.top, r.objective, r.candidates, r.valid, r.exhaustive))
-        return NetworkResult(net, tuple(out))
+        objective = "edp" if self.metric == "edp" else self.metric
+        return map_network(self.arch, self.workload(config, name), cache=self._cache, budget=self.budget,
+                           objective=objective, seed=self.seed)
 
     def totals(self, config: Mapping[str, LayerSpec] | None = None) -> dict[str, float]:
         """``cycles``, ``energy_pj``, ``seconds`` and ``edp_js`` of the whole model under ``config``."""
         r = self.evaluate(config)
         return {"cycles": r.cycles, "energy_pj": r.energy_pj, "seconds": r.cycles / self.arch.clock_hz,
                 "edp_js": r.edp(self.arch.clock_hz)}
+
+    def summarize(self, result: SearchResult, tc: HardwareCost) -> HardwareSummary:
+        """``result``'s cost before and after next to ``tc`` (this cost's metric on TC, e.g.
+        ``HardwareCost("tc", self.problems, self.mode, metric=self.metric)``) running the original model."""
+        base = tc({})
+        return HardwareSummary(design=self.design, metric=self.metric, unit=self.unit, tc_original=base,
+                               before_vs_tc=result.cost_before / base if base else float("nan"),
+                               after_vs_tc=result.cost_after / base if base else float("nan"))
 
     def __call__(self, config: Mapping[str, LayerSpec]) -> float:
         t = self.totals(config)

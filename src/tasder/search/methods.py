@@ -1,6 +1,6 @@
 """TASDER: choose a TASD series per layer that minimises a cost under an accuracy constraint.
 
-Three methods (DESIGN.md §3.4), one entry point :func:`search`:
+Three methods (docs/design.md §3.4), one entry point :func:`search`:
 
 * ``paper-greedy`` (the paper's TASD-W rule): every (layer, candidate) pair ranked by the share of
   nonzeros it drops (weights along K for mode W; calibration activations for mode A), smallest
@@ -45,21 +45,24 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder.errors import InvalidParameterError
 from tasder.nn.accounting import count_macs
 from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
 from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
-from tasder.search.candidates import DENSE, candidate_series
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.result import EvalPoint, LayerRow, SearchResult
-from tasder.search.targets import Target, load_target
-from tasder.sparsity import Series
+from tasder.sparsity import Series, parse_series
+from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
 
-__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "default_layers", "search"]
+__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "MeasuredLayer", "check_constraint", "constraint_text",
+           "default_layers", "measure_layers", "search", "select_layers"]
 
 METHODS = ("cost-aware", "paper-greedy", "paper-threshold")
+#: The identity series: what a layer the search leaves alone runs.
+DENSE = parse_series("dense")
 Method = Literal["cost-aware", "paper-greedy", "paper-threshold"]
 
 #: Layers searched by default per (zoo model, mode); absent = every Linear/Conv2d. The paper applies
@@ -87,18 +90,19 @@ class Drop:
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, (int, float)) \
                 or not math.isfinite(self.amount) or self.amount < 0:
-            raise ValueError(f"Drop amount must be a finite number ≥ 0; got {self.amount!r}")
+            raise InvalidParameterError(f"Drop amount must be a finite number ≥ 0; got {self.amount!r}")
 
     def __str__(self) -> str:
         return f"drop ≤ {self.amount:g}"
 
 
-def _check_constraint(constraint: float | Drop) -> float | Drop:
+def check_constraint(constraint: float | Drop) -> float | Drop:
+    """``constraint`` checked: a :class:`Drop`, or a fraction of the original metric in (0, 1] (a float)."""
     if isinstance(constraint, Drop):
         return constraint
     if isinstance(constraint, bool) or not isinstance(constraint, (int, float)) \
             or not math.isfinite(constraint) or not 0 < constraint <= 1:
-        raise ValueError(f"`constraint` must be a fraction of the original metric in (0, 1] (e.g. 0.99) or "
+        raise InvalidParameterError(f"`constraint` must be a fraction of the original metric in (0, 1] (e.g. 0.99) or "
                          f"Drop(amount); got {constraint!r}")
     return float(constraint)
 
@@ -109,7 +113,8 @@ def _threshold(constraint: float | Drop, original: float) -> float:
     return constraint * original
 
 
-def _constraint_text(constraint: float | Drop) -> str:
+def constraint_text(constraint: float | Drop) -> str:
+    """How results and reports state the constraint: ``"≥ 0.99 × original"`` or ``"drop ≤ 0.005"``."""
     return str(constraint) if isinstance(constraint, Drop) else f"≥ {constraint:g} × original"
 
 
@@ -119,7 +124,13 @@ def _constraint_text(constraint: float | Drop) -> str:
 
 
 @dataclass
-class _Layer:
+class MeasuredLayer:
+    """What the methods decide a searched layer's series by (:func:`measure_layers`): its applicable
+    non-dense ``candidates`` (lowest density first), dense MACs on the first calibration batch,
+    and per candidate (canonical string) the dropped nonzeros % (the weight for mode W, the input
+    activations for A), the relative output error on the calibration data (``damage``) and, for
+    TASD-A, the measured kept fraction; the input's sparsity statistics for paper-threshold."""
+
     name: str
     module: nn.Module
     kind: str
@@ -142,7 +153,9 @@ def _permutable(series: Series) -> bool:
     return True
 
 
-def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+def select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the plain ``nn.Linear``/``nn.Conv2d`` (groups 1) layers the globs ``layers``
+    select (every one for None); a glob that selects none is a ValueError."""
     found = [(n, m) for n, m in model.named_modules()
              if n and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))]
     if layers is None:
@@ -154,22 +167,22 @@ def _select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple
     return chosen
 
 
-def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, nn.Module]],
-             cands: list[Series], mode: str, permute: bool = False,
-             bias_correction: bool = False) -> tuple[list[_Layer], int, TASDCalibration]:
+def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
+                   cands: list[Series], mode: str, permute: bool = False,
+                   bias_correction: bool = False) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
     every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
-    macs = {r.name: r.dense_macs for r in count_macs(model, calib[0]).layers}
+    macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
-    layers: list[_Layer] = []
+    layers: list[MeasuredLayer] = []
     probes: dict[str, dict[str, TASDLayer]] = {}
     for name, module in selected:
         specs = {str(s): LayerSpec(s, mode, permute=permute, bias_correction=bias_correction)  # type: ignore[arg-type]
                  for s in cands if not s.is_dense}
         ok = [s for s in cands if not s.is_dense and incompatibility(module, specs[str(s)]) is None]
         kind = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
-        layer = _Layer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
+        layer = MeasuredLayer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
         layers.append(layer)
         probes[name] = {str(s): make_tasd_layer(module, specs[str(s)]).eval() for s in ok}
         if mode == "W":
@@ -180,8 +193,8 @@ def _measure(model: nn.Module, calib: Sequence[Any], selected: list[tuple[str, n
 
     from tasder.nn.profile import profile_model
 
-    prof = {p.name: p for p in profile_model(model, calib, candidates=[])} if mode == "A" else {}
-    errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calib,
+    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} if mode == "A" else {}
+    errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calibration,
                                       measure=True)
     entries = {}
     for ly in layers:
@@ -217,7 +230,7 @@ class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
 class _Evaluator:
     """Evaluates assignments (layer → series), caching on the canonical config."""
 
-    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[_Layer],
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[MeasuredLayer],
                  mode: str, cost: CostFn, max_evals: int | None, progress: Any, *,
                  options: dict[str, bool] | None = None, calibration: TASDCalibration | None = None) -> None:
         self.model, self.evaluate, self.mode, self.cost = model, evaluate, mode, cost
@@ -292,7 +305,7 @@ class _Evaluator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _paper_greedy(ev: _Evaluator, layers: list[_Layer]) -> dict[str, Any]:
+def _paper_greedy(ev: _Evaluator, layers: list[MeasuredLayer]) -> dict[str, Any]:
     order = sorted(((ly.dropped[str(s)], s.effective_density, i, s) for i, ly in enumerate(layers)
                     for s in ly.candidates), key=lambda t: (t[0], t[1], t[2]))
     current: dict[str, Series] = {}
@@ -306,7 +319,7 @@ def _paper_greedy(ev: _Evaluator, layers: list[_Layer]) -> dict[str, Any]:
     return {}
 
 
-def _paper_threshold(ev: _Evaluator, layers: list[_Layer], stat: str) -> dict[str, Any]:
+def _paper_threshold(ev: _Evaluator, layers: list[MeasuredLayer], stat: str) -> dict[str, Any]:
     sparsity: dict[str, float] = {}
     for ly in layers:
         measured = ly.sparsity_p99 if stat == "p99" else ly.sparsity_mean
@@ -338,7 +351,7 @@ def _dominates(trial: dict[str, Series], failed: dict[str, Series]) -> bool:
     return all(trial.get(n, DENSE).effective_density <= s.effective_density for n, s in failed.items())
 
 
-def _cost_aware(ev: _Evaluator, layers: list[_Layer], cost: CostFn) -> dict[str, Any]:
+def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
     base = cost(ev.specs({}))
     moves: list[tuple[float, float, int, Series]] = []
     for i, ly in enumerate(layers):
@@ -413,7 +426,7 @@ def search(
     model: nn.Module,
     target: str | os.PathLike[str] | Target,
     evaluate: Callable[[nn.Module], float],
-    calib: Sequence[Any],
+    calibration: Sequence[Any],
     mode: Literal["W", "A"] = "W",
     constraint: float | Drop = 0.99,
     method: Method = "cost-aware",
@@ -436,7 +449,7 @@ def search(
         target: a built-in target name (``"ttc-vegeta-m8"``), a target YAML path, or a Target.
         evaluate: ``evaluate(model) -> float``, higher is better — the *validation* split; the
             search decides on it alone.
-        calib: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
+        calibration: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
             dense MACs are counted on the first, damage and activation statistics on all.
         mode: ``"W"`` (TASD-W) or ``"A"`` (TASD-A) for every searched layer.
         constraint: a fraction of the original metric in (0, 1] (default 0.99, MLPerf's rule),
@@ -453,7 +466,7 @@ def search(
         statistic: ``paper-threshold``'s S(L): ``"mean"`` or ``"p99"`` of the input sparsity.
         permute: every candidate decomposes in a permuted order of the reduction dim (ours; see
             :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
-        bias_correction: every candidate corrects its output's mean error on ``calib`` (ours). The
+        bias_correction: every candidate corrects its output's mean error on ``calibration`` (ours). The
             measured damage that orders cost-aware's moves is then the corrected error.
         model_id: recorded in the result and the YAML provenance.
         progress: show a progress line on stderr (only on a terminal).
@@ -462,28 +475,28 @@ def search(
         ValueError: a bad constraint, method, mode, target, ``layers`` glob, or an original model
             whose metric cannot be computed — all before any search work where possible.
     """
-    constraint = _check_constraint(constraint)
+    constraint = check_constraint(constraint)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if mode not in ("W", "A"):
-        raise ValueError(f"`mode` must be 'W' or 'A'; got {mode!r}")
+        raise InvalidParameterError(f"`mode` must be 'W' or 'A'; got {mode!r}")
     if method == "paper-threshold" and mode != "A":
         raise ValueError("paper-threshold is the paper's TASD-A rule: use mode='A' (or paper-greedy / "
                          "cost-aware for TASD-W)")
     if statistic not in ("mean", "p99"):
-        raise ValueError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
+        raise InvalidParameterError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
     for option, value in (("permute", permute), ("bias_correction", bias_correction)):
         if not isinstance(value, bool):
-            raise ValueError(f"`{option}` must be True or False; got {value!r}")
+            raise InvalidParameterError(f"`{option}` must be True or False; got {value!r}")
     if max_evals is not None and (isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1):
-        raise ValueError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
+        raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     if not callable(evaluate):
         raise TypeError("`evaluate` must be a callable model -> float")
-    calib = list(calib)
-    if not calib:
-        raise ValueError("`calib` is empty: the search needs at least one calibration batch")
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("`calibration` is empty: the search needs at least one calibration batch")
     tgt = load_target(target)
     cands = candidate_series(tgt)
     if permute:
@@ -493,12 +506,12 @@ def search(
                              f"one block size); search it without `permute`")
     start = time.perf_counter()
     model = copy.deepcopy(model).eval()  # the caller's model (and its train/eval mode) stay as they are
-    selected = _select_layers(model, None if layers is None else list(layers))
+    selected = select_layers(model, None if layers is None else list(layers))
     if not selected:
         raise ValueError("the model has no nn.Linear/nn.Conv2d layer to search")
     torch.manual_seed(seed)
     options = {"permute": permute, "bias_correction": bias_correction}
-    measured, total_macs, calibration = _measure(model, calib, selected, cands, mode, **options)
+    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options)
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
@@ -555,7 +568,7 @@ def search(
     assert base.metric is not None and best.metric is not None
     return SearchResult(
         config=config, model_id=model_id, target=tgt.name, mode=mode, method=method,
-        constraint=_constraint_text(constraint), threshold=ev.threshold,
+        constraint=constraint_text(constraint), threshold=ev.threshold,
         metric_original=base.metric, metric_final=best.metric,
         cost_before=base.cost, cost_after=best.cost, evaluations=ev.calls, cache_hits=ev.hits,
         seconds=seconds, layers=rows, history=ev.history, holdout_original=hold_orig,

@@ -25,8 +25,8 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
     """
     r = result
     hold = r.holdout_ratio
-    hw = r.extra.get("hardware")
-    hw_unit = "" if hw is None else f" (modelled {hw['metric']} on {hw['design']}, {hw['unit']})"
+    hw = r.hardware
+    hw_unit = "" if hw is None else f" (modelled {hw.metric} on {hw.design}, {hw.unit})"
     lines = [
         f"# TASDER search: {r.model_id or 'model'} on {r.target} (TASD-{r.mode}, {r.method})",
         "",
@@ -40,8 +40,8 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
         f"| evaluations | {r.evaluations} ({r.cache_hits} cache hits), {r.seconds:.1f} s |",
     ]
     if hw is not None:
-        lines.append(f"| vs TC | original model {hw['before_vs_tc']:.3f} × TC → chosen config "
-                     f"{hw['after_vs_tc']:.3f} × TC ({hw['metric']}, TC running the original model) |")
+        lines.append(f"| vs TC | original model {hw.before_vs_tc:.3f} × TC → chosen config "
+                     f"{hw.after_vs_tc:.3f} × TC ({hw.metric}, TC running the original model) |")
     if r.interrupted:
         lines.append("| interrupted | yes: the best valid config found so far |")
     lines += ["", "## Per layer", "",

@@ -8,7 +8,7 @@ from typing import Any
 
 from tasder.nn.config import TASDConfig
 
-__all__ = ["EvalPoint", "LayerRow", "SearchResult", "pareto_front"]
+__all__ = ["EvalPoint", "HardwareSummary", "LayerRow", "SearchResult", "pareto_front"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,30 @@ class LayerRow:
         return dict(vars(self))
 
 
+@dataclass(frozen=True)
+class HardwareSummary:
+    """A search's modelled hardware cost next to TC running the original model (what the CLI
+    summary and :func:`~tasder.search.render_markdown` show; built by
+    :meth:`tasder.search.HardwareCost.summarize`).
+
+    Attributes:
+        design: the design the search's cost models (e.g. ``"ttc-vegeta-m8"``).
+        metric: ``"edp"``, ``"energy"`` or ``"cycles"``; unit: its unit (``"J·s"``, ``"pJ"``, ``"cycles"``).
+        tc_original: the same metric of TC running the original model.
+        before_vs_tc, after_vs_tc: the original and the chosen config on ``design``, × ``tc_original``.
+    """
+
+    design: str
+    metric: str
+    unit: str
+    tc_original: float
+    before_vs_tc: float
+    after_vs_tc: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
 def pareto_front(points: list[EvalPoint]) -> list[EvalPoint]:
     """The non-dominated points (higher metric, lower cost), cheapest first; failed ones excluded."""
     valid = sorted((p for p in points if p.metric is not None and math.isfinite(p.metric)),
@@ -75,7 +99,9 @@ class SearchResult:
 
     ``metric_*`` are on the split ``evaluate`` scores (validation); ``holdout_*`` are the same two
     models re-scored by ``holdout_evaluate`` (the test split) after the search, None without one.
-    ``cost_*`` use the search's cost function (effective MACs by default).
+    ``cost_*`` use the search's cost function (effective MACs by default). ``hardware`` is set by
+    callers that model the result on a design and TC too (``tasder search --cost edp``); ``extra``
+    holds what the method reports about itself (e.g. paper-threshold's α).
     """
 
     config: TASDConfig
@@ -99,6 +125,7 @@ class SearchResult:
     interrupted: bool = False
     failures: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    hardware: HardwareSummary | None = None
 
     @property
     def cost_cut(self) -> float:
@@ -144,4 +171,5 @@ class SearchResult:
             "config": self.config.to_dict(), "layers": [r.as_dict() for r in self.layers],
             "history": [p.as_dict() for p in self.history], "pareto": [p.index for p in self.pareto],
             "failures": list(self.failures), "extra": dict(self.extra),
+            "hardware": None if self.hardware is None else self.hardware.as_dict(),
         }

@@ -1,4 +1,4 @@
-"""N:M sparse training: SR-STE and BDWP (DESIGN.md §3.5).
+"""N:M sparse training: SR-STE and BDWP (docs/design.md §3.5).
 
 >>> from tasder.train import sparsify_for_training, fit, count_training_ops
 >>> from tasder.zoo.digits import DigitsCNN, load_digits_data
@@ -13,7 +13,7 @@
 
 from tasder.train.accounting import LayerOps, TrainingOps, count_training_ops, ideal_fraction
 from tasder.train.functional import BACKWARD_MASKS, backward_mask, nm_conv2d, nm_linear, nm_mask
-from tasder.train.layers import DEFAULT_DECAY, METHODS, NMConv2d, NMLinear, parse_nm, set_grad_scale
+from tasder.train.layers import DEFAULT_DECAY, METHODS, NMConv2d, NMLayer, NMLinear, parse_nm, set_grad_scale
 from tasder.train.loop import CHECKPOINT_FORMAT, FitResult, fit, load_checkpoint, save_checkpoint
 from tasder.train.sparsify import (
     LayerPlan,
@@ -32,6 +32,7 @@ __all__ = [
     "LayerOps",
     "LayerPlan",
     "NMConv2d",
+    "NMLayer",
     "NMLinear",
     "TrainingOps",
     "backward_mask",

@@ -1,4 +1,4 @@
-"""Count the multiply-accumulates of one training step, GEMM by GEMM (digest §3, DESIGN §3.5).
+"""Count the multiply-accumulates of one training step, GEMM by GEMM (digest §3, docs/design.md §3.5).
 
 Per weight layer a training step runs three GEMMs of equal dense size:
 
@@ -18,13 +18,13 @@ fewer than N per group).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from tasder.train.layers import _NMMixin
+from tasder.nn.trace import trace_gemms
+from tasder.train.layers import NMLayer
 
 __all__ = ["LayerOps", "TrainingOps", "count_training_ops", "ideal_fraction"]
 
@@ -94,47 +94,25 @@ class TrainingOps:
         return None if self.n is None or self.m is None else ideal_fraction(self.n, self.m)
 
 
-def _gemm_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        o, c_per_group, r, s = module.weight.shape
-        return y.shape[0] * y.shape[2] * y.shape[3] * o * c_per_group * r * s
-    rows = math.prod(x.shape[:-1])
-    return rows * module.in_features * module.out_features
+def count_training_ops(model: nn.Module, example: torch.Tensor) -> TrainingOps:
+    """Training MACs of one step of ``model`` on the batch ``example`` (shapes only matter).
 
-
-@torch.no_grad()
-def count_training_ops(model: nn.Module, sample: torch.Tensor) -> TrainingOps:
-    """Training MACs of one step of ``model`` on the batch ``sample`` (shapes only matter).
-
-    Layers are found by running ``sample`` through the model once (in eval mode, no gradient);
-    the first ``Linear``/``Conv2d`` to run is the first layer, whose BP is not counted.
+    Layers are found by :func:`tasder.nn.trace_gemms` (one pass in eval mode, no gradient; every
+    call of a layer is a GEMM of the step); the first ``Linear``/``Conv2d`` call is the first
+    layer, whose BP is not counted.
     """
-    seen: list[tuple[str, nn.Module, int]] = []
-    names = {mod: name for name, mod in model.named_modules()}
-
-    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        seen.append((names[mod], mod, _gemm_macs(mod, inputs[0], output)))
-
-    handles = [mod.register_forward_hook(hook) for mod in model.modules() if isinstance(mod, (nn.Linear, nn.Conv2d))]
-    was_training = model.training
-    try:
-        model.eval()
-        model(sample)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-
     rows: list[LayerOps] = []
     nm: tuple[int, int] | None = None
-    for i, (name, mod, macs) in enumerate(seen):
-        first = i == 0
-        method = mod.method if isinstance(mod, _NMMixin) else "dense"
+    for call in trace_gemms(model, example):
+        mod = model.get_submodule(call.name)
+        first = call.index == 0
+        macs = call.macs
+        method = mod.method if isinstance(mod, NMLayer) else "dense"
         density = 1.0
         if method in ("srste", "bdwp"):
             density = mod.n / mod.m
             nm = nm or (mod.n, mod.m)
         ff = macs * density
         bp = 0.0 if first else macs * (density if method == "bdwp" else 1.0)
-        rows.append(LayerOps(name, method, macs, ff, bp, float(macs), first))
+        rows.append(LayerOps(call.name, method, macs, ff, bp, float(macs), first))
     return TrainingOps(tuple(rows), *(nm or (None, None)))

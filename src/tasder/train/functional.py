@@ -1,4 +1,4 @@
-"""N:M masks and the custom autograd functions behind SR-STE and BDWP training (DESIGN.md §3.5).
+"""N:M masks and the custom autograd functions behind SR-STE and BDWP training (docs/design.md §3.5).
 
 For ``Y = X·Wᵀ`` with ``W`` of shape (out, K) training runs three GEMMs of equal size:
 

@@ -26,7 +26,7 @@ from tasder.sparsity.notation import parse_pattern
 from tasder.sparsity.patterns import GH, Dense, Pattern
 from tasder.train.functional import BACKWARD_MASKS, backward_mask, nm_conv2d, nm_linear, nm_mask
 
-__all__ = ["DEFAULT_DECAY", "METHODS", "NMConv2d", "NMLinear", "parse_nm", "set_grad_scale"]
+__all__ = ["DEFAULT_DECAY", "METHODS", "NMConv2d", "NMLayer", "NMLinear", "check_method", "parse_nm", "set_grad_scale"]
 
 #: Training methods understood by the layers and :func:`tasder.train.sparsify_for_training`.
 METHODS: tuple[str, ...] = ("dense", "srste", "bdwp")
@@ -62,8 +62,10 @@ def _check_backward_mask(how: str) -> str:
     return how
 
 
-class _NMMixin:
-    """Shared state and mask logic of :class:`NMLinear` and :class:`NMConv2d`."""
+class NMLayer:
+    """What :class:`NMLinear` and :class:`NMConv2d` share: the N:M state (``method``, ``n``, ``m``,
+    ``pattern``, ``backward_mask``, ``decay``) and the masks. ``isinstance(module, NMLayer)`` tells
+    an N:M training layer from a plain one (op accounting, the training loop, re-sparsifying)."""
 
     weight: nn.Parameter
     method: str
@@ -132,7 +134,7 @@ class _NMMixin:
         return extra + (f", backward_mask={self.backward_mask}" if self.method == "bdwp" else "")
 
 
-class NMLinear(_NMMixin, nn.Linear):
+class NMLinear(NMLayer, nn.Linear):
     """``nn.Linear`` trained with N:M weights (``method`` = ``"bdwp"``, ``"srste"`` or ``"dense"``).
 
     ``in_features`` must be a multiple of M (and ``out_features`` too for BDWP); otherwise the
@@ -169,7 +171,7 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-class NMConv2d(_NMMixin, nn.Conv2d):
+class NMConv2d(NMLayer, nn.Conv2d):
     """``nn.Conv2d`` (groups=1, zero padding) trained with N:M weights.
 
     M_F groups run along the input channels C at every kernel position, M_B along the output
@@ -240,5 +242,5 @@ def set_grad_scale(model: nn.Module, scale: float | torch.Tensor) -> None:
     """
     value = float(scale)
     for module in model.modules():
-        if isinstance(module, _NMMixin):
+        if isinstance(module, NMLayer):
             module.grad_scale = value

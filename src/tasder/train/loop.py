@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tasder.io import atomic_open
-from tasder.train.layers import _NMMixin, set_grad_scale
+from tasder.train.layers import NMLayer, set_grad_scale
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "TrainData", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -53,7 +53,7 @@ class FitResult:
 
 def _describe_model(model: nn.Module) -> tuple[str, str]:
     """The (method, pattern) of ``model``'s N:M layers: ("dense", "dense") when it has none."""
-    found = {(m.method, m.pattern) for m in model.modules() if isinstance(m, _NMMixin) and m.method != "dense"}
+    found = {(m.method, m.pattern) for m in model.modules() if isinstance(m, NMLayer) and m.method != "dense"}
     if not found:
         return "dense", "dense"
     if len(found) > 1:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tasder.sparsity.patterns import Pattern
-from tasder.train.layers import DEFAULT_DECAY, NMConv2d, NMLinear, _NMMixin, check_method, parse_nm
+from tasder.train.layers import DEFAULT_DECAY, NMConv2d, NMLayer, NMLinear, check_method, parse_nm
 
 __all__ = ["LayerPlan", "plan_sparse_training", "sparsify_for_training", "to_dense_layers", "weight_sparsity"]
 
@@ -159,7 +159,7 @@ def sparsify_for_training(
     for plan in plans:
         if plan.sparse:
             mod = out.get_submodule(plan.name)
-            if isinstance(mod, _NMMixin):  # already an N:M layer: reconfigure by rebuilding
+            if isinstance(mod, NMLayer):  # already an N:M layer: reconfigure by rebuilding
                 mod = _plain_version(mod, masked=False)
             _replace(out, plan.name, _nm_version(mod, pattern, method, backward_mask, decay))
     return out
@@ -188,7 +188,7 @@ def to_dense_layers(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     out = model if inplace else copy.deepcopy(model)
     for name, mod in list(out.named_modules()):
-        if isinstance(mod, _NMMixin):
+        if isinstance(mod, NMLayer):
             _replace(out, name, _plain_version(mod, masked=True))
     return out
 
@@ -199,6 +199,6 @@ def weight_sparsity(model: nn.Module) -> dict[str, float]:
     layers, the weight itself for dense ones)."""
     result: dict[str, float] = {}
     for name, mod in _candidates(model):
-        w = mod.masked_weight() if isinstance(mod, _NMMixin) else mod.weight
+        w = mod.masked_weight() if isinstance(mod, NMLayer) else mod.weight
         result[name] = float((w == 0).sum()) / w.numel()
     return result

@@ -1,4 +1,4 @@
-"""Ready-made workloads: real models and data (all offline), layer shapes, and hardware series.
+"""Ready-made workloads: real models and data (all offline) and layer shapes.
 
 Two registries live here:
 
@@ -41,23 +41,20 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
-
-from tasder._batch import call_with_batch
-from tasder.zoo.minilm import (
-    MINILM_MODEL_NAME,
-    WorkloadUnavailableError,
-    load_minilm_linear_weights,
-    minilm_weight_path,
-)
-from tasder.zoo.retrieval import DEFAULT_TASK_SIZE
+from tasder._batch import Batch, call_with_batch
+from tasder.errors import WorkloadUnavailableError
 from tasder.zoo.shapes import LayerShape
 
+if TYPE_CHECKING:  # torch, transformers and the models load with an entry, not with the registry
+    import torch
+    from torch import nn
+
+    from tasder.zoo.minilm import load_minilm_linear_weights, minilm_weight_path
+
 __all__ = [
-    "TTC_VEGETA_M8_SERIES",
+    "MINILM_MODEL_NAME",
     "LayerShape",
     "ModelEntry",
     "Workload",
@@ -74,9 +71,23 @@ __all__ = [
     "register",
 ]
 
-#: Every series a TTC-VEGETA-M8-like target runs (DESIGN.md §3.4): the native 1:8, 2:8 and 4:8,
-#: and with two terms 3:8 = 2:8+1:8, 5:8 = 4:8+1:8, 6:8 = 4:8+2:8.
-TTC_VEGETA_M8_SERIES: tuple[str, ...] = ("1:8", "2:8", "4:8", "2:8+1:8", "4:8+1:8", "4:8+2:8")
+#: The Hugging Face name of the model the ``minilm`` entry and the ``minilm-weights`` workload come from.
+MINILM_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def __getattr__(name: str) -> Any:
+    # The MiniLM loaders, re-exported here, live with torch in tasder.zoo.minilm: loaded on first use.
+    if name in ("load_minilm_linear_weights", "minilm_weight_path"):
+        from tasder.zoo import minilm
+
+        return getattr(minilm, name)
+    raise AttributeError(f"module 'tasder.zoo' has no attribute {name!r}")
+
+
+def _minilm_weights() -> dict[str, torch.Tensor]:
+    from tasder.zoo.minilm import load_minilm_linear_weights
+
+    return load_minilm_linear_weights()
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ _WORKLOADS: dict[str, Workload] = {
         description="the real all-MiniLM-L6-v2 encoder weights: 36 Linear matrices, groups along the input dim",
         model=MINILM_MODEL_NAME,
         dim=-1,
-        loader=load_minilm_linear_weights,
+        loader=_minilm_weights,
     ),
 }
 
@@ -134,7 +145,6 @@ def load_workload(name: str) -> dict[str, torch.Tensor]:
 # The model registry
 # ---------------------------------------------------------------------------------------------
 
-Batch = torch.Tensor | dict[str, torch.Tensor]
 ModelKind = Literal["trained", "pretrained", "shapes"]
 
 
@@ -170,6 +180,8 @@ class ZooModel:
         net = model if model is not None else self.model
         if net is None:
             raise ValueError(f"{self.name} is a shape-only entry: it has no model to run")
+        import torch
+
         with torch.inference_mode():
             return [call_with_batch(net, b) for b in self.calibration]
 
@@ -245,6 +257,8 @@ _DIGITS_META = {
 
 def _digits_entry(name: str, description: str, sparsity: float | None, progress: bool,
                   recipe: Any, pruning: Any) -> ZooModel:
+    from torch import nn
+
     from tasder.zoo.digits import (
         DEFAULT_PRUNING_RECIPE,
         DEFAULT_RECIPE,
@@ -320,14 +334,16 @@ for _percent in (50, 80, 90, 95):
 
 @register("minilm", kind="pretrained", metric="recall@1",
           description="all-MiniLM-L6-v2 (real weights, BERT 6×384) on stdlib-docstring retrieval")
-def _load_minilm(n: int = DEFAULT_TASK_SIZE, batch_size: int = 64, val_n: int = 512) -> ZooModel:
-    """``n``: task size (queries = candidates); tests use a few dozen. ``val_n``: size of the
+def _load_minilm(n: int | None = None, batch_size: int = 64, val_n: int = 512) -> ZooModel:
+    """``n``: task size (queries = candidates; default :data:`tasder.zoo.retrieval.DEFAULT_TASK_SIZE`);
+    tests use a few dozen. ``val_n``: size of the
     validation task (``metadata["evaluate_val"]``), drawn from pairs disjoint from the scored
     ``n`` and from the calibration text, so a search can decide without touching the test pairs
     (with the default ``n`` the pool has 511 such pairs on CPython 3.11; fewer are used if fewer remain)."""
     from tasder.zoo.minilm import load_minilm_model
-    from tasder.zoo.retrieval import RetrievalTask, load_docstring_pairs
+    from tasder.zoo.retrieval import DEFAULT_TASK_SIZE, RetrievalTask, load_docstring_pairs
 
+    n = DEFAULT_TASK_SIZE if n is None else n
     pairs, task_meta = load_docstring_pairs()
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pairs):
         raise ValueError(f"n must be an integer in [1, {len(pairs)}] (the pool size on this Python), got {n!r}")

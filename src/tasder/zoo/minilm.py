@@ -35,6 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasder.errors import WorkloadUnavailableError
+from tasder.zoo import MINILM_MODEL_NAME
+
 __all__ = [
     "MINILM_LINEAR_SUBLAYERS",
     "MINILM_MODEL_NAME",
@@ -43,9 +46,6 @@ __all__ = [
     "load_minilm_model",
     "minilm_weight_path",
 ]
-
-#: The Hugging Face name of the model the weights come from.
-MINILM_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 #: The Linear layers of one encoder layer, in the order the forward pass uses them.
 MINILM_LINEAR_SUBLAYERS: tuple[str, ...] = (
@@ -74,10 +74,6 @@ _EXPECTED_SHAPES = {
 _KEY_RE = re.compile(
     r"^(?:bert\.)?encoder\.layer\.(\d+)\.(" + "|".join(re.escape(s) for s in MINILM_LINEAR_SUBLAYERS) + r")\.weight$"
 )
-
-
-class WorkloadUnavailableError(RuntimeError):
-    """A workload's data cannot be found or read (a package is missing or damaged)."""
 
 
 def minilm_weight_path() -> Path:

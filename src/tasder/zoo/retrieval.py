@@ -60,6 +60,7 @@ __all__ = [
     "embed",
     "evaluate_retrieval",
     "load_docstring_pairs",
+    "split_docstring",
 ]
 
 #: The modules whose docstrings make the task: pure-Python or always-built modules with no
@@ -132,7 +133,7 @@ class RetrievalScores:
     n: int
 
 
-def _split_docstring(doc: str) -> tuple[str, str] | None:
+def split_docstring(doc: str) -> tuple[str, str] | None:
     """``(first sentence, rest)`` of a raw docstring, or None if it does not make a good pair."""
     lines = inspect.cleandoc(doc).splitlines()
     while lines and (not lines[0].strip() or _SIGNATURE_LINE.match(lines[0].strip())):
@@ -219,7 +220,7 @@ def build_docstring_pairs(modules: Sequence[str] = STDLIB_MODULES) -> tuple[list
                 doc = getattr(obj, "__doc__", None)
                 if not isinstance(doc, str):
                     continue
-                split = _split_docstring(doc)
+                split = split_docstring(doc)
                 if split is None:
                     continue
                 query, target = split

@@ -1,6 +1,6 @@
 """Layer-shape tables (no weights) of ResNet-50, BERT-base and DeiT-small for the hardware model.
 
-Why shapes only: the accelerator model (DESIGN §4) needs each layer's GEMM dimensions and how
+Why shapes only: the accelerator model (docs/design.md §4) needs each layer's GEMM dimensions and how
 often it runs, not weight values, and these networks' weights cannot ship offline. The tables
 are written here from the architectures' definitions in code — nothing is downloaded and no
 model is instantiated:
@@ -17,7 +17,7 @@ model is instantiated:
   image (196 patches + a class token = 197 tokens), width 384, 12 blocks, 6 heads, MLP 1536,
   a fused QKV projection as in timm, a 1000-way head on the class token.
 
-GEMM convention (DESIGN §4): ``Z[m, n] = Σ_k A[m, k]·B[k, n]`` with ``A`` the weights (M×K) and
+GEMM convention (docs/design.md §4): ``Z[m, n] = Σ_k A[m, k]·B[k, n]`` with ``A`` the weights (M×K) and
 ``B`` the input activations (K×N). A convolution is lowered by im2col: M = output channels,
 K = C·R·S, N = P·Q·batch; a linear layer over T tokens has M = out features, K = in features,
 N = T·batch. For a ``matmul`` (attention) ``A`` is an activation too: ``QKᵀ`` is M = T,

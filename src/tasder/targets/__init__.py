@@ -1,7 +1,8 @@
-"""Hardware targets as data: which structured patterns a target runs natively, and how many terms.
+"""Hardware targets as data: which structured patterns a target runs natively, how many terms, and
+the candidate series that follow from them.
 
-A target is a small YAML file (the built-in ones ship in ``tasder/search/targets/``; a user can
-pass the path of their own)::
+A target is a small YAML file (the built-in ones ship in this folder, ``tasder/targets/``; a user
+can pass the path of their own)::
 
     name: ttc-vegeta-m8
     description: "VEGETA-like TTC, M=8"
@@ -12,21 +13,46 @@ Why data and not code: new accelerators are described by their pattern set, and 
 should be able to add one without touching the search. A pattern may hold ``{a..b}`` integer
 ranges, expanded to every concrete pattern (``C1(2:{2..8})->C0(2:{2..4})`` is HighLight's HSS
 family); patterns of density 1 (no sparsity) are dropped.
+
+Why a package of its own, below :mod:`tasder.nn` and :mod:`tasder.search`: a target's series are
+one fact every layer needs (the search's candidates, the profile's default series, the command
+line's defaults and help), and it depends on nothing but :mod:`tasder.sparsity`'s notation, so
+every layer reads it from here instead of writing the list again.
+
+Candidate series: every series of at most ``max_order`` terms from a target's patterns. Series
+with the same effective density are duplicates as far as the hardware is concerned (same MACs),
+so only one is kept: the one with the fewest terms (one pass less, e.g. ``4:8`` rather than
+``2:8+2:8``) and, among those, the one whose first term is densest (the greedy series keeps the
+largest magnitudes first, e.g. ``2:8+1:8`` for 3:8). Series of density ≥ 1 are dropped
+(``dense`` is the identity and is always a candidate).
+
+>>> from tasder.targets import candidate_series, target_series
+>>> [str(s) for s in candidate_series("ttc-vegeta-m8")]
+['1:8', '2:8', '2:8+1:8', '4:8', '4:8+1:8', '4:8+2:8', 'dense']
+>>> target_series("ttc-vegeta-m8")
+('1:8', '2:8', '4:8', '2:8+1:8', '4:8+1:8', '4:8+2:8')
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
+if TYPE_CHECKING:
+    from tasder.sparsity.patterns import Pattern, Series
 
-from tasder.sparsity import expand_ranges, parse_pattern
-from tasder.sparsity.patterns import Pattern, StructuredPattern
+__all__ = ["DEFAULT_TARGET", "Target", "candidate_series", "list_targets", "load_target", "target_series"]
 
-__all__ = ["Target", "expand_pattern", "list_targets", "load_target"]
+# YAML and the notation parser are imported by the functions that read a target: the command line
+# imports this module for DEFAULT_TARGET (its help texts) and must start fast.
+
+#: The target tasder's defaults refer to (the search, the profile's series, ``tasder sweep``): the
+#: TASD paper's TTC-VEGETA-M8 (native 1:8, 2:8, 4:8; two terms).
+DEFAULT_TARGET = "ttc-vegeta-m8"
 
 _KEYS = ("name", "description", "patterns", "max_order")
 
@@ -43,16 +69,13 @@ class Target:
 
     def parsed(self) -> list[Pattern]:
         """The native patterns, parsed."""
+        from tasder.sparsity.notation import parse_pattern
+
         return [parse_pattern(p) for p in self.patterns]
 
 
-def expand_pattern(text: str) -> list[str]:
-    """Every concrete pattern of ``text`` with its ``{a..b}`` ranges expanded (in order)."""
-    return expand_ranges(text)
-
-
 def _builtin_dir() -> Path:
-    return Path(str(resources.files("tasder.search") / "targets"))
+    return Path(str(resources.files("tasder.targets")))
 
 
 def _builtin_by_name(name: str) -> Path | None:
@@ -78,6 +101,11 @@ def list_targets() -> dict[str, str]:
 
 
 def _parse(text: str, source: str) -> Target:
+    import yaml
+
+    from tasder.sparsity.notation import expand_ranges, parse_pattern
+    from tasder.sparsity.patterns import StructuredPattern
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -99,7 +127,7 @@ def _parse(text: str, source: str) -> Target:
         raise ValueError(f"{source}: `max_order` must be an integer in [1, 4]; got {order!r}")
     patterns: dict[str, None] = {}
     for entry in raw:
-        for concrete in expand_pattern(entry):
+        for concrete in expand_ranges(entry):
             try:
                 p = parse_pattern(concrete)
             except ValueError as exc:
@@ -137,3 +165,31 @@ def load_target(target: str | os.PathLike[str] | Target) -> Target:
         return _parse(path.read_text(encoding="utf-8"), str(path))
     raise ValueError(f"unknown target {text!r}; built-in targets: {', '.join(list_targets())} "
                      f"(or pass the path of a target YAML file)")
+
+
+def candidate_series(target: Target | str) -> list[Series]:
+    """The target's candidate series, sorted by effective density (lowest first), then ``dense``."""
+    from tasder.sparsity.notation import parse_series
+
+    t = load_target(target)
+    patterns = sorted(t.parsed(), key=lambda p: (-p.density, str(p)))
+    best: dict[float, tuple[tuple[int, float], Series]] = {}
+    for order in range(1, t.max_order + 1):
+        # Terms in non-increasing density: the greedy series takes the densest term first.
+        for combo in itertools.combinations_with_replacement(patterns, order):
+            series = parse_series("+".join(str(p) for p in combo))
+            density = round(series.effective_density, 9)
+            if density >= 1.0:
+                continue
+            rank = (order, -combo[0].density)
+            if density not in best or rank < best[density][0]:
+                best[density] = (rank, series)
+    return [best[d][1] for d in sorted(best)] + [parse_series("dense")]
+
+
+def target_series(target: Target | str = DEFAULT_TARGET) -> tuple[str, ...]:
+    """Every non-dense candidate series of ``target`` as canonical strings: the native (one-term)
+    patterns first, then the series of two terms, and so on, each group by effective density —
+    the order a person reads a target's capabilities in (``1:8, 2:8, 4:8, 2:8+1:8, ...``)."""
+    series = [s for s in candidate_series(target) if not s.is_dense]
+    return tuple(str(s) for s in sorted(series, key=lambda s: (len(s.terms), s.effective_density)))
