@@ -84,6 +84,8 @@ def _builtin_by_name(name: str) -> Path | None:
     direct = _builtin_dir() / f"{name}.yaml"
     if direct.is_file():
         return direct
+    import yaml
+
     for path in sorted(_builtin_dir().glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and data.get("name") == name:
