@@ -1,0 +1,215 @@
+"""Hostile inputs (issue 14): no clobbered files, no silent damage, no hangs.
+
+Each test reproduces one finding of the hostile-input sweep and fails on the code before the fix.
+Tests that need root (device nodes made with mknod, a tmpfs mount) skip with the reason elsewhere.
+Only two real device nodes are ever written: /dev/null and /dev/full, and only through the writer
+that opens them in place (proven first on nodes made in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasder.io import atomic_open, atomic_write_bytes, atomic_write_text, check_writable, load_tensors
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _node(path: Path, major: int, minor: int, kind: int = stat.S_IFCHR) -> Path:
+    """A device node made in a temporary folder (root only), usable there (not a nodev mount)."""
+    if not IS_ROOT:
+        pytest.skip("making device nodes (mknod) needs root")
+    os.mknod(path, 0o666 | kind, os.makedev(major, minor))
+    if kind == stat.S_IFCHR:
+        try:
+            os.close(os.open(path, os.O_WRONLY))
+        except PermissionError:
+            pytest.skip(f"{path.parent} is mounted nodev: device nodes there cannot be opened")
+    return path
+
+
+def _same_node(path: Path, before: os.stat_result) -> bool:
+    after = os.lstat(path)
+    return (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode, before.st_rdev)
+
+
+@contextlib.contextmanager
+def _tiny_tmpfs(path: Path, size: str = "64k"):
+    """A tmpfs of ``size`` mounted at ``path`` (root, and a kernel that lets us mount), then unmounted."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs to fill it needs root")
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` until a write fails with ENOSPC."""
+    with open(folder / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. output files: symlinks, device nodes, FIFOs, full disks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_symlink_output_updates_its_target_and_keeps_the_link(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    (tmp_path / "link.json").symlink_to("real.json")
+    (tmp_path / "chain.json").symlink_to(tmp_path / "link.json")
+    atomic_write_text(tmp_path / "chain.json", "new")
+    assert (tmp_path / "chain.json").is_symlink() and (tmp_path / "link.json").is_symlink()
+    assert real.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.json", "link.json", "real.json"]
+
+
+def test_dangling_symlink_output_creates_its_target(tmp_path):
+    (tmp_path / "link.txt").symlink_to("sub/new.txt")
+    with pytest.raises(FileNotFoundError, match=r"sub.*link\.txt"):
+        atomic_write_text(tmp_path / "link.txt", "x")  # the target's folder is missing: named
+    (tmp_path / "sub").mkdir()
+    atomic_write_text(tmp_path / "link.txt", "x")
+    assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "sub" / "new.txt").read_text() == "x"
+
+
+def test_symlink_loop_is_an_error_naming_the_path(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(OSError, match="symbolic links") as info:
+        atomic_write_text(tmp_path / "loop", "x")
+    assert info.value.errno == errno.ELOOP and info.value.filename == str(tmp_path / "loop")
+
+
+def test_char_devices_made_here_keep_their_node_type(tmp_path):
+    """Proof on nodes of our own before /dev is touched: /dev/null-like takes the write in place,
+    /dev/full-like gives ENOSPC naming the path; both stay character devices."""
+    null = _node(tmp_path / "null", 1, 3)
+    full = _node(tmp_path / "full", 1, 7)
+    before_null, before_full = os.lstat(null), os.lstat(full)
+    assert atomic_write_text(null, "report\n") == null
+    with pytest.raises(OSError) as info, atomic_open(full) as fh:
+        torch.save({"w": torch.zeros(50_000)}, fh)  # torch says RuntimeError; we say ENOSPC
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(full)
+    assert _same_node(null, before_null) and _same_node(full, before_full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "null"]  # no temp file left
+
+
+def test_real_dev_null_and_dev_full():
+    """Writing to /dev/null needs no root; replacing it would. The node is the same afterwards."""
+    before = os.lstat("/dev/null")
+    atomic_write_text("/dev/null", "x" * 100_000)
+    assert _same_node(Path("/dev/null"), before) and stat.S_ISCHR(before.st_mode)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    before = os.lstat("/dev/full")
+    with pytest.raises(OSError, match="No space left on device") as info:
+        atomic_write_text("/dev/full", "x" * 100_000)
+    assert info.value.filename == "/dev/full" and _same_node(Path("/dev/full"), before)
+
+
+def test_block_device_socket_and_directory_are_refused(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path, "x")
+    with pytest.raises(IsADirectoryError):
+        check_writable(tmp_path)
+    if IS_ROOT:
+        block = tmp_path / "block"
+        os.mknod(block, 0o600 | stat.S_IFBLK, os.makedev(7, 200))  # never opened: refused on its type
+        with pytest.raises(OSError, match="block device"):
+            atomic_write_text(block, "x")
+        with pytest.raises(OSError, match="block device"):
+            check_writable(block)
+        assert stat.S_ISBLK(os.lstat(block).st_mode)
+
+
+def test_fifo_output_is_written_in_place_and_a_fifo_without_reader_fails_at_once(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="no process is reading") as info:
+        atomic_write_text(fifo, "x")  # opening blocks forever without O_NONBLOCK
+    assert info.value.errno == errno.ENXIO
+    check_writable(fifo)  # does not open it (that would end a reader's input)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    for _ in range(200):  # wait until the reader has the FIFO open
+        try:
+            atomic_write_text(fifo, "through the fifo")
+            break
+        except OSError:
+            threading.Event().wait(0.01)
+    reader.join(5)
+    assert got == ["through the fifo"] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("form", ["/dev/fd/{}", "/proc/self/fd/{}"])
+def test_descriptor_paths_write_to_the_descriptor_and_keep_an_appended_file(tmp_path, form):
+    """``-o /dev/stdout`` (a link to /proc/self/fd/1) writes to the open descriptor: a file the shell
+    opened with ``>>`` is appended to, in order, never truncated or replaced."""
+    if not os.path.exists(form.format(0)):
+        pytest.skip(f"no {form.format('N')} on this system")
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    with open(log, "a") as fh:
+        fh.write("buffered\n")
+        fh.flush()
+        atomic_write_text(form.format(fh.fileno()), "report\n")
+        inode = os.fstat(fh.fileno()).st_ino
+    assert log.read_text() == "earlier\nbuffered\nreport\n" and os.stat(log).st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+    with pytest.raises(OSError, match="not an open file descriptor"):
+        atomic_write_text("/dev/fd/987654", "x")
+
+
+def test_error_names_the_users_path_never_the_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(target, "new")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert ".tmp" not in str(info.value)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_full_tmpfs_gives_enospc_naming_the_path_and_keeps_the_old_file(tmp_path):
+    with _tiny_tmpfs(tmp_path / "mnt") as mnt:
+        out = mnt / "out.json"
+        out.write_text("old")
+        _fill(mnt)
+        with pytest.raises(OSError) as info:
+            atomic_write_bytes(out, b"x" * 100_000)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+        with pytest.raises(OSError) as info, atomic_open(out) as fh:
+            torch.save({"w": torch.zeros(100_000)}, fh)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+        assert out.read_text() == "old" and sorted(p.name for p in mnt.iterdir()) == ["filler", "out.json"]
+
+
+def test_zero_dim_npy_stays_zero_dim(tmp_path):
+    np.save(tmp_path / "s.npy", np.float32(3.0))
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.arange(6.0).reshape(2, 3)))
+    assert load_tensors(tmp_path / "s.npy")["s"].shape == ()
+    assert torch.equal(load_tensors(tmp_path / "f.npy")["f"], torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
