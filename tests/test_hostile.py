@@ -213,3 +213,83 @@ def test_zero_dim_npy_stays_zero_dim(tmp_path):
     np.save(tmp_path / "f.npy", np.asfortranarray(np.arange(6.0).reshape(2, 3)))
     assert load_tensors(tmp_path / "s.npy")["s"].shape == ()
     assert torch.equal(load_tensors(tmp_path / "f.npy")["f"], torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. cache integrity
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def digits_cache(tmp_path, monkeypatch):
+    """A cache holding the tiny-recipe digits CNN; yields (entry path, its state_dict)."""
+    from tasder.zoo import cache
+    from tasder.zoo.digits import DigitsRecipe, load_digits_cnn
+
+    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    recipe = DigitsRecipe(seed=0, epochs=1, lr=3e-3, batch_size=64)
+    state = load_digits_cnn(recipe=recipe, progress=False).state_dict()
+    (path,) = (p for p in cache.cache_dir().iterdir() if p.suffix == ".pt")
+    return path, state, lambda: load_digits_cnn(recipe=recipe, progress=False).state_dict()
+
+
+def _same_state(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cache_entries_carry_a_sha256sum_file(digits_cache):
+    path, _, _ = digits_cache
+    from tasder.zoo.cache import sha256_hex
+
+    line = path.with_name(path.name + ".sha256").read_text()
+    assert line == f"{sha256_hex(path.read_bytes())}  {path.name}\n" == f"{sha256_hex(path)}  {path.name}\n"
+
+
+def test_bit_flipped_tensor_data_is_detected_and_rebuilt(digits_cache):
+    """400 flipped bytes inside the tensor data (zip structure intact) loaded silently before."""
+    import zipfile
+
+    path, state, reload = digits_cache
+    data = bytearray(path.read_bytes())
+    weight = state["fc1.weight"].numpy().tobytes()
+    start = bytes(data).find(weight[:4096])
+    assert start > 0
+    for i in range(start + 1000, start + 1400):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist()  # still a readable zip: only the tensor bytes changed
+    with pytest.warns(RuntimeWarning, match=rf"{path.name} is damaged \(.*content hash mismatch") as record:
+        again = reload()
+    assert len(record) == 1 and _same_state(again, state)
+    with warnings_as_errors():
+        assert _same_state(reload(), state)  # rebuilt and re-hashed: read silently again
+
+
+def test_nan_weights_with_a_matching_hash_are_damage(digits_cache):
+    from tasder.zoo.cache import sha256_hex
+
+    path, state, reload = digits_cache
+    bad = {k: v.clone() for k, v in state.items()}
+    bad["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(bad, path)
+    path.with_name(path.name + ".sha256").write_text(f"{sha256_hex(path)}  {path.name}\n")
+    with pytest.warns(RuntimeWarning, match="'conv1.weight' holds NaN/Inf"):
+        assert _same_state(reload(), state)
+
+
+def test_missing_hash_file_rebuilds_with_one_note(digits_cache):
+    path, state, reload = digits_cache
+    path.with_name(path.name + ".sha256").unlink()
+    with pytest.warns(RuntimeWarning, match="no content hash") as record:
+        assert _same_state(reload(), state)
+    assert len(record) == 1 and path.with_name(path.name + ".sha256").is_file()
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
