@@ -293,3 +293,81 @@ def warnings_as_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. YAML: one safe loader for every file (aliases refused, nesting bounded, file:line errors)
+# ---------------------------------------------------------------------------------------------
+
+
+def _laughs(key: str) -> str:
+    """Nine levels of nine-fold aliases under ``key``: 9⁹ (387 million) leaves from ~700 bytes."""
+    lines = [f"{key}:", '  l0: &l0 ["lol"]']
+    for i in range(1, 10):
+        lines.append(f"  l{i}: &l{i} [{', '.join(f'*l{i - 1}' for _ in range(9))}]")
+    return "\n".join(lines) + "\n"
+
+
+def _loaders():
+    """(name, function reading a path) for every YAML loader in the package."""
+    from tasder.hw import load_architecture
+    from tasder.hw.energy import load_energy_table
+    from tasder.hw.mapping import load_mapping
+    from tasder.hw.workload import load_network
+    from tasder.nn import TASDConfig
+    from tasder.search.targets import load_target
+
+    return {
+        "architecture": load_architecture,
+        "workload": load_network,
+        "mapping": lambda p: load_mapping(p, load_architecture("tc")),
+        "energy": lambda p: load_energy_table(str(p)),
+        "tasd-config": TASDConfig.load,
+        "target": load_target,
+    }
+
+
+LOADERS = ["architecture", "workload", "mapping", "energy", "tasd-config", "target"]
+#: A valid-looking first line for each format, so the hostile part is what fails.
+HEAD = {"architecture": "version: 0.1\n", "workload": "version: 0.1\n", "mapping": "version: 0.1\n",
+        "energy": "version: 0.1\n", "tasd-config": "version: 1\n", "target": "name: x\n"}
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_billion_laughs_is_refused_at_the_first_alias_even_under_an_unknown_key(tmp_path, loader):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(HEAD[loader] + _laughs("unknown_key"))
+    with pytest.raises(ValueError, match=r"bomb\.yaml:4: YAML aliases \(\*l0\) are not accepted"):
+        _loaders()[loader](path)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize(("body", "match"), [
+    ("x: &a [*a]\n", r":2: YAML aliases \(\*a\)"),                      # self-reference: was RecursionError
+    ("x: " + "[" * 5000 + "]" * 5000 + "\n", r":2: nested deeper than 64 levels"),
+    ("x: 1\nx: 2\n", r":3: duplicate key 'x'"),
+    ("x: [1\n", r":\d+: invalid YAML"),
+], ids=["self-alias", "deep", "duplicate", "malformed"])
+def test_hostile_yaml_is_one_error_with_file_and_line(tmp_path, loader, body, match):
+    path = tmp_path / "spec.yaml"
+    path.write_text(HEAD[loader] + body)
+    with pytest.raises(ValueError, match=r"spec\.yaml" + match):
+        _loaders()[loader](path)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_invalid_utf8_names_the_file_and_line(tmp_path, loader):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(HEAD[loader].encode() + b"name: caf\xe9\n")
+    with pytest.raises(ValueError, match=r"latin1\.yaml:2: not UTF-8 text \(byte 0xe9\)"):
+        _loaders()[loader](path)
+
+
+def test_config_written_with_repeated_provenance_objects_reads_back(tmp_path):
+    """safe_dump writes an object listed twice as an anchor and an alias; ours writes it out."""
+    from tasder.nn import TASDConfig
+
+    shared = {"a": 1}
+    cfg = TASDConfig.from_mapping({"version": 1, "layers": {"fc": "2:4"}, "provenance": {"x": shared, "y": shared}})
+    assert "*" not in cfg.to_yaml()
+    assert TASDConfig.load(cfg.save(tmp_path / "c.yaml")).provenance == {"x": shared, "y": shared}

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from tasder._yaml import compose_yaml, read_yaml_text
+
 __all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_yaml"]
 
 #: Spec format version written into every shipped file and accepted on load.
@@ -66,14 +68,15 @@ def load_yaml(path: str | Path) -> SpecMap:
     """Parse a YAML file into :class:`SpecMap`/list/scalar values that remember their lines.
 
     Raises:
-        SpecError: unreadable YAML (with the parser's position) or a top level that is not a mapping.
+        SpecError: unreadable YAML (with the parser's position), text that is not UTF-8, an alias
+            (``*name``), nesting deeper than :data:`tasder._yaml.MAX_DEPTH`, or a top level that is
+            not a mapping.
         OSError: the file cannot be read.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
+    # The one safe loader (tasder._yaml): aliases refused, nesting bounded, errors with file:line.
+    node, loader = compose_yaml(read_yaml_text(path, SpecError), str(path), error=SpecError)
     try:
-        node = loader.get_single_node()
         if node is None:
             raise SpecError(f"{path}: the file is empty; expected a mapping with a 'version' key")
         doc = _build(node, loader, str(path), "")

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from tasder._yaml import load_yaml_text, read_yaml_text
 from tasder.sparsity import expand_ranges, parse_pattern
 from tasder.sparsity.patterns import Pattern, StructuredPattern
 
@@ -59,16 +58,13 @@ def list_targets() -> dict[str, str]:
     """Built-in target names → one-line descriptions."""
     out: dict[str, str] = {}
     for path in sorted(_builtin_dir().glob("*.yaml")):
-        t = _parse(path.read_text(encoding="utf-8"), str(path))
+        t = _parse(read_yaml_text(path), str(path))
         out[t.name] = t.description
     return out
 
 
 def _parse(text: str, source: str) -> Target:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    data = load_yaml_text(text, source)  # the one safe loader: no aliases, bounded nesting, file:line
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a target file must be a YAML mapping with keys {', '.join(_KEYS)}")
     unknown = [k for k in data if k not in _KEYS]
@@ -116,11 +112,11 @@ def load_target(target: str | os.PathLike[str] | Target) -> Target:
     text = os.fspath(target)
     builtin = _builtin_dir() / f"{text}.yaml"
     if "/" not in text and not text.endswith((".yaml", ".yml")) and builtin.is_file():
-        return _parse(builtin.read_text(encoding="utf-8"), str(builtin))
+        return _parse(read_yaml_text(builtin), str(builtin))
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"no such target file: {path}")
-        return _parse(path.read_text(encoding="utf-8"), str(path))
+        return _parse(read_yaml_text(path), str(path))
     raise ValueError(f"unknown target {text!r}; built-in targets: {', '.join(list_targets())} "
                      f"(or pass the path of a target YAML file)")
