@@ -371,3 +371,66 @@ def test_config_written_with_repeated_provenance_objects_reads_back(tmp_path):
     cfg = TASDConfig.from_mapping({"version": 1, "layers": {"fc": "2:4"}, "provenance": {"x": shared, "y": shared}})
     assert "*" not in cfg.to_yaml()
     assert TASDConfig.load(cfg.save(tmp_path / "c.yaml")).provenance == {"x": shared, "y": shared}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. bad values: refused at parse time with file:line
+# ---------------------------------------------------------------------------------------------
+
+
+def _design(tmp_path: Path, old: str, new: str, name: str = "design.yaml") -> Path:
+    from tasder.hw.architecture import _designs_dir
+
+    text = (_designs_dir() / "tc.yaml").read_text()
+    assert old in text
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "match"), [
+    ("clock_hz: 1.0e+9", "clock_hz: .nan", r":8: architecture\.clock_hz must be a finite number; got nan"),
+    ("clock_hz: 1.0e+9", "clock_hz: .inf", r":8: architecture\.clock_hz must be a finite number; got inf"),
+    ("clock_hz: 1.0e+9", "clock_hz: 1.0e+20", r":8: architecture\.clock_hz=1e\+20 is above the limit of 1e\+13"),
+    ("instances: 1024", "instances: 1000000000000000000000000000000",
+     r":29: architecture\.compute\.instances=1,000,(000,)+000 is above the limit of 2\*\*32 \(thousands of times"),
+    ("instances: 1024", "instances: 1.0e+30", r":29: architecture\.compute\.instances must be an integer"),
+    ("    - name: L1\n", "    - name: L2\n",
+     r"design\.yaml:19: a second level named 'L2' \(the first is at .*design\.yaml:15\)"),
+    ("read_bandwidth: 256,", "read_bandwidth: .nan,",
+     r":18: architecture\.storage\[1\]\.attributes\.read_bandwidth must"),
+    ("{capacity: 256,", "{capacity: 1099511627777,",
+     r":26: .*capacity=1,099,511,627,777 is above the limit of 2\*\*40"),
+], ids=["clock-nan", "clock-inf", "clock-huge", "instances-1e30-int", "instances-1e30-float", "same-name",
+        "bandwidth-nan", "capacity-huge"])
+def test_bad_design_values_are_refused_with_file_and_line(tmp_path, old, new, match):
+    from tasder.hw import SpecError, load_architecture
+
+    with pytest.raises(SpecError, match=match):
+        load_architecture(_design(tmp_path, old, new))
+
+
+def test_nan_in_the_energy_table_is_refused(tmp_path):
+    from tasder.hw import SpecError
+    from tasder.hw.energy import load_energy_table
+
+    ref = Path(__import__("tasder.hw.energy", fromlist=["x"]).__file__).parent / "data" / "energy_45nm.yaml"
+    for old, new, match in [("  32768: 20.0", "  32768: .nan", r":22: sram_64bit_read .* finite"),
+                            ("fp16_add: 0.4", "fp16_add: .nan", r":16: arithmetic\.fp16_add must be a finite"),
+                            ("dram_64bit_access: 1950.0", "dram_64bit_access: .inf", r":24: dram_64bit_access must")]:
+        path = tmp_path / "energy.yaml"
+        path.write_text(ref.read_text().replace(old, new))
+        with pytest.raises(SpecError, match=match):
+            load_energy_table(str(path))
+
+
+def test_huge_workload_dims_are_refused(tmp_path):
+    from tasder.hw import Problem, SpecError
+    from tasder.hw.workload import load_network
+
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 0.1\nworkload:\n  layers:\n    - {name: a, M: 4294967296, K: 8, N: 8}\n")
+    with pytest.raises(SpecError, match=r"w\.yaml:4: .*M=4,294,967,296 is above the limit of 2\*\*31"):
+        load_network(path)
+    with pytest.raises(ValueError, match=r"K=2,305,843,009,213,693,952 is above the limit of 2\*\*31"):
+        Problem("g", M=2, K=2**61, N=2)
