@@ -434,3 +434,59 @@ def test_huge_workload_dims_are_refused(tmp_path):
         load_network(path)
     with pytest.raises(ValueError, match=r"K=2,305,843,009,213,693,952 is above the limit of 2\*\*31"):
         Problem("g", M=2, K=2**61, N=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. unbounded work: mapper budgets, target candidate counts
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [10**9, 10**30])
+def test_mapper_budget_above_the_limit_is_refused_at_once(budget):
+    """10**9 ran for minutes; 10**30 asked for 7.44 TiB (it "fit" a 10**12-point space and enumerated it)."""
+    from tasder.hw import Problem, load_architecture, search
+    from tasder.hw.mapper import MAX_MAPPER_BUDGET
+    from tasder.search.cost import HardwareCost
+
+    arch = load_architecture("tc")
+    problem = Problem("g", M=64, K=64, N=64)
+    with pytest.raises(ValueError, match=rf"mapper budget {budget:,} is above the limit of 1,000,000 .*grows linearly"):
+        search(arch, problem, budget=budget)
+    with pytest.raises(ValueError, match="above the limit"):
+        HardwareCost("tc", {"g": problem}, budget=budget)  # before any mapping, not at the first evaluation
+    assert search(arch, problem, budget=50).candidates == 50 <= MAX_MAPPER_BUDGET
+
+
+def test_enumeration_runs_in_chunks_and_finds_what_one_chunk_finds():
+    """An exhaustive search streams its grid: any chunk size gives the same top mappings."""
+    from tasder.hw import Problem, load_architecture, search
+    from tasder.hw.mapper import MapperConstraints
+
+    arch = load_architecture("tc")
+    fixed = MapperConstraints(orders={lv.name: "MKN" for lv in arch.levels},
+                              spatial_dims={"L2": "M", "L1": "K", "RF": "N"})
+    problem = Problem("s", M=8, K=4, N=2)
+    whole = search(arch, problem, budget=100_000, constraints=fixed, chunk=1 << 20)
+    assert whole.exhaustive and whole.candidates == 2625  # the space, not the budget
+    pieces = search(arch, problem, budget=100_000, constraints=fixed, chunk=97)
+    assert pieces.candidates == whole.candidates and pieces.valid == whole.valid
+    assert pieces.top == whole.top
+
+
+@pytest.mark.parametrize(("patterns", "order", "match"), [
+    ('["2:{1..100000000}"]', 1, r"expand to 100,000,000 patterns .* above the limit of 1,024"),
+    ('["1:{2..200}"]', 4, r"199 patterns with max_order 4 make 68,685,049 candidate series, above the limit "
+                          r"of 100,000"),
+])
+def test_target_candidate_count_is_bounded_before_enumerating(tmp_path, patterns, order, match):
+    """The first ran out of memory, the second hung (despite --max-evals 3): now both fail at once."""
+    from tasder.search import candidate_series
+    from tasder.search.targets import Target
+
+    path = tmp_path / "target.yaml"
+    path.write_text(f"name: t\npatterns: {patterns}\nmax_order: {order}\n")
+    with pytest.raises(ValueError, match=match):
+        candidate_series(path)
+    many = Target("t", tuple(f"1:{h}" for h in range(2, 201)), max_order=4)  # built in Python: checked too
+    with pytest.raises(ValueError, match="68,685,049 candidate series"):
+        candidate_series(many)

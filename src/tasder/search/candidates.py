@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 
-from tasder.search.targets import Target, load_target
+from tasder.search.targets import Target, check_candidate_count, load_target
 from tasder.sparsity import Series, parse_series
 
 __all__ = ["DENSE", "candidate_series"]
@@ -20,18 +20,26 @@ DENSE = parse_series("dense")
 
 
 def candidate_series(target: Target | str) -> list[Series]:
-    """The target's candidate series, sorted by effective density (lowest first), then ``dense``."""
+    """The target's candidate series, sorted by effective density (lowest first), then ``dense``.
+
+    Raises ValueError when the target makes more than
+    :data:`~tasder.search.targets.MAX_CANDIDATE_SERIES` series (counted before any is built).
+    """
     t = load_target(target)
     patterns = sorted(t.parsed(), key=lambda p: (-p.density, str(p)))
-    best: dict[float, tuple[tuple[int, float], Series]] = {}
+    check_candidate_count(len(patterns), t.max_order, t.source)
+    # A series' effective density is the sum of its terms' densities: rank the combinations on
+    # that, and build a Series only for the winners (one per density). The terms are parsed
+    # patterns already, so no text is parsed again.
+    density_of = [p.density for p in patterns]  # computed once: a pattern's density is exact arithmetic
+    best: dict[float, tuple[tuple[int, float], tuple[int, ...]]] = {}
     for order in range(1, t.max_order + 1):
         # Terms in non-increasing density: the greedy series takes the densest term first.
-        for combo in itertools.combinations_with_replacement(patterns, order):
-            series = parse_series("+".join(str(p) for p in combo))
-            density = round(series.effective_density, 9)
+        for combo in itertools.combinations_with_replacement(range(len(patterns)), order):
+            density = round(sum(density_of[i] for i in combo), 9)
             if density >= 1.0:
                 continue
-            rank = (order, -combo[0].density)
+            rank = (order, -density_of[combo[0]])
             if density not in best or rank < best[density][0]:
-                best[density] = (rank, series)
-    return [best[d][1] for d in sorted(best)] + [DENSE]
+                best[density] = (rank, combo)
+    return [Series(tuple(patterns[i] for i in best[d][1])) for d in sorted(best)] + [DENSE]

@@ -107,7 +107,9 @@ class HardwareCost:
     def __init__(self, design: str | Architecture, problems: Mapping[str, Problem], mode: Literal["W", "A"] = "W",
                  *, metric: str = "edp", budget: int = 2000, seed: int = 0) -> None:
         from tasder.hw import Architecture, load_architecture
+        from tasder.hw.mapper import check_budget
 
+        check_budget(budget)  # now, not at the first evaluation after minutes of work
         if metric not in COST_METRICS:
             raise ValueError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
         if mode not in ("W", "A"):
@@ -146,6 +148,9 @@ class HardwareCost:
 
         from tasder._batch import call_with_batch
         from tasder.hw import from_conv2d, from_linear
+        from tasder.hw.mapper import check_budget
+
+        check_budget(budget)  # before tracing the model
 
         names = {m: n for n, m in model.named_modules()}
         found: dict[str, Problem] = {}

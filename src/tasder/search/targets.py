@@ -16,7 +16,9 @@ family); patterns of density 1 (no sparsity) are dropped.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,9 +27,43 @@ from tasder._yaml import load_yaml_text, read_yaml_text
 from tasder.sparsity import expand_ranges, parse_pattern
 from tasder.sparsity.patterns import Pattern, StructuredPattern
 
-__all__ = ["Target", "expand_pattern", "list_targets", "load_target"]
+__all__ = ["MAX_CANDIDATE_SERIES", "MAX_TARGET_PATTERNS", "Target", "candidate_count", "expand_pattern",
+           "list_targets", "load_target"]
 
 _KEYS = ("name", "description", "patterns", "max_order")
+#: The ``{a..b}`` ranges of a pattern (as :func:`tasder.sparsity.expand_ranges` reads them), counted
+#: here before anything is expanded.
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+#: Most concrete patterns a target may list (after its ranges are expanded). HighLight's whole HSS
+#: family is 21; a thousand is far beyond any hardware's native set, and each one is parsed.
+MAX_TARGET_PATTERNS = 1024
+#: Most series (combinations of at most ``max_order`` patterns) a target may make. Every one is
+#: ranked, and the distinct ones built, before the search starts (a few seconds at this limit on one
+#: core; the built-in targets make at most 21); the count grows as patterns^max_order
+#: (``1:{2..200}`` with ``max_order: 4`` makes 68 million).
+MAX_CANDIDATE_SERIES = 100_000
+
+
+def candidate_count(n_patterns: int, max_order: int) -> int:
+    """How many series of 1 to ``max_order`` terms (repetition allowed, order ignored) ``n_patterns``
+    patterns make: Σₖ C(n + k − 1, k)."""
+    return sum(math.comb(n_patterns + k - 1, k) for k in range(1, max_order + 1))
+
+
+def check_candidate_count(n_patterns: int, max_order: int, source: str) -> None:
+    """Raise ValueError when a target's patterns and ``max_order`` make more than
+    :data:`MAX_CANDIDATE_SERIES` series (counted, not enumerated)."""
+    count = candidate_count(n_patterns, max_order)
+    if count > MAX_CANDIDATE_SERIES:
+        raise ValueError(f"{source}: {n_patterns:,} patterns with max_order {max_order} make {count:,} candidate "
+                         f"series, above the limit of {MAX_CANDIDATE_SERIES:,} (each is ranked before the search "
+                         f"starts, and the search tries them per layer); list fewer patterns or lower max_order")
+
+
+def _expansion_size(text: str) -> int:
+    """How many concrete patterns ``text``'s ``{a..b}`` ranges expand to, without expanding them."""
+    return math.prod(max(0, int(b) - int(a) + 1) for a, b in _RANGE.findall(text))
 
 
 @dataclass(frozen=True)
@@ -80,6 +116,12 @@ def _parse(text: str, source: str) -> Target:
     order = data.get("max_order", 1)
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
         raise ValueError(f"{source}: `max_order` must be an integer in [1, 4]; got {order!r}")
+    sizes = [_expansion_size(entry) for entry in raw]
+    if sum(sizes) > MAX_TARGET_PATTERNS:
+        big = max(range(len(raw)), key=sizes.__getitem__)
+        raise ValueError(f"{source}: `patterns` expand to {sum(sizes):,} patterns ({raw[big]!r} alone to "
+                         f"{sizes[big]:,}), above the limit of {MAX_TARGET_PATTERNS:,}: hardware runs a handful "
+                         f"of patterns natively (HighLight's whole family is 21)")
     patterns: dict[str, None] = {}
     for entry in raw:
         for concrete in expand_pattern(entry):
@@ -93,6 +135,7 @@ def _parse(text: str, source: str) -> Target:
                 patterns.setdefault(str(p))
     if not patterns:
         raise ValueError(f"{source}: every pattern has density 1: the target has nothing to skip")
+    check_candidate_count(len(patterns), order, source)
     description = data.get("description", "")
     return Target(name=name.strip(), patterns=tuple(patterns), max_order=order,
                   description=str(description), source=source)
