@@ -490,3 +490,116 @@ def test_target_candidate_count_is_bounded_before_enumerating(tmp_path, patterns
     many = Target("t", tuple(f"1:{h}" for h in range(2, 201)), max_order=4)  # built in Python: checked too
     with pytest.raises(ValueError, match="68,685,049 candidate series"):
         candidate_series(many)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. smaller: staged output folders (demo), checkpoints on a full disk
+# ---------------------------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_staged_folder_moves_a_new_folder_into_place_in_one_step(tmp_path):
+    from tasder.io import staged_folder
+
+    target = tmp_path / "a" / "b" / "report"
+    with staged_folder(target) as stage:
+        assert stage.parent == target.parent and stage.name.startswith(".report.")
+        atomic_write_text(stage / "x.txt", "x")
+        (stage / "figures").mkdir()
+        atomic_write_text(stage / "figures" / "f.png", "f")
+    assert _tree(target) == {"x.txt": "x", "figures/f.png": "f"}
+    assert [p.name for p in target.parent.iterdir()] == ["report"]  # no hidden folder left
+
+
+def test_staged_folder_merges_into_an_existing_report_keeping_other_files(tmp_path):
+    from tasder.io import staged_folder
+
+    target = tmp_path / "report"
+    target.mkdir()
+    (target / "x.txt").write_text("old")
+    (target / "notes.md").write_text("mine")
+    with staged_folder(target) as stage:
+        atomic_write_text(stage / "x.txt", "new")
+    assert _tree(target) == {"notes.md": "mine", "x.txt": "new"}
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_staged_folder_failure_leaves_the_previous_output_untouched(tmp_path, failure):
+    from tasder.io import staged_folder
+
+    old = tmp_path / "report"
+    old.mkdir()
+    (old / "x.txt").write_text("old")
+    with pytest.raises(failure), staged_folder(old) as stage:
+        atomic_write_text(stage / "x.txt", "half")
+        raise failure()
+    assert _tree(old) == {"x.txt": "old"} and [p.name for p in tmp_path.iterdir()] == ["report"]
+    with pytest.raises(failure), staged_folder(tmp_path / "new" / "deeper" / "report") as stage:
+        atomic_write_text(stage / "x.txt", "half")
+        raise failure()
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # the parents it made are gone again
+
+
+def test_staged_folder_on_a_full_disk_names_the_users_path(tmp_path):
+    from tasder.io import staged_folder
+
+    with _tiny_tmpfs(tmp_path / "mnt") as mnt:
+        (mnt / "report").mkdir()
+        (mnt / "report" / "x.txt").write_text("old")
+        _fill(mnt)
+        with pytest.raises(OSError) as info, staged_folder(mnt / "report") as stage:
+            atomic_write_bytes(stage / "x.txt", b"x" * 100_000)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(mnt / "report" / "x.txt")
+        assert _tree(mnt / "report") == {"x.txt": "old"}
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler", "report"]
+
+
+def test_demo_writes_through_a_staged_folder(tmp_path, monkeypatch):
+    """run_demo's report appears whole or not at all (a Ctrl-C mid-run used to leave half a folder)."""
+    import tasder.demo as demo
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.html").write_text("previous run")
+
+    def interrupted(model, folder, *args):
+        atomic_write_text(folder / "digits-cnn.tasd.yaml", "version: 1\nlayers: {}\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_run_flow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(out_dir=out)
+    assert _tree(out) == {"report.html": "previous run"} and [p.name for p in tmp_path.iterdir()] == ["report"]
+
+    def finished(model, folder, *args):
+        return {"models": []}, {"html": atomic_write_text(folder / "report.html", "new"), "figures": []}
+
+    monkeypatch.setattr(demo, "_run_flow", finished)
+    doc = demo.run_demo(out_dir=out)
+    assert doc["paths"] == {"html": str(out / "report.html"), "figures": []}
+    assert _tree(out) == {"report.html": "new"}
+
+
+def test_output_folder_that_is_a_file_is_refused(tmp_path):
+    from tasder.io import staged_folder
+
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(NotADirectoryError), staged_folder(tmp_path / "taken"):
+        pass
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_checkpoint_on_a_full_disk_is_enospc_naming_the_file(tmp_path):
+    """train -o on a full disk said `RuntimeError: [enforce fail at inline_container.cc...]` (exit 1)."""
+    from tasder.train.loop import save_checkpoint
+
+    with _tiny_tmpfs(tmp_path / "mnt") as mnt:
+        _fill(mnt)
+        with pytest.raises(OSError) as info:
+            save_checkpoint(mnt / "ckpt.pt", {"w": torch.zeros(100_000)})
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(mnt / "ckpt.pt")
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]

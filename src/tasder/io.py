@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -42,6 +43,7 @@ __all__ = [
     "atomic_write_text",
     "check_writable",
     "load_tensors",
+    "staged_folder",
 ]
 
 #: File extensions :func:`load_tensors` reads.
@@ -430,3 +432,89 @@ def check_writable(path: str | os.PathLike[str]) -> None:
             pass  # the atomic writers create a temp file in the same folder: that is what must work
     except OSError as exc:
         raise _retarget(exc, p) from None
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Fill a folder out of sight, then put it in place: ``with staged_folder("report") as tmp: ...``.
+
+    The block writes into a fresh hidden folder next to ``path``. When it ends normally, that folder
+    becomes ``path`` in one rename if ``path`` does not exist or is empty; otherwise each file it
+    holds replaces its namesake in ``path`` (each file atomically), and files of ``path`` the block
+    did not write stay. When the block fails (an error, a full disk, Ctrl-C), the hidden folder is
+    removed, folders created for ``path``'s parents are removed again, and ``path`` is left exactly
+    as it was. An OSError about a file in the hidden folder names the file under ``path`` instead.
+
+    A symbolic link to a folder stays a link; the folder it points to receives the files.
+    """
+    p = Path(path)
+    target = _follow_links(p)
+    if isinstance(target, int) or (target.exists() and not target.is_dir()):
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory (the output folder)", str(p))
+    if target.exists() and not os.access(target, os.W_OK):  # found now, not when the work is done
+        raise PermissionError(errno.EACCES, "Permission denied (the output folder)", str(p))
+    created: list[Path] = []
+    parent = target.parent if str(target.parent) else Path(".")
+    for folder in reversed([parent, *parent.parents]):
+        if not folder.exists():
+            try:
+                folder.mkdir()
+            except OSError as exc:
+                _remove_empty(created)
+                raise _retarget(exc, p) from None
+            created.append(folder)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        _remove_empty(created)
+        raise _retarget(exc, p) from None
+    try:
+        # mkdtemp makes it 0700; it may become the folder: give it the folder's mode (or mkdir's)
+        if target.exists():
+            os.chmod(stage, target.stat().st_mode & 0o7777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(stage, 0o777 & ~umask)
+        yield stage
+        _move_into_place(stage, target)
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        _remove_empty(created)
+        inside = _inside(exc, stage)
+        if inside is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(p / inside)) from None  # type: ignore[union-attr]
+        raise
+
+
+def _inside(exc: BaseException, folder: Path) -> Path | None:
+    """The path, relative to ``folder``, of the file an OSError names, if it is inside ``folder``."""
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return None
+    try:
+        return Path(os.fsdecode(exc.filename)).relative_to(folder)
+    except ValueError:
+        return None
+
+
+def _move_into_place(stage: Path, target: Path) -> None:
+    try:
+        os.rename(stage, target)  # a missing or empty target: one atomic step
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    for src in sorted(stage.rglob("*")):  # parents sort before their files
+        dst = target / src.relative_to(stage)
+        if src.is_dir():
+            dst.mkdir(exist_ok=True)
+        else:
+            os.replace(src, dst)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders we created (innermost first) if nothing else was put in them."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -215,8 +215,8 @@ def _objective(costs: Costs, objective: str) -> np.ndarray:
 
 
 #: Most mappings the mapper evaluates per layer. Why a limit: the work grows linearly with the
-#: budget (about 10⁵ mappings per second per layer shape on one core), so a typo'd budget of 10⁹
-#: would run for hours; a million is 200× the CLI's default and about 10-20 s per layer shape.
+#: budget (30,000-80,000 mappings per second per layer shape on one core), so a typo'd budget of
+#: 10⁹ would run for hours; a million is 200× the CLI's default and 10-40 s per layer shape.
 MAX_MAPPER_BUDGET = 1_000_000
 
 
@@ -226,7 +226,7 @@ def check_budget(budget: object) -> int:
         raise ValueError(f"mapper budget must be a positive integer; got {budget!r}")
     if budget > MAX_MAPPER_BUDGET:
         raise ValueError(f"mapper budget {int(budget):,} is above the limit of {MAX_MAPPER_BUDGET:,} mappings per "
-                         f"layer (about 10-20 s per layer shape at that size; the work grows linearly with the budget, "
+                         f"layer (10-40 s per layer shape at that size; the work grows linearly with the budget, "
                          f"and a mapping space smaller than the budget is enumerated whole anyway)")
     return int(budget)
 
