@@ -91,12 +91,16 @@ def _hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+class _NoHashError(ValueError):
+    """A cache entry without its ``.sha256`` file: written by an older tasder, or interrupted."""
+
+
 def _read_verified(path: Path) -> bytes:
     """The bytes of cache entry ``path``, read once and checked against its ``.sha256`` file."""
     try:
         line = _hash_path(path).read_text(encoding="ascii")
     except FileNotFoundError:
-        raise ValueError("no content hash (written by an older tasder, or interrupted)") from None
+        raise _NoHashError("it has no content hash (written by an older tasder, or interrupted)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"unreadable content hash ({exc})") from None
     expected = line.split(maxsplit=1)[0] if line.strip() else ""
@@ -128,11 +132,10 @@ def cached(
         try:
             return load(io.BytesIO(_read_verified(path)))
         except Exception as exc:
-            warnings.warn(
-                f"tasder cache file {path} is damaged ({' '.join(str(exc).split())[:160]}); rebuilding it",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            # Unverifiable is not damaged, but it is not trusted either: rebuilt all the same.
+            state = "cannot be verified" if isinstance(exc, _NoHashError) else "is damaged"
+            warnings.warn(f"tasder cache file {path} {state} ({' '.join(str(exc).split())[:160]}); rebuilding it",
+                          RuntimeWarning, stacklevel=2)
     value = build()
     buffer = io.BytesIO()
     save(value, buffer)
