@@ -245,6 +245,15 @@ def test_cache_entries_carry_a_sha256sum_file(digits_cache):
     assert line == f"{sha256_hex(path.read_bytes())}  {path.name}\n" == f"{sha256_hex(path)}  {path.name}\n"
 
 
+def test_verify_sha256_names_the_file():
+    from tasder.zoo.cache import sha256_hex, verify_sha256
+
+    digest = sha256_hex(b"weights")
+    verify_sha256(b"weights", digest.upper() + "\n", "w.pt")
+    with pytest.raises(ValueError, match=r"^w\.pt: content hash mismatch: sha256 [0-9a-f]{12}…, expected"):
+        verify_sha256(b"weightz", digest, "w.pt")
+
+
 def test_bit_flipped_tensor_data_is_detected_and_rebuilt(digits_cache):
     """400 flipped bytes inside the tensor data (zip structure intact) loaded silently before."""
     import zipfile
