@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -612,3 +614,93 @@ def test_checkpoint_on_a_full_disk_is_enospc_naming_the_file(tmp_path):
             save_checkpoint(mnt / "ckpt.pt", {"w": torch.zeros(100_000)})
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(mnt / "ckpt.pt")
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line: one line, exit 2 for bad input, nothing clobbered
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli(capsys, *args: object) -> tuple[int, str, str]:
+    from tasder.cli.app import run
+
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, out: str, err: str, *fragments: str, expected: int = 2) -> None:
+    assert code == expected, err
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and ".tmp" not in err  # never the hidden temp file
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    path = tmp_path / "w.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32))
+    return path
+
+
+def test_cli_output_to_dev_full_says_no_space_and_keeps_the_node(capsys, weights):
+    before = os.lstat("/dev/full")
+    _one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", "/dev/full"),
+                    "no space left on device, /dev/full")
+    assert _same_node(Path("/dev/full"), before)
+    before = os.lstat("/dev/null")
+    assert _cli(capsys, "decompose", weights, "-s", "2:4", "--json", "-o", "/dev/null")[0] == 0
+    assert _same_node(Path("/dev/null"), before)
+
+
+def test_cli_output_through_a_symlink_keeps_the_link(capsys, weights, tmp_path):
+    (tmp_path / "link.json").symlink_to("real.json")
+    assert _cli(capsys, "decompose", weights, "-s", "2:4", "--json", "-o", tmp_path / "link.json")[0] == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "real.json").read_text())[0]["series"] == "2:4"
+
+
+def test_cli_full_disk_is_exit_2_naming_the_file(capsys, weights, tmp_path):
+    with _tiny_tmpfs(tmp_path / "mnt") as mnt:
+        _fill(mnt)
+        _one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", mnt / "report.txt"),
+                        f"no space left on device, {mnt / 'report.txt'}")
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+
+
+@pytest.mark.slow  # trains an epoch (~15 s on 2 cores); save_checkpoint's ENOSPC is tested fast above
+def test_cli_train_on_a_full_disk_is_exit_2_naming_the_checkpoint(capsys, tmp_path):
+    """torch's own writer reported the ENOSPC as `RuntimeError: [enforce fail ...]` (exit 1) before."""
+    with _tiny_tmpfs(tmp_path / "mnt") as mnt:
+        _fill(mnt)
+        _one_line_error(*_cli(capsys, "train", "digits-cnn", "--epochs", "1", "-o", mnt / "ckpt.pt"),
+                        f"no space left on device, {mnt / 'ckpt.pt'}")
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+
+
+def test_cli_closed_stdout_is_one_line_exit_2(capsys, weights, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when started with `>&-`
+    code, _, err = _cli(capsys, "decompose", weights, "-s", "2:4", "--json")
+    assert code == 2 and err == "error: standard output is closed; write the report to a file with -o FILE\n"
+
+
+def test_cli_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tmp_path):
+    import tasder.demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasder.demo, "run_demo", interrupted)
+    _one_line_error(*_cli(capsys, "demo", "--quick", "-o", tmp_path / "r"), "interrupted", expected=130)
+
+
+def test_cli_yaml_bomb_and_huge_budget_fail_at_once(capsys, tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("version: 0.1\n" + _laughs("architecture"))
+    workload = tmp_path / "w.yaml"
+    workload.write_text("version: 0.1\nworkload:\n  layers:\n    - {name: fc, M: 64, K: 64, N: 64}\n")
+    _one_line_error(*_cli(capsys, "hw", "eval", "--arch", bomb, "--workload", workload),
+                    f"{bomb}:4: YAML aliases (*l0) are not accepted")
+    _one_line_error(*_cli(capsys, "hw", "compare", "--designs", "tc", "--workload", "gemm:64x64x64",
+                          "--mapper-budget", 10**9), "above the limit of 1,000,000")

@@ -26,6 +26,7 @@ The conventions every command follows (the helpers below implement them; command
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import json
@@ -283,6 +284,8 @@ def _json_safe(value: object) -> object:
 
 def _emit(render: Callable[[Console], None] | None, json_doc: object | None, output: Path | None) -> None:
     """Print the report (tables via ``render(console)``, or ``json_doc``) or write it to ``output``."""
+    if output is None and sys.stdout is None:  # started with stdout closed (`>&-`): say so, exit 2
+        raise ValueError("standard output is closed; write the report to a file with -o FILE")
     if json_doc is not None:
         text = json.dumps(_json_safe(json_doc), indent=2) + "\n"
         if output is None:
@@ -608,6 +611,8 @@ def sweep_cmd(
 
 
 def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename:
+        return f"no space left on device, {exc.filename}"
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__
@@ -620,9 +625,21 @@ for _module in _COMMAND_MODULES:
     importlib.import_module(f"tasder.cli.{_module}")
 
 
+def _reserve_std_fds() -> None:
+    """Open /dev/null on fds 0-2 that were closed at start (``>&-``): otherwise the next file we open
+    (a temp file of an atomic write) gets fd 1, and anything a library prints lands in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if (new := os.open(os.devnull, os.O_RDWR)) != fd:  # pragma: no cover - cannot happen
+                os.close(new)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code:
     0 success, 2 bad usage or input, 1 any other failure, 130 interrupted."""
+    _reserve_std_fds()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=None if argv is None else list(argv), prog_name="tasder",
@@ -661,6 +678,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         _error(f"{type(exc).__name__}: {_message(exc)} (set {DEBUG_ENV}=1 for the traceback)")
         return 1
+    if rv == 130:  # typer turned a KeyboardInterrupt into exit code 130 without a word
+        _error("interrupted")
     return rv if isinstance(rv, int) else 0
 
 
