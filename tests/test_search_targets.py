@@ -53,7 +53,7 @@ def test_user_target_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("patterns: [2:8", "malformed YAML"),
+    ("patterns: [2:8", r"bad\.yaml:1: invalid YAML"),
     ("- 1:8\n", "YAML mapping"),
     ('name: x\npatterns: ["1:8"]\ncolour: red\n', "unknown key 'colour'"),
     ('patterns: ["1:8"]\n', "`name`"),

@@ -46,6 +46,13 @@ TINY = DigitsRecipe(seed=0, epochs=1, lr=3e-3, batch_size=64)
 TINY_PRUNING = PruningRecipe(seed=1, prune_epochs=1, finetune_epochs=1, update_every=4)
 
 
+def _entries() -> list[Path]:
+    """The cache's entries (sorted), each checked to have its content-hash file next to it."""
+    files = sorted(p for p in cache.cache_dir().iterdir() if not p.name.endswith(".sha256"))
+    assert all(p.with_name(p.name + ".sha256").is_file() for p in files)
+    return files
+
+
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("TASDER_CACHE_DIR", str(tmp_path / "cache"))
@@ -84,13 +91,13 @@ def test_cached_builds_once_per_recipe_and_leaves_no_temp_files():
     assert len(calls) == 1 and torch.equal(first["w"], again["w"])
     cache.cached_state_dict("thing", {"epochs": 2}, build)  # another recipe: another entry
     assert len(calls) == 2
-    files = sorted(p.name for p in cache.cache_dir().iterdir())
+    files = [p.name for p in _entries()]
     assert len(files) == 2 and all(f.startswith("thing-") and f.endswith(".pt") for f in files)
 
 
 def test_damaged_cache_file_is_rebuilt_with_a_warning():
     cache.cached_json("doc", {"v": 1}, lambda: {"a": 1})
-    (path,) = cache.cache_dir().iterdir()
+    (path,) = _entries()
     path.write_text("{not json")
     with pytest.warns(RuntimeWarning, match="damaged"):
         assert cache.cached_json("doc", {"v": 1}, lambda: {"a": 2}) == {"a": 2}
@@ -177,7 +184,7 @@ def test_gradual_pruning_is_exact_and_pruned_weights_stay_zero(digits, monkeypat
 
 def test_load_digits_cnn_trains_once_then_reads_the_cache(monkeypatch):
     first = load_digits_cnn(recipe=TINY, progress=False)
-    files = list(cache.cache_dir().iterdir())
+    files = _entries()
     assert len(files) == 1 and files[0].name.startswith("digits-cnn-")
 
     def fail(*args, **kwargs):
@@ -192,7 +199,7 @@ def test_load_digits_cnn_trains_once_then_reads_the_cache(monkeypatch):
 def test_changed_recipe_retrains_and_damaged_cache_retrains_with_warning():
     load_digits_cnn(recipe=TINY, progress=False)
     load_digits_cnn(recipe=dataclasses.replace(TINY, seed=1), progress=False)
-    files = sorted(cache.cache_dir().iterdir())
+    files = _entries()
     assert len(files) == 2
     files[0].write_bytes(b"garbage")
     files[1].write_bytes(b"")
@@ -203,15 +210,17 @@ def test_changed_recipe_retrains_and_damaged_cache_retrains_with_warning():
 
 def test_cache_with_wrong_keys_counts_as_damaged():
     load_digits_cnn(recipe=TINY, progress=False)
-    (path,) = cache.cache_dir().iterdir()
+    (path,) = _entries()
     torch.save({"other.weight": torch.zeros(2)}, path)
+    # With a matching hash: the keys themselves must be checked, not only the bytes.
+    path.with_name(path.name + ".sha256").write_text(f"{cache.sha256_hex(path)}  {path.name}\n")
     with pytest.warns(RuntimeWarning, match="damaged"):
         load_digits_cnn(recipe=TINY, progress=False)
 
 
 def test_sparse_variant_is_cached_separately_and_exactly_sparse():
     model = load_digits_cnn(0.9, recipe=TINY, pruning=TINY_PRUNING, progress=False)
-    names = sorted(p.name.rsplit("-", 1)[0] for p in cache.cache_dir().iterdir())
+    names = sorted(p.name.rsplit("-", 1)[0] for p in _entries())
     assert names == ["digits-cnn", "digits-cnn-sparse-90"]
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
@@ -257,7 +266,7 @@ def test_docstring_pairs_are_deterministic_unique_and_real():
 def test_docstring_pool_is_cached_shuffled_and_has_thousands_of_pairs():
     pairs, meta = load_docstring_pairs()
     assert meta["pool_size"] == len(pairs) >= 1500
-    assert next(p.name for p in cache.cache_dir().iterdir()).startswith("stdlib-docstrings-")
+    assert next(p.name for p in _entries()).startswith("stdlib-docstrings-")
     again, _ = load_docstring_pairs()
     assert pairs == again
     modules = [p.source.split(".")[0] for p in pairs[:50]]

@@ -292,17 +292,27 @@ def run_demo(model: str = "digits", *, out_dir: str | os.PathLike[str] = "tasder
     Returns the report document (also written as ``results.json``) with the written paths under
     ``"paths"``. ``quick`` caps the search at a few evaluations and shrinks the mapper budget.
     """
-    from tasder import __version__
-    from tasder.report import write_report
+    from tasder.io import staged_folder
 
     if model not in DEMO_FLOWS:
         raise ValueError(f"--model {model!r}: expected one of {', '.join(DEMO_FLOWS)}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(20, "Not a directory (the report folder)", str(out))
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(13, "Permission denied (the report folder)", str(out))
+    # Everything goes to a hidden folder next to `out` and moves into place at the end: a run that
+    # fails, fills the disk or is interrupted leaves `out` (and any earlier report in it) as it was.
+    with staged_folder(out) as stage:
+        doc, written = _run_flow(model, stage, quick, seed, progress, log)
+    doc["paths"] = {k: (str(out / Path(v).relative_to(stage)) if not isinstance(v, list)
+                        else [str(out / Path(x).relative_to(stage)) for x in v])
+                    for k, v in written.items()}
+    return doc
+
+
+def _run_flow(model: str, out: Path, quick: bool, seed: int, progress: bool,
+              log: Callable[[str], None] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo's work, writing into ``out``; returns the document and :func:`write_report`'s paths."""
+    from tasder import __version__
+    from tasder.report import write_report
+
     say = log or (lambda _msg: None)
     settings = _settings(quick, seed)
     t0 = time.perf_counter()
@@ -337,9 +347,9 @@ def run_demo(model: str = "digits", *, out_dir: str | os.PathLike[str] = "tasder
     }
     doc["seconds"] = time.perf_counter() - t0
     say("writing the report")
-    doc["paths"] = {k: (str(v) if not isinstance(v, list) else [str(x) for x in v])
-                    for k, v in write_report(doc, out).items()}
-    return doc
+    return doc, write_report(doc, out)
+
+
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m tasder.demo` is a convenience

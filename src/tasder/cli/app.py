@@ -77,9 +77,21 @@ for _module in COMMAND_MODULES:
     _module.register(app)
 
 
+def _reserve_std_fds() -> None:
+    """Open /dev/null on fds 0-2 that were closed at start (``>&-``): otherwise the next file we open
+    (a temp file of an atomic write) gets fd 1, and anything a library prints lands in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if (new := os.open(os.devnull, os.O_RDWR)) != fd:  # pragma: no cover - cannot happen
+                os.close(new)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code:
     0 success, 2 bad usage or input, 1 any other failure, 130 interrupted."""
+    _reserve_std_fds()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=None if argv is None else list(argv), prog_name="tasder",
@@ -118,6 +130,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         error(f"{type(exc).__name__}: {error_message(exc)} (set {DEBUG_ENV}=1 for the traceback)")
         return 1
+    if rv == 130:  # typer turned a KeyboardInterrupt into exit code 130 without a word
+        error("interrupted")
     return rv if isinstance(rv, int) else 0
 
 

@@ -24,6 +24,7 @@ The conventions (tested in ``tests/test_cli_consistency.py``):
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import math
@@ -271,6 +272,8 @@ def emit(render: Callable[[Console], None] | None, json_doc: object | None, outp
     ``output`` (atomically; then a status line names the file)."""
     from tasder.io import atomic_write_text
 
+    if output is None and sys.stdout is None:  # started with stdout closed (`>&-`): say so, exit 2
+        raise ValueError("standard output is closed; write the report to a file with -o FILE")
     if json_doc is not None:
         text = json.dumps(_json_safe(json_doc), indent=2) + "\n"
         if output is None:
@@ -317,6 +320,8 @@ def load_zoo_model(name: str) -> Any:
 
 def error_message(exc: BaseException) -> str:
     """The one line an exception becomes on stderr (``strerror: filename`` for an OSError)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename:
+        return f"no space left on device, {exc.filename}"
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__

@@ -14,12 +14,20 @@ from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
 from tasder.hw.sparse import SparseSpec, parse_sparse_spec
-from tasder.hw.spec import SpecError, check_keys, get_float, get_int, get_str, load_section
+from tasder.hw.spec import SpecError, SpecMap, check_keys, get_float, get_int, get_str, load_section
 from tasder.hw.workload import TENSORS
 
 __all__ = ["Architecture", "ComputeLevel", "StorageLevel", "list_designs", "load_architecture"]
 
 STORAGE_CLASSES = ("DRAM", "SRAM", "regfile")
+#: Most instances of a level or MACs in the array: 2**32 is thousands of times any real chip's
+#: count, and keeps fan-out products inside the mapper's 64-bit integers.
+MAX_INSTANCES = 2**32
+_WHY_INSTANCES = "thousands of times any real chip's count; larger ones overflow the mapper's 64-bit integers"
+#: Widest word: 1024 bits is beyond any datatype (fp64 is 64); the energy table scales with it.
+MAX_WORD_BITS = 1024
+#: Fastest clock: 10 THz, far above any clocked digital design (cycles → seconds → EDP).
+MAX_CLOCK_HZ = 1e13
 _STORAGE_KEYS = ("name", "class", "instances", "attributes", "constraints")
 _STORAGE_ATTRS = ("capacity", "read_bandwidth", "write_bandwidth", "block_size", "word_bits",
                   "read_energy", "write_energy", "update_energy", "leakage_power")
@@ -119,7 +127,7 @@ def _storage(node: dict, i: int, default_bits: int, node_nm: float, table: Energ
     if not isinstance(attrs, dict):
         raise SpecError(f"{node.where('attributes')}: {name}.attributes must be a mapping")
     check_keys(attrs, _STORAGE_ATTRS, required=("read_bandwidth",))
-    bits = get_int(attrs, "word_bits", default_bits)
+    bits = get_int(attrs, "word_bits", default_bits, maximum=MAX_WORD_BITS, why="wider than any datatype")
     block = get_int(attrs, "block_size", 1)
     capacity = get_int(attrs, "capacity")
     if cls == "DRAM":
@@ -146,7 +154,8 @@ def _storage(node: dict, i: int, default_bits: int, node_nm: float, table: Energ
             keep = set(value) if key == "keep" else keep - set(value)
     read_bw = get_float(attrs, "read_bandwidth")
     return StorageLevel(
-        name=name, cls=cls, instances=get_int(node, "instances", 1), capacity=capacity,
+        name=name, cls=cls, instances=get_int(node, "instances", 1, maximum=MAX_INSTANCES, why=_WHY_INSTANCES),
+        capacity=capacity,
         read_bandwidth=read_bw, write_bandwidth=get_float(attrs, "write_bandwidth", read_bw),
         block_size=block, word_bits=bits, read_energy=read_e, write_energy=write_e,
         update_energy=get_float(attrs, "update_energy", write_e, allow_zero=True),
@@ -172,11 +181,12 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                required=("storage", "compute"))
     table = energy_table or default_energy_table()
     node_nm = get_float(arch, "technology_nm", table.technology_nm)
-    bits = get_int(arch, "word_bits", 16)
+    bits = get_int(arch, "word_bits", 16, maximum=MAX_WORD_BITS, why="wider than any datatype")
     storage = arch["storage"]
     if not isinstance(storage, list) or not storage:
         raise SpecError(f"{arch.where('storage')}: architecture.storage must be a non-empty list, outermost first")
     levels = tuple(_storage(node, i, bits, node_nm, table, arch.where("storage")) for i, node in enumerate(storage))
+    _check_unique_names(storage, arch.get("compute"))
     comp = arch["compute"]
     if not isinstance(comp, dict):
         raise SpecError(f"{arch.where('compute')}: architecture.compute must be a mapping")
@@ -187,7 +197,8 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
     check_keys(cattrs, _COMPUTE_ATTRS)
     dtype = get_str(cattrs, "datatype", "fp16", choices=DATATYPES)
     acc = get_str(cattrs, "accumulator", "fp32", choices=DATATYPES)
-    compute = ComputeLevel(name=get_str(comp, "name"), instances=get_int(comp, "instances"),
+    compute = ComputeLevel(name=get_str(comp, "name"), instances=get_int(comp, "instances", maximum=MAX_INSTANCES,
+                                                                                why=_WHY_INSTANCES),
                            energy_per_mac=get_float(cattrs, "energy_per_mac", table.mac(dtype, acc, node_nm),
                                                     allow_zero=True),
                            datatype=dtype, accumulator=acc)
@@ -217,12 +228,26 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                     raise SpecError(f"{node.where(lvl)}: mapper_constraints.{key}.{lvl}={value!r} must be "
                                     + ("a permutation of MKN" if key == "orders" else "made of M, K, N"))
                 out[lvl] = value
+    clock_hz = get_float(arch, "clock_hz", 1e9, maximum=MAX_CLOCK_HZ, why="10 THz: beyond any clocked design")
+    name = get_str(arch, "name", path.stem)
     try:
-        return Architecture(name=get_str(arch, "name", path.stem), levels=levels, compute=compute,
-                            clock_hz=get_float(arch, "clock_hz", 1e9), technology_nm=node_nm, sparse=sparse,
-                            mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
+        return Architecture(name=name, levels=levels, compute=compute, clock_hz=clock_hz, technology_nm=node_nm,
+                            sparse=sparse, mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
     except ValueError as exc:
         raise SpecError(f"{arch.where()}: {exc}") from None
+
+
+def _check_unique_names(storage: list, compute: object) -> None:
+    """Level names are how mappings, constraints and reports refer to levels: a second level of
+    the same name is an error at its own line (not at the architecture's)."""
+    seen: dict[str, str] = {}
+    for node in [*storage, compute]:
+        if isinstance(node, SpecMap) and isinstance(node.get("name"), str):
+            name = node["name"]
+            if name in seen:
+                raise SpecError(f"{node.where('name')}: a second level named {name!r} (the first is at {seen[name]}); "
+                                f"level names must be unique")
+            seen[name] = node.where("name")
 
 
 def _designs_dir() -> Path:

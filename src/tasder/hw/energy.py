@@ -93,8 +93,9 @@ def _parse(path: Path | str) -> EnergyTable:
             s, e = float(size), float(energy)
         except (TypeError, ValueError):
             raise SpecError(f"{sram.where(size)}: sram_64bit_read entries must be <bytes>: <pJ>") from None
-        if s <= 0 or e <= 0:
-            raise SpecError(f"{sram.where(size)}: sram_64bit_read sizes and energies must be > 0")
+        if not (math.isfinite(s) and math.isfinite(e)) or s <= 0 or e <= 0:  # NaN compares False: test it
+            raise SpecError(f"{sram.where(size)}: sram_64bit_read sizes and energies must be finite numbers > 0; "
+                            f"got {size!r}: {energy!r}")
         points.append((s, e))
     return EnergyTable(
         technology_nm=get_float(doc, "technology_nm"),

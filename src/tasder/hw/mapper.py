@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,9 @@ from tasder.hw.model import Evaluation, evaluate_batch
 from tasder.hw.sparse import compressed_need
 from tasder.hw.workload import DIMS, TENSOR_DIMS, Network, Problem
 
-__all__ = ["OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult", "NoValidMappingError",
-           "map_layer", "map_network", "mapping_key", "sample_mappings", "validity"]
+__all__ = ["MAX_MAPPER_BUDGET", "OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult",
+           "NoValidMappingError", "check_budget", "map_layer", "map_network", "mapping_key", "sample_mappings",
+           "validity"]
 
 OBJECTIVES: tuple[str, ...] = ("edp", "energy", "cycles")
 #: Named dataflows → the dim that must be innermost at every level.
@@ -239,50 +240,76 @@ def _objective(costs: Costs, objective: str) -> np.ndarray:
     return {"edp": costs.edp, "energy": costs.total_energy, "cycles": costs.cycles}[objective]
 
 
+#: Most mappings the mapper evaluates per layer. Why a limit: the work grows linearly with the
+#: budget (30,000-80,000 mappings per second per layer shape on one core), so a typo'd budget of
+#: 10⁹ would run for hours; a million is 200× the CLI's default and 10-40 s per layer shape.
+MAX_MAPPER_BUDGET = 1_000_000
+
+
+def check_budget(budget: object) -> int:
+    """``budget`` as a mapper budget: an int in [1, :data:`MAX_MAPPER_BUDGET`], else ValueError saying why."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise InvalidParameterError(f"mapper budget must be a positive integer; got {budget!r}")
+    if budget > MAX_MAPPER_BUDGET:
+        raise InvalidParameterError(
+            f"mapper budget {int(budget):,} is above the limit of {MAX_MAPPER_BUDGET:,} mappings per layer (10-40 s "
+            f"per layer shape at that size; the work grows linearly with the budget, and a mapping space smaller "
+            f"than the budget is enumerated whole anyway)")
+    return int(budget)
+
+
 def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, objective: str = "edp", seed: int = 0,
               top_k: int = 5, constraints: MapperConstraints | None = None, chunk: int = 8192) -> MapperResult:
     """The best mapping of ``problem`` on ``arch`` for ``objective`` (and the top ``top_k``);
     deterministic for a ``seed``.
 
     If the whole constrained mapspace has at most ``budget`` points it is enumerated (so the
-    result is optimal); otherwise ``budget`` candidates are sampled. Ties keep the earlier
-    candidate.
+    result is optimal); otherwise ``budget`` candidates are sampled. Either way candidates are
+    made and evaluated ``chunk`` at a time, keeping only the best few of each chunk, so memory
+    does not grow with the budget. Ties keep the earlier candidate.
 
     Raises:
         NoValidMappingError: no candidate is valid; names the constraint that rejected most of them.
-        ValueError: bad ``objective``, ``budget`` or constraints.
+        ValueError: bad ``objective``, ``budget`` (above :data:`MAX_MAPPER_BUDGET`: the message says
+            why) or constraints.
     """
     if objective not in OBJECTIVES:
         raise InvalidParameterError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InvalidParameterError(f"budget must be a positive integer; got {budget!r}")
+    budget = check_budget(budget)
     constraints = _design_constraints(arch, constraints)  # the design's own dataflow, under the user's
     order_choices = constraints.allowed_orders(arch)
     spatial_dims = constraints.spatial_slots(arch)
     nl = len(arch.levels)
     slots = [_slots(arch, d, spatial_dims) for d in DIMS]
+    # The size of the space is counted, never enumerated, before choosing: a 64³ GEMM on a 4-level
+    # design already has ~10¹² mappings, whose enumeration would need terabytes.
     space = math.prod(_n_compositions(n, len(s)) for n, s in zip(problem.sizes, slots, strict=True))
     space *= math.prod(len(c) for c in order_choices)
     exhaustive = space <= budget
-    rng = np.random.default_rng(seed)
-    batches: list[MappingBatch] = []
-    if exhaustive:
-        comps = [_compositions(n, s, 2 * nl) for n, s in zip(problem.sizes, slots, strict=True)]
-        order_idx = np.array(list(itertools.product(*[range(len(c)) for c in order_choices])), dtype=np.int64)
-        grids = np.meshgrid(*[np.arange(len(c)) for c in comps], np.arange(len(order_idx)), indexing="ij")
-        flat = [g.ravel() for g in grids]
-        batches.append(_assemble([c[f] for c, f in zip(comps, flat[:3], strict=True)],
-                                 _order_array(order_choices, order_idx[flat[3]]), nl))
-    else:
-        left = budget
-        while left > 0:
-            b = min(chunk, left)
-            left -= b
-            batches.append(_sample(arch, problem, slots, order_choices, b, rng))
-    candidates = sum(len(b) for b in batches)
-    scores, kept = [], []
+
+    def batches() -> Iterator[MappingBatch]:
+        if exhaustive:
+            comps = [_compositions(n, s, 2 * nl) for n, s in zip(problem.sizes, slots, strict=True)]
+            order_idx = np.array(list(itertools.product(*[range(len(c)) for c in order_choices])), dtype=np.int64)
+            shape = (*(len(c) for c in comps), len(order_idx))
+            total = math.prod(shape)
+            for start in range(0, total, chunk):  # C order: the order of the whole grid, chunk by chunk
+                idx = np.unravel_index(np.arange(start, min(start + chunk, total)), shape)
+                yield _assemble([c[i] for c, i in zip(comps, idx[:3], strict=True)],
+                                _order_array(order_choices, order_idx[idx[3]]), nl)
+        else:
+            rng = np.random.default_rng(seed)
+            left = budget
+            while left > 0:
+                b = min(chunk, left)
+                left -= b
+                yield _sample(arch, problem, slots, order_choices, b, rng)
+
+    candidates = valid = 0
+    best: list[tuple[bool, float, int, Mapping]] = []  # (score is NaN, score, index among valid ones, mapping)
     fail_counts: Counter[str] = Counter()
-    for batch in batches:
+    for batch in batches():
+        candidates += len(batch)
         ok, fails = validity(arch, problem, batch)
         for name, mask in fails.items():
             fail_counts[name] += int(mask.sum())
@@ -290,9 +317,21 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
             continue
         good = batch.take(np.flatnonzero(ok))
         _, costs = evaluate_batch(arch, problem, good)
-        scores.append(_objective(costs, objective))
-        kept.append(good)
-    if not kept:
+        scores = _objective(costs, objective)
+        # The chunk's top_k distinct mappings: the overall top_k are among them (a mapping beaten
+        # by top_k others in its own chunk is beaten by them overall).
+        seen_here: set[Mapping] = set()
+        for r in np.argsort(scores, kind="stable"):
+            m = good.mapping(int(r))
+            if m in seen_here:
+                continue
+            seen_here.add(m)
+            score = float(scores[r])
+            best.append((math.isnan(score), score, valid + int(r), m))
+            if len(seen_here) == top_k:
+                break
+        valid += len(scores)
+    if not valid:
         name, n = fail_counts.most_common(1)[0]
         others = ", ".join(f"'{k}' {v}" for k, v in fail_counts.most_common()[1:4] if v)
         raise NoValidMappingError(
@@ -300,25 +339,20 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
             f"{candidates} candidate(s) tried; the tightest constraint is '{name}', which rejected {n} of them"
             + (f" (also failing: {others})" if others else "")
             + "; enlarge that level, bypass a tensor there, or relax the mapper constraints")
-    all_scores = np.concatenate(scores)
-    all_t = np.concatenate([k.temporal for k in kept])
-    all_s = np.concatenate([k.spatial for k in kept])
-    all_o = np.concatenate([k.order for k in kept])
-    pool = MappingBatch(all_t, all_s, all_o)
-    rank = np.argsort(all_scores, kind="stable")
-    top, seen = [], set()
-    for r in rank:
-        m = pool.mapping(int(r))
+    best.sort(key=lambda t: t[:3])
+    top: list[tuple[Mapping, float]] = []
+    seen: set[Mapping] = set()
+    for _, score, _, m in best:
         if m in seen:
             continue
         seen.add(m)
-        top.append((m, float(all_scores[r])))
+        top.append((m, score))
         if len(top) == top_k:
             break
     best_map = top[0][0]
     counts, costs = evaluate_batch(arch, problem, best_map.to_batch())
     return MapperResult(best=Evaluation(arch, problem, best_map, counts, costs), top=tuple(top), objective=objective,
-                        candidates=candidates, valid=len(all_scores), exhaustive=exhaustive)
+                        candidates=candidates, valid=valid, exhaustive=exhaustive)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,18 @@ each mapping's and each key's line.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tasder._yaml import compose_yaml, read_yaml_text
 from tasder.errors import TasderError
 
-__all__ = ["SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str", "load_section",
-           "load_yaml"]
+__all__ = ["MAX_SPEC_INT", "SpecError", "SpecMap", "check_keys", "get_bool", "get_float", "get_int", "get_str",
+           "load_section", "load_yaml"]
 
 #: Spec format version written into every shipped file and accepted on load.
 SPEC_VERSION = "0.1"
@@ -69,14 +71,15 @@ def load_yaml(path: str | Path) -> SpecMap:
     """Parse a YAML file into :class:`SpecMap`/list/scalar values that remember their lines.
 
     Raises:
-        SpecError: unreadable YAML (with the parser's position) or a top level that is not a mapping.
+        SpecError: unreadable YAML (with the parser's position), text that is not UTF-8, an alias
+            (``*name``), nesting deeper than :data:`tasder._yaml.MAX_DEPTH`, or a top level that is
+            not a mapping.
         OSError: the file cannot be read.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
+    # The one safe loader (tasder._yaml): aliases refused, nesting bounded, errors with file:line.
+    node, loader = compose_yaml(read_yaml_text(path, SpecError), str(path), error=SpecError)
     try:
-        node = loader.get_single_node()
         if node is None:
             raise SpecError(f"{path}: the file is empty; expected a mapping with a 'version' key")
         doc = _build(node, loader, str(path), "")
@@ -113,34 +116,65 @@ def check_keys(d: Mapping[str, Any], allowed: Iterable[str], required: Iterable[
             raise SpecError(f"{_where(d)}: {_label(d)} is missing the required key {key!r}")
 
 
+def _key_path(d: Mapping[str, Any], key: str) -> str:
+    """``architecture.clock_hz``, or ``version`` for a key of the top level."""
+    path = getattr(d, "path", "")
+    return f"{path}.{key}" if path else key
+
+
 def _bad(d: Mapping[str, Any], key: str, expected: str) -> SpecError:
     value = d[key]
-    return SpecError(f"{_where(d, key)}: {_label(d)}.{key} must be {expected}; got {value!r} "
+    return SpecError(f"{_where(d, key)}: {_key_path(d, key)} must be {expected}; got {value!r} "
                      f"({type(value).__name__})")
 
 
-def get_int(d: Mapping[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int | None:
-    """``d[key]`` as an int ≥ ``minimum`` (``default`` when absent); bools and floats are type errors."""
+#: Largest integer a spec may hold anywhere (capacities, bandwidths, sizes...) unless a key sets a
+#: tighter bound: 2**40 is above any real design's count of words or units, and keeps the model's
+#: 64-bit integer products of two such values from overflowing silently.
+MAX_SPEC_INT = 2**40
+
+
+def _int_text(n: int) -> str:
+    """``2**40`` for powers of two above a million, else the number with separators."""
+    return f"2**{n.bit_length() - 1}" if n > 2**20 and n & (n - 1) == 0 else f"{n:,}"
+
+
+def get_int(d: Mapping[str, Any], key: str, default: int | None = None, *, minimum: int = 1,
+            maximum: int = MAX_SPEC_INT, why: str = "") -> int | None:
+    """``d[key]`` as an int in [``minimum``, ``maximum``] (``default`` when absent); bools and floats are
+    type errors. ``why`` says, in the message, why ``maximum`` is what it is."""
     if key not in d or d[key] is None:
         return default
     value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _bad(d, key, f"an integer ≥ {minimum}")
-    if value < minimum:
-        raise _bad(d, key, f"an integer ≥ {minimum}")
+    if value > maximum:
+        reason = why or "larger values are beyond any real design and overflow the model's 64-bit integers"
+        raise SpecError(f"{_where(d, key)}: {_key_path(d, key)}={value:,} is above the limit of {_int_text(maximum)} "
+                        f"({reason})")
     return value
 
 
 def get_float(d: Mapping[str, Any], key: str, default: float | None = None, *, positive: bool = True,
-              allow_zero: bool = False) -> float | None:
-    """``d[key]`` as a float (ints accepted); ``positive`` rejects negatives and, unless ``allow_zero``, zero."""
+              allow_zero: bool = False, maximum: float | None = None, why: str = "") -> float | None:
+    """``d[key]`` as a finite float (ints accepted); ``positive`` rejects negatives and, unless
+    ``allow_zero``, zero; ``maximum`` (with ``why`` for the message) bounds it from above.
+
+    NaN and ±Inf are refused everywhere: a NaN clock or energy computes without complaint and ends
+    as a ``null`` EDP far from its cause.
+    """
     if key not in d or d[key] is None:
         return default
     value = d[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(d, key, "a number")
+    if not math.isfinite(value):
+        raise _bad(d, key, "a finite number")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         raise _bad(d, key, "a number ≥ 0" if allow_zero else "a number > 0")
+    if maximum is not None and value > maximum:
+        raise SpecError(f"{_where(d, key)}: {_key_path(d, key)}={value:g} is above the limit of {maximum:g}"
+                        + (f" ({why})" if why else ""))
     return float(value)
 
 

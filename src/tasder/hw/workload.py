@@ -33,6 +33,11 @@ __all__ = [
     "load_network",
 ]
 
+#: Largest M, K, N (and repeat, word_bits) of a Problem: a tensor's size is the product of two dims,
+#: computed in 64-bit integers, so each dim stays below 2**31 (LLM vocabularies are ~2**18).
+MAX_DIM = 2**31
+_WHY_DIM = "tensor sizes, products of two dims, must fit the model's 64-bit integers"
+
 #: The GEMM's loop dimensions, in the order used by every array in :mod:`tasder.hw`.
 DIMS: tuple[str, str, str] = ("M", "K", "N")
 #: The three data spaces: weights, inputs, outputs (Timeloop's names would be Weights/Inputs/Outputs).
@@ -75,6 +80,9 @@ class Problem:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidParameterError(f"Problem {self.name!r}: {key} must be a positive integer; got {value!r}")
+            if value > MAX_DIM:
+                raise InvalidParameterError(f"Problem {self.name!r}: {key}={value:,} is above the limit of 2**31 "
+                                            f"({_WHY_DIM})")
         for key, size in (("a_density", self.M * self.K), ("b_density", self.K * self.N)):
             spec: Any = getattr(self, key)
             if not isinstance(spec, DensityModel):
@@ -175,7 +183,9 @@ def load_network(source: str | Path, *, word_bits: int = 16) -> Network:
         if not isinstance(layer, dict):
             raise SpecError(f"{wl.where('layers')}: workload.layers[{i}] must be a mapping with M, K, N")
         check_keys(layer, ("name", "M", "K", "N", "repeat", "word_bits"), required=("M", "K", "N"))
-        out.append(Problem(get_str(layer, "name", f"layer{i}"), M=get_int(layer, "M"), K=get_int(layer, "K"),
-                           N=get_int(layer, "N"), repeat=get_int(layer, "repeat", 1),
-                           word_bits=get_int(layer, "word_bits", bits)))
+        dims = {k: get_int(layer, k, 1 if k == "repeat" else None, maximum=MAX_DIM, why=_WHY_DIM)
+                for k in ("M", "K", "N", "repeat")}
+        out.append(Problem(get_str(layer, "name", f"layer{i}"), M=dims["M"], K=dims["K"], N=dims["N"],
+                           repeat=dims["repeat"], word_bits=get_int(layer, "word_bits", bits, maximum=1024,
+                                                                    why="wider than any datatype")))
     return Network(get_str(wl, "name", Path(text).stem), tuple(out))

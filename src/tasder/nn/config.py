@@ -30,8 +30,8 @@ that two configurations diff cleanly::
       conv2: {series: 1:8, mode: W, permute: true, bias_correction: true}
       "*": {series: dense}
 
-The bare mapping (just the ``layers`` part) is accepted too, in YAML and in Python; a value may
-also be a series string alone, which means mode ``W``.
+In Python the bare mapping (just the ``layers`` part) is accepted too; a file must say
+``version: 1``. A value may also be a series string alone, which means mode ``W``.
 
 **Precedence** when several keys match one layer: an exact name wins over every glob; among
 globs the longest pattern string wins (the more specific one, as a rule); between globs of the
@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tasder._yaml import load_yaml_text, read_yaml_text
 from tasder.io import atomic_write_text
 from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import Pattern, Series, StructuredPattern, Unstructured
@@ -97,6 +98,13 @@ _ConfigLoader.add_implicit_resolver(
                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."),
 )
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """safe_dump that writes a repeated object out again instead of as an anchor and an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def is_glob(key: str) -> bool:
@@ -280,16 +288,22 @@ class TASDConfig:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<string>") -> TASDConfig:
-        """Parse the YAML text of a config (``source`` names it in error messages)."""
-        try:
-            data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            detail = " ".join(str(exc).split())
-            raise ValueError(f"{source}: malformed YAML: {detail}") from None
+        """Parse the YAML text of a config file (``source`` names it in error messages).
+
+        A file must hold the versioned form (``version: 1`` and ``layers:``), so that a file of
+        another kind passed by mistake is named as such rather than read as layer names; the bare
+        mapping of layer names is for Python callers (:meth:`from_mapping`). Aliases and duplicate
+        keys are refused with the line (:mod:`tasder._yaml`): a layer listed twice would
+        otherwise lose its first entry silently.
+        """
+        data = load_yaml_text(text, source, loader=_ConfigLoader)
         if data is None:
             raise ValueError(f"{source}: empty TASD config (expected `version: 1` and `layers: ...`)")
         if not isinstance(data, Mapping):
             raise ValueError(f"{source}: a TASD config must be a YAML mapping; got {type(data).__name__}")
+        if "version" not in data:
+            raise ValueError(f"{source}: missing `version: {CONFIG_VERSION}`: a TASD config file holds "
+                             f"`version: {CONFIG_VERSION}` and `layers:` (the mapping of layer names to specs)")
         try:
             return cls.from_mapping(data)
         except ValueError as exc:
@@ -301,7 +315,7 @@ class TASDConfig:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no such TASD config file: {p}")
-        return cls.from_yaml(p.read_text(encoding="utf-8"), str(p))
+        return cls.from_yaml(read_yaml_text(p), str(p))
 
     @classmethod
     def coerce(cls, config: TASDConfig | Mapping[str, Any] | str | os.PathLike[str]) -> TASDConfig:
@@ -337,8 +351,10 @@ class TASDConfig:
         text = "\n".join(lines) + "\n"
         if self.provenance is not None:
             # safe_dump quotes every string a YAML 1.1 reader would take for a number ("2:8").
-            text += yaml.safe_dump({"provenance": dict(self.provenance)}, sort_keys=False,
-                                   default_flow_style=False, allow_unicode=True)
+            # _NoAliasDumper: an object listed twice would be written as an anchor and an alias,
+            # which the loader refuses.
+            text += yaml.dump({"provenance": dict(self.provenance)}, Dumper=_NoAliasDumper, sort_keys=False,
+                              default_flow_style=False, allow_unicode=True)
         return text
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -96,7 +96,9 @@ class HardwareCost:
     def __init__(self, design: str | Architecture, problems: Mapping[str, Problem], mode: Literal["W", "A"] = "W",
                  *, metric: str = "edp", budget: int = 2000, seed: int = 0) -> None:
         from tasder.hw import Architecture, load_architecture
+        from tasder.hw.mapper import check_budget
 
+        check_budget(budget)  # now, not at the first evaluation after minutes of work
         if metric not in COST_METRICS:
             raise InvalidParameterError(f"metric={metric!r}: expected one of {', '.join(COST_METRICS)}")
         if mode not in ("W", "A"):
@@ -131,8 +133,10 @@ class HardwareCost:
         GEMM's N by the batch size, so the workload is one inference — the batch-1 setting the
         TASD paper evaluates — while densities are averaged over the whole batch.
         """
+        from tasder.hw.mapper import check_budget
         from tasder.workloads import workload_from_model
 
+        check_budget(budget)  # before tracing the model
         network = workload_from_model(model, example, per_sample=per_sample, word_bits=word_bits)
         return cls(design, {p.name: p for p in network.layers}, mode, metric=metric, budget=budget, seed=seed)
 

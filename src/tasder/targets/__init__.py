@@ -36,7 +36,9 @@ largest magnitudes first, e.g. ``2:8+1:8`` for 3:8). Series of density ≥ 1 are
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +47,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tasder.sparsity.patterns import Pattern, Series
 
-__all__ = ["DEFAULT_TARGET", "Target", "candidate_series", "list_targets", "load_target", "target_series"]
+__all__ = ["DEFAULT_TARGET", "MAX_CANDIDATE_SERIES", "MAX_TARGET_PATTERNS", "Target", "candidate_count",
+           "candidate_series", "check_candidate_count", "list_targets", "load_target", "target_series"]
 
 # YAML and the notation parser are imported by the functions that read a target: the command line
 # imports this module for DEFAULT_TARGET (its help texts) and must start fast.
@@ -55,6 +58,39 @@ __all__ = ["DEFAULT_TARGET", "Target", "candidate_series", "list_targets", "load
 DEFAULT_TARGET = "ttc-vegeta-m8"
 
 _KEYS = ("name", "description", "patterns", "max_order")
+#: The ``{a..b}`` ranges of a pattern (as :func:`tasder.sparsity.expand_ranges` reads them), counted
+#: here before anything is expanded.
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+#: Most concrete patterns a target may list (after its ranges are expanded). HighLight's whole HSS
+#: family is 21; a thousand is far beyond any hardware's native set, and each one is parsed.
+MAX_TARGET_PATTERNS = 1024
+#: Most series (combinations of at most ``max_order`` patterns) a target may make. Every one is
+#: ranked, and the distinct ones built, before the search starts (a few seconds at this limit on one
+#: core; the built-in targets make at most 21); the count grows as patterns^max_order
+#: (``1:{2..200}`` with ``max_order: 4`` makes 68 million).
+MAX_CANDIDATE_SERIES = 100_000
+
+
+def candidate_count(n_patterns: int, max_order: int) -> int:
+    """How many series of 1 to ``max_order`` terms (repetition allowed, order ignored) ``n_patterns``
+    patterns make: Σₖ C(n + k − 1, k)."""
+    return sum(math.comb(n_patterns + k - 1, k) for k in range(1, max_order + 1))
+
+
+def check_candidate_count(n_patterns: int, max_order: int, source: str) -> None:
+    """Raise ValueError when a target's patterns and ``max_order`` make more than
+    :data:`MAX_CANDIDATE_SERIES` series (counted, not enumerated)."""
+    count = candidate_count(n_patterns, max_order)
+    if count > MAX_CANDIDATE_SERIES:
+        raise ValueError(f"{source}: {n_patterns:,} patterns with max_order {max_order} make {count:,} candidate "
+                         f"series, above the limit of {MAX_CANDIDATE_SERIES:,} (each is ranked before the search "
+                         f"starts, and the search tries them per layer); list fewer patterns or lower max_order")
+
+
+def _expansion_size(text: str) -> int:
+    """How many concrete patterns ``text``'s ``{a..b}`` ranges expand to, without expanding them."""
+    return math.prod(max(0, int(b) - int(a) + 1) for a, b in _RANGE.findall(text))
 
 
 @dataclass(frozen=True)
@@ -84,10 +120,10 @@ def _builtin_by_name(name: str) -> Path | None:
     direct = _builtin_dir() / f"{name}.yaml"
     if direct.is_file():
         return direct
-    import yaml
+    from tasder._yaml import load_yaml_text, read_yaml_text
 
     for path in sorted(_builtin_dir().glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(read_yaml_text(path), str(path))
         if isinstance(data, dict) and data.get("name") == name:
             return path
     return None
@@ -95,23 +131,21 @@ def _builtin_by_name(name: str) -> Path | None:
 
 def list_targets() -> dict[str, str]:
     """Built-in target names → one-line descriptions."""
+    from tasder._yaml import read_yaml_text
+
     out: dict[str, str] = {}
     for path in sorted(_builtin_dir().glob("*.yaml")):
-        t = _parse(path.read_text(encoding="utf-8"), str(path))
+        t = _parse(read_yaml_text(path), str(path))
         out[t.name] = t.description
     return out
 
 
 def _parse(text: str, source: str) -> Target:
-    import yaml
-
+    from tasder._yaml import load_yaml_text
     from tasder.sparsity.notation import expand_ranges, parse_pattern
     from tasder.sparsity.patterns import StructuredPattern
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    data = load_yaml_text(text, source)  # the one safe loader: no aliases, bounded nesting, file:line
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a target file must be a YAML mapping with keys {', '.join(_KEYS)}")
     unknown = [k for k in data if k not in _KEYS]
@@ -127,6 +161,12 @@ def _parse(text: str, source: str) -> Target:
     order = data.get("max_order", 1)
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
         raise ValueError(f"{source}: `max_order` must be an integer in [1, 4]; got {order!r}")
+    sizes = [_expansion_size(entry) for entry in raw]
+    if sum(sizes) > MAX_TARGET_PATTERNS:
+        big = max(range(len(raw)), key=sizes.__getitem__)
+        raise ValueError(f"{source}: `patterns` expand to {sum(sizes):,} patterns ({raw[big]!r} alone to "
+                         f"{sizes[big]:,}), above the limit of {MAX_TARGET_PATTERNS:,}: hardware runs a handful "
+                         f"of patterns natively (HighLight's whole family is 21)")
     patterns: dict[str, None] = {}
     for entry in raw:
         for concrete in expand_ranges(entry):
@@ -157,36 +197,48 @@ def load_target(target: str | os.PathLike[str] | Target) -> Target:
     if not isinstance(target, (str, os.PathLike)):
         raise TypeError(f"`target` must be a target name, a YAML path or a Target; got {type(target).__name__}")
     text = os.fspath(target)
+    from tasder._yaml import read_yaml_text
+
     builtin = _builtin_by_name(text) if "/" not in text and not text.endswith((".yaml", ".yml")) else None
     if builtin is not None:
-        return _parse(builtin.read_text(encoding="utf-8"), str(builtin))
+        return _parse(read_yaml_text(builtin), str(builtin))
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"no such target file: {path}")
-        return _parse(path.read_text(encoding="utf-8"), str(path))
+        return _parse(read_yaml_text(path), str(path))
     raise ValueError(f"unknown target {text!r}; built-in targets: {', '.join(list_targets())} "
                      f"(or pass the path of a target YAML file)")
 
 
 def candidate_series(target: Target | str) -> list[Series]:
-    """The target's candidate series, sorted by effective density (lowest first), then ``dense``."""
-    from tasder.sparsity.notation import parse_series
+    """The target's candidate series, sorted by effective density (lowest first), then ``dense``.
+
+    Raises ValueError when the target makes more than :data:`MAX_CANDIDATE_SERIES` series (counted
+    before any is built).
+    """
+    from tasder.sparsity.patterns import Series
 
     t = load_target(target)
     patterns = sorted(t.parsed(), key=lambda p: (-p.density, str(p)))
-    best: dict[float, tuple[tuple[int, float], Series]] = {}
+    check_candidate_count(len(patterns), t.max_order, t.source)
+    # A series' effective density is the sum of its terms' densities: rank the combinations on
+    # that, and build a Series only for the winners (one per density). The terms are parsed
+    # patterns already, so no text is parsed again.
+    density_of = [p.density for p in patterns]  # computed once: a pattern's density is exact arithmetic
+    best: dict[float, tuple[tuple[int, float], tuple[int, ...]]] = {}
     for order in range(1, t.max_order + 1):
         # Terms in non-increasing density: the greedy series takes the densest term first.
-        for combo in itertools.combinations_with_replacement(patterns, order):
-            series = parse_series("+".join(str(p) for p in combo))
-            density = round(series.effective_density, 9)
+        for combo in itertools.combinations_with_replacement(range(len(patterns)), order):
+            density = round(sum(density_of[i] for i in combo), 9)
             if density >= 1.0:
                 continue
-            rank = (order, -combo[0].density)
+            rank = (order, -density_of[combo[0]])
             if density not in best or rank < best[density][0]:
-                best[density] = (rank, series)
-    return [best[d][1] for d in sorted(best)] + [parse_series("dense")]
+                best[density] = (rank, combo)
+    from tasder.sparsity.notation import parse_series
+
+    return [Series(tuple(patterns[i] for i in best[d][1])) for d in sorted(best)] + [parse_series("dense")]
 
 
 def target_series(target: Target | str = DEFAULT_TARGET) -> tuple[str, ...]:
