@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
 from tasder.hw.sparse import SparseSpec, parse_sparse_spec
-from tasder.hw.spec import SpecError, check_keys, check_version, get_float, get_int, get_str, load_yaml
+from tasder.hw.spec import SpecError, SpecMap, check_keys, check_version, get_float, get_int, get_str, load_yaml
 from tasder.hw.workload import TENSORS
 
-__all__ = ["Architecture", "ComputeLevel", "StorageLevel", "list_designs", "load_architecture"]
+__all__ = ["Architecture", "ComputeLevel", "StorageLevel", "architecture_from_doc", "list_designs", "load_architecture"]
 
 STORAGE_CLASSES = ("DRAM", "SRAM", "regfile")
 _STORAGE_KEYS = ("name", "class", "instances", "attributes", "constraints")
@@ -167,7 +167,17 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
             raise SpecError(f"architecture {str(source)!r}: no such file and no shipped design of that name "
                             f"(designs: {', '.join(list_designs())})")
         path = _designs_dir() / f"{source}.yaml"
-    doc = load_yaml(path)
+    return architecture_from_doc(load_yaml(path), energy_table, name=path.stem)
+
+
+def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None, *,
+                          name: str = "architecture") -> Architecture:
+    """An architecture from a parsed spec document (:func:`~tasder.hw.spec.load_yaml`'s result, or a
+    copy of one edited in memory, as design sweeps make); ``name`` when the spec gives none.
+
+    Raises:
+        SpecError: as :func:`load_architecture`.
+    """
     check_keys(doc, ("version", "architecture", "sparse_optimizations", "mapper_constraints"),
                required=("version", "architecture"))
     check_version(doc)
@@ -224,7 +234,7 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                                     + ("a permutation of MKN" if key == "orders" else "made of M, K, N"))
                 out[lvl] = value
     try:
-        return Architecture(name=get_str(arch, "name", path.stem), levels=levels, compute=compute,
+        return Architecture(name=get_str(arch, "name", name), levels=levels, compute=compute,
                             clock_hz=get_float(arch, "clock_hz", 1e9), technology_nm=node_nm, sparse=sparse,
                             mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
     except ValueError as exc:
