@@ -381,7 +381,8 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise ImportError("--executor ray needs Ray: pip install 'tasder[distributed]' (or pip install ray)") from None
+            raise ImportError("--executor ray needs Ray: pip install 'tasder[distributed]' (or pip install ray)"
+                              ) from None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
