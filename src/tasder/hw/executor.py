@@ -19,10 +19,11 @@ plain JSON).
   file and renamed into place (readers see a whole entry or none). An entry that does not parse or
   does not match its key is recomputed with a warning. Only the driver writes, so a Ray cluster
   needs no shared file system.
-* **Executors**: :class:`SerialExecutor`; :class:`ProcessExecutor` (``concurrent.futures`` with
-  the spawn start method, one worker per core; workers ignore Ctrl-C so the driver can stop them
-  cleanly); :class:`RayExecutor` (``ray`` imported only here, lazily; a cluster address that does
-  not answer fails fast with the address in the message). Tasks travel in small chunks, so a
+* **Executors**: :class:`SerialExecutor`; :class:`ProcessExecutor` (``concurrent.futures``, one
+  worker per core, started from a fork server that has imported the model once — spawn where there
+  is none; workers ignore Ctrl-C so the driver can stop them cleanly); :class:`RayExecutor`
+  (``ray`` imported only here, lazily; a cluster address that does not answer fails fast with the
+  address in the message). Tasks travel in small chunks, so a
   progress bar moves and the last chunk does not leave cores idle for long.
 
 The one call into the mapper is :func:`_map_layer`.
@@ -296,8 +297,24 @@ class SerialExecutor(Executor):
             yield i, fn(chunk, version)
 
 
+def _mp_context() -> Any:
+    """Fresh interpreters, never a fork of this one (which may hold threads: progress bars, Ray).
+
+    POSIX: a fork server that imports this module once and forks every worker from it, so N workers
+    cost one import of the model (seconds) instead of N; elsewhere: spawn. Either way the workers
+    run only the top-level functions below, picklable by name.
+    """
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")  # pragma: no cover - Windows
+
+
 class ProcessExecutor(Executor):
-    """A local process pool (spawn start method: safe with threads, the same on every OS)."""
+    """A local process pool (a fork server or spawn: see :func:`_mp_context`)."""
 
     name = "process"
 
@@ -308,12 +325,13 @@ class ProcessExecutor(Executor):
         self._pool: Any = None
 
     def run(self, fn: ChunkFn, chunks: Sequence[list[LayerTask]], version: str) -> Iterator[tuple[int, list[dict]]]:
-        import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
                                              initializer=_ignore_sigint)
+        from concurrent.futures.process import BrokenProcessPool
+
         futures = {self._pool.submit(fn, chunk, version): i for i, chunk in enumerate(chunks)}
         try:
             pending = set(futures)
@@ -321,6 +339,9 @@ class ProcessExecutor(Executor):
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield futures[f], f.result()
+        except BrokenProcessPool:
+            raise RuntimeError("a mapper worker process died (out of memory? or a script that starts the pool "
+                               "without an `if __name__ == \"__main__\":` guard)") from None
         finally:
             for f in futures:
                 f.cancel()  # chunks not started yet; running ones finish (their workers ignore Ctrl-C)
