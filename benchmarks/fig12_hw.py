@@ -40,7 +40,7 @@ import numpy as np
 from scipy import stats
 
 from tasder.hw import Problem, load_architecture
-from tasder.hw.executor import EXECUTORS, MapperSettings, ResultCache, make_executor, map_problems
+from tasder.hw.executor import EXECUTORS, MapperSettings, ResultCache, make_executor, run_problems
 
 LAYERS = {"resnet50": [(784, 128, 1152), (3136, 64, 576), (196, 256, 2304)],
           "bert": [(768, 128, 768), (3072, 128, 768), (768, 128, 3072)]}  # M, N, K
@@ -103,7 +103,7 @@ def network_edps(budget: int, drop: float, executor: str = "auto", workers: int 
                 owner.append((d, w))
     ex = make_executor(executor, workers=workers, address=address)
     try:
-        results, _ = map_problems(pairs, MapperSettings(budget=budget, seed=0), executor=ex, workers=workers,
+        results, _ = run_problems(pairs, MapperSettings(budget=budget, seed=0), executor=ex, workers=workers,
                                   cache=ResultCache(cache_dir) if cache_dir else None)
     finally:
         if ex is not None:

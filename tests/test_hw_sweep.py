@@ -26,7 +26,7 @@ from tasder.hw.executor import (
     SweepInterrupted,
     check_ray_address,
     make_executor,
-    map_network,
+    run_network,
     run_tasks,
     task_key,
 )
@@ -85,13 +85,13 @@ def _tasks(budget: int = 100) -> list[LayerTask]:
 # --- the executor ------------------------------------------------------------------------------
 
 
-def test_map_network_is_search_network_bit_for_bit():
+def test_run_network_is_search_network_bit_for_bit():
     arch = load_architecture("highlight")
     net = Network("n", (Problem("a", 32, 64, 16, a_density="C1(2:4)->C0(2:4)", b_density="unstructured(0.5)"),
                         Problem("b", 64, 32, 32, repeat=3), Problem("c", 32, 64, 16, a_density="C1(2:4)->C0(2:4)",
                                                                     b_density="unstructured(0.5)")))
     ref = search_network(arch, net, budget=150, seed=3)
-    got = map_network(arch, net, MapperSettings(budget=150, seed=3), executor="serial")
+    got = run_network(arch, net, MapperSettings(budget=150, seed=3), executor="serial")
     for r, g in zip(ref.layers, got.layers, strict=True):
         assert g.best.problem is not None and g.best.problem.name == r.best.problem.name
         assert (g.best.mapping, g.top, g.candidates, g.valid, g.exhaustive) == \

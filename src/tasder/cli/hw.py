@@ -123,11 +123,11 @@ def search_network_with_progress(arch: Any, network: Any, *, budget: int = 5000,
                                  workers: int | None = None) -> Any:
     """:func:`tasder.hw.search_network` through :func:`tasder.hw.executor.map_network`, with a progress
     bar: one step per distinct search (layers of the same shape share one, as in ``search_network``)."""
-    from tasder.hw.executor import MapperSettings, map_network
+    from tasder.hw.executor import MapperSettings, run_network
 
     settings = MapperSettings(budget=budget, objective=objective, seed=seed)
     with EtaProgress(f"mapping {network.name} onto {arch.name}") as progress:
-        return map_network(arch, network, settings, executor=executor, cache=cache, progress=progress, warn=warn,
+        return run_network(arch, network, settings, executor=executor, cache=cache, progress=progress, warn=warn,
                            workers=workers)
 
 
@@ -204,18 +204,18 @@ def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000,
 
     Why each design gets its own mapper search: a design is judged at its best dataflow, as the
     papers do; TC is evaluated as the baseline even when not listed. The searches run through
-    :func:`tasder.hw.executor.map_problems` (``executor``, ``cache``, ``progress`` as there);
+    :func:`tasder.hw.executor.run_problems` (``executor``, ``cache``, ``progress`` as there);
     ``on_search`` is called once per search that completes (a progress bar's advance).
     """
     from tasder.hw import load_architecture
     from tasder.hw.area import area_mm2
-    from tasder.hw.executor import MapperSettings, map_problems
+    from tasder.hw.executor import MapperSettings, run_problems
 
     archs = {d: load_architecture(d) for d in dict.fromkeys(["tc", *designs])}
     pairs = [(a, p) for p in problems for a in archs.values()]
     if progress is None and on_search is not None:
         progress = _CallbackProgress(on_search)
-    results, _ = map_problems(pairs, MapperSettings(budget=budget, objective=objective, seed=seed),
+    results, _ = run_problems(pairs, MapperSettings(budget=budget, objective=objective, seed=seed),
                               executor=executor, cache=cache, progress=progress, warn=warn, workers=workers)
     found = {(id(a), id(p)): r.best for (a, p), r in zip(pairs, results, strict=True)}
     rows = []

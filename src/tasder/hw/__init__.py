@@ -11,7 +11,10 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.sparse` — the sparse step: SAFs split dense counts into actual/gated/skipped/metadata;
 * :mod:`~tasder.hw.model` — dataflow → sparse step → :mod:`~tasder.hw.microarch`;
 * :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call;
-* :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT).
+* :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT);
+* :mod:`~tasder.hw.area` — area per component from a cited 45 nm table;
+* :mod:`~tasder.hw.executor` — searches as cached (design, layer) tasks on one core, every core or Ray;
+* :mod:`~tasder.hw.sweep` — design-space sweeps: YAML spec → designs × workloads → Pareto fronts.
 
 >>> from tasder.hw import load_architecture, Problem, search
 >>> arch = load_architecture("tc")
@@ -20,7 +23,15 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 True
 """
 
-from tasder.hw.architecture import Architecture, ComputeLevel, StorageLevel, list_designs, load_architecture
+from tasder.hw.architecture import (
+    Architecture,
+    ComputeLevel,
+    StorageLevel,
+    architecture_from_doc,
+    list_designs,
+    load_architecture,
+)
+from tasder.hw.area import AreaBreakdown, area_breakdown, area_mm2
 from tasder.hw.dataflow import ActionCounts, analyze, analyze_reference
 from tasder.hw.density import (
     ActualModel,
@@ -54,6 +65,7 @@ from tasder.hw.microarch import Costs, cost
 from tasder.hw.model import Evaluation, evaluate, evaluate_batch
 from tasder.hw.sparse import SAF, SparseSpec, sparse_step
 from tasder.hw.spec import SpecError
+from tasder.hw.sweep import load_sweep, run_sweep
 from tasder.hw.training import PHASES, TrainingResult, search_training, training_gemms, training_network
 from tasder.hw.workload import (
     Network,
@@ -71,6 +83,7 @@ __all__ = [
     "ActionCounts",
     "ActualModel",
     "Architecture",
+    "AreaBreakdown",
     "ComputeLevel",
     "Costs",
     "DenseModel",
@@ -97,6 +110,9 @@ __all__ = [
     "UniformModel",
     "analyze",
     "analyze_reference",
+    "architecture_from_doc",
+    "area_breakdown",
+    "area_mm2",
     "check_mapping",
     "cost",
     "default_energy_table",
@@ -111,8 +127,10 @@ __all__ = [
     "load_energy_table",
     "load_mapping",
     "load_network",
+    "load_sweep",
     "loop_nest",
     "parse_format",
+    "run_sweep",
     "search",
     "search_network",
     "search_training",

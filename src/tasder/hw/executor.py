@@ -73,10 +73,10 @@ __all__ = [
     "default_cache_dir",
     "default_workers",
     "make_executor",
-    "map_network",
-    "map_problems",
     "model_version",
     "result_from_record",
+    "run_network",
+    "run_problems",
     "run_tasks",
     "task_key",
 ]
@@ -679,7 +679,7 @@ def result_from_record(arch: Architecture, problem: Problem, record: dict[str, A
                         candidates=record["candidates"], valid=record["valid"], exhaustive=record["exhaustive"])
 
 
-def map_problems(pairs: Sequence[tuple[Architecture, Problem]], settings: MapperSettings | None = None, *,
+def run_problems(pairs: Sequence[tuple[Architecture, Problem]], settings: MapperSettings | None = None, *,
                  executor: Executor | str | None = None, cache: ResultCache | None = None,
                  progress: Progress | None = None, warn: Callable[[str], None] | None = None,
                  workers: int | None = None) -> tuple[list[MapperResult], RunStats]:
@@ -706,12 +706,12 @@ def map_problems(pairs: Sequence[tuple[Architecture, Problem]], settings: Mapper
     return out, stats
 
 
-def map_network(arch: Architecture, network: Network, settings: MapperSettings | None = None, *,
+def run_network(arch: Architecture, network: Network, settings: MapperSettings | None = None, *,
                 executor: Executor | str | None = None, cache: ResultCache | None = None,
                 progress: Progress | None = None, warn: Callable[[str], None] | None = None,
                 workers: int | None = None) -> NetworkResult:
     """:func:`tasder.hw.search_network` through :func:`run_tasks`: the same :class:`NetworkResult`,
     with the searches spread over the executor and answered from the cache where possible."""
-    results, _ = map_problems([(arch, p) for p in network.layers], settings, executor=executor, cache=cache,
+    results, _ = run_problems([(arch, p) for p in network.layers], settings, executor=executor, cache=cache,
                               progress=progress, warn=warn, workers=workers)
     return NetworkResult(network, tuple(results))
