@@ -132,10 +132,10 @@ def _front_png(result: SweepResult, workload: str, objective: str) -> bytes:
     colour_by = _color_parameter(result)
     if colour_by is not None:
         labels = list(dict.fromkeys(r["params"][colour_by] for r in rows))
-        for i, lab in enumerate(labels):
+        for i, lab in enumerate(labels):  # a marker per value too: equal results would hide a colour
             pts = [r for r in rows if r["params"][colour_by] == lab]
-            ax.scatter([r["area_mm2"] for r in pts], [r[key] * scale for r in pts], s=14, alpha=0.55,
-                       color=f"C{i % 10}", label=f"{colour_by}={lab}", linewidths=0)
+            ax.scatter([r["area_mm2"] for r in pts], [r[key] * scale for r in pts], s=18, alpha=0.6,
+                       color=f"C{i % 10}", marker="os^Dv<>PXh"[i % 10], label=f"{colour_by}={lab}", linewidths=0)
     else:
         ax.scatter([r["area_mm2"] for r in rows], [r[key] * scale for r in rows], s=14, alpha=0.5, color="0.5",
                    label="designs", linewidths=0)
@@ -159,7 +159,7 @@ def _front_png(result: SweepResult, workload: str, objective: str) -> bytes:
     ax.set_title(textwrap.fill(f"{result.spec.name}: {objective} vs area on {workload} ({len(rows)} designs, "
                                f"{len(front)} on the front)", 80), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="best", markerscale=1.5)
     return _png(fig)
 
 
