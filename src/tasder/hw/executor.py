@@ -247,6 +247,19 @@ def _run_chunk(tasks: list[LayerTask], expected_version: str) -> list[dict[str, 
     return [_run_one(t) for t in tasks]
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process for the block (only the main thread may change handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _ignore_sigint() -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides what to keep and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -326,13 +339,15 @@ class ProcessExecutor(Executor):
 
     def run(self, fn: ChunkFn, chunks: Sequence[list[LayerTask]], version: str) -> Iterator[tuple[int, list[dict]]]:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
-                                             initializer=_ignore_sigint)
         from concurrent.futures.process import BrokenProcessPool
 
-        futures = {self._pool.submit(fn, chunk, version): i for i, chunk in enumerate(chunks)}
+        # The pool starts its processes while the tasks are submitted. They inherit an ignored SIGINT,
+        # so a Ctrl-C in those seconds stops the driver alone (no traceback from a half-imported worker).
+        with _sigint_ignored():
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
+                                                 initializer=_ignore_sigint)
+            futures = {self._pool.submit(fn, chunk, version): i for i, chunk in enumerate(chunks)}
         try:
             pending = set(futures)
             while pending:
