@@ -257,6 +257,44 @@ def test_a_sweep_finds_fronts_and_the_ttc_runs_tasd(spec_file):
     assert tc["operands"] == ["unstructured(0.1) / dense"]
 
 
+def test_parameters_write_what_they_name(tmp_path):
+    body = """version: 0.1
+sweep:
+  base: ttc-vegeta-m8
+  parameters:
+    L1.bandwidth: 64
+    RF.instances: 128
+    structured_support.A: {choices: {m8: ["1:8", "2:8", "4:8"], m4: ["2:4"]}}
+    L1.format.A: [["CP:2"], null]
+    MAC.safs: [[{type: gating, target: Z, condition_on: [B]}]]
+    tasd.max_terms: [1, 2]
+  workloads:
+    - {file: tiny.yaml, a: "unstructured(0.1)", tasd: {operand: A}}
+  mapper: {budget: 60}
+"""
+    spec = load_sweep(_spec(tmp_path, body))
+    designs = expand_designs(spec)
+    assert len(designs) == 8 and all(d.valid for d in designs)
+    d = designs[0]
+    assert d.params == {"L1.bandwidth": "64", "RF.instances": "128", "structured_support.A": "m8",
+                        "L1.format.A": "CP:2", "MAC.safs": "gating Z←B", "tasd.max_terms": "1"}
+    arch = d.arch
+    assert arch is not None and arch.sparse is not None
+    assert (arch.levels[2].read_bandwidth, arch.levels[2].write_bandwidth, arch.levels[3].instances) == (64, 64, 128)
+    assert arch.sparse.structured_support["A"] == (((1, 8),), ((2, 8),), ((4, 8),))
+    assert ("L1", "A") in arch.sparse.formats
+    assert [(s.level, s.kind, s.target) for s in arch.sparse.safs if s.level == "MAC"] == [("MAC", "gating", "Z")]
+    no_format = next(x for x in designs if x.params["L1.format.A"] == "none")
+    assert no_format.arch is not None and ("L1", "A") not in no_format.arch.sparse.formats
+    from tasder.hw.sweep import _workload_layers
+
+    by_terms = {x.params["tasd.max_terms"]: _workload_layers(spec.workloads[0], x)[0].a_density
+                for x in designs if x.params["structured_support.A"] == "m8"}
+    assert by_terms == {"1": "4:8", "2": "2:8+1:8"}  # the series order: one term must keep more
+    m4 = next(x for x in designs if x.params["structured_support.A"] == "m4")
+    assert _workload_layers(spec.workloads[0], m4)[0].a_density == "2:4"
+
+
 def test_filtered_combinations_are_counted_with_their_reason(tmp_path):
     path = _spec(tmp_path, SPEC.replace("[8192, 16384]", "[8192, 65536]").replace("544KiB", "640KiB"))
     result = run_sweep(load_sweep(path), executor="serial")

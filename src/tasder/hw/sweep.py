@@ -175,9 +175,14 @@ def _resolve_design(text: str, base_dir: Path, where: str) -> tuple[str, Path]:
 def _label(value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, dict) and {"type", "target", "condition_on"} <= set(value):  # a SAF
+        leaders = value["condition_on"] if isinstance(value["condition_on"], list) else [value["condition_on"]]
+        return f"{value['type']} {value['target']}←{''.join(map(str, leaders))}"
     if isinstance(value, list):
-        return ",".join(_label(v) for v in value) if all(not isinstance(v, (dict, list)) for v in value) else \
+        return ",".join(_label(v) for v in value) if all(not isinstance(v, list) for v in value) else \
             f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_label(v)}" for k, v in value.items()) + "}"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
