@@ -12,7 +12,13 @@ times of :func:`tasder.hw.sweep.run_sweep` (the mapping; the report is not part 
 * ``ray / pool wall time`` — Ray in local mode with 2 CPUs, target ≤ 1.25; printed with and without
   ``ray.init`` (starting a local Ray instance), which a cluster user pays once per session;
 * ``warm-cache speed-up`` — the same sweep again with every search in the cache, target ≥ 20;
-* that all executors gave the same rows, bit for bit.
+* that all executors gave the same rows, bit for bit;
+* CPU accounting of the pool (a second pool run that times each chunk in its worker): the CPU seconds
+  each worker spent searching, and the speed-up those imply on an idle machine (serial CPU seconds ÷
+  (a worker's CPU seconds + the pool's start), the work shared evenly and as measured). Why: Linux's
+  autogroup scheduler shares the CPU between *sessions*, so while other sessions keep a shared machine
+  busy, a session's pool gets no more CPU than its one process would — wall-time ratios then say
+  nothing about the pool.
 
 Run: ``python benchmarks/bench_sweep.py [--budget N] [--workers 2] [--skip-ray]``.
 """
@@ -20,6 +26,7 @@ Run: ``python benchmarks/bench_sweep.py [--budget N] [--workers 2] [--skip-ray]`
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +34,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from tasder.hw import load_network
-from tasder.hw.executor import ProcessExecutor, ResultCache, SerialExecutor
+from tasder.hw.executor import (
+    LayerTask,
+    ProcessExecutor,
+    ResultCache,
+    SerialExecutor,
+    _chunks,
+    _run_chunk,
+    model_version,
+)
 from tasder.hw.sweep import load_sweep, run_sweep
 
 T = TypeVar("T")
@@ -57,6 +72,36 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def timed_chunk(tasks: list[LayerTask], version: str) -> tuple[int, float, list[dict]]:
+    """A worker's chunk with the CPU seconds it took (top level: the pool imports it by name)."""
+    c0 = time.process_time()
+    out = _run_chunk(tasks, version)
+    return os.getpid(), time.process_time() - c0, out
+
+
+def cpu_accounting(spec: object, workers: int) -> tuple[float, float, dict[int, float]]:
+    """(serial CPU s, pool start s, CPU s per worker) for the sweep's searches."""
+    from tasder.hw.executor import task_key
+    from tasder.hw.sweep import _workload_layers, expand_designs
+
+    designs = [d for d in expand_designs(spec) if d.valid]  # type: ignore[arg-type]
+    tasks = [LayerTask(d.arch, p, spec.mapper) for d in designs for w in spec.workloads  # type: ignore[attr-defined]
+             for p in _workload_layers(w, d)]
+    unique = list({task_key(t): t for t in tasks}.values())
+    version = model_version()
+    c0 = time.process_time()
+    _run_chunk(unique, version)
+    serial_cpu = time.process_time() - c0
+    per_worker: dict[int, float] = {}
+    with ProcessExecutor(workers) as ex:
+        t0 = time.perf_counter()
+        list(ex.run(timed_chunk, [unique[:1]] * workers, version))  # start the workers
+        start = time.perf_counter() - t0
+        for _, (pid, cpu, _) in ex.run(timed_chunk, _chunks(unique, workers), version):
+            per_worker[pid] = per_worker.get(pid, 0.0) + cpu
+    return serial_cpu, start, per_worker
 
 
 def main() -> None:
@@ -100,6 +145,15 @@ def main() -> None:
             print(f"ray / pool wall time: {t_ray / t_pool:.2f} without ray.init, {(t_ray + t_init) / t_pool:.2f} "
                   f"with it (target <= 1.25)")
         print(f"identical rows across executors: {same}")
+        serial_cpu, start, per_worker = cpu_accounting(spec, args.workers)
+        busiest = max(per_worker.values())
+        print(f"CPU seconds: serial {serial_cpu:.1f}; pool workers " +
+              ", ".join(f"{v:.1f}" for v in sorted(per_worker.values(), reverse=True)) +
+              f" (sum {sum(per_worker.values()):.1f}); pool start {start:.1f} s wall")
+        even = sum(per_worker.values()) / args.workers
+        print(f"process pool / serial speed-up implied on an idle machine: {serial_cpu / (even + start):.2f} with the "
+              f"work shared evenly, {serial_cpu / (busiest + start):.2f} with the busiest worker's share as measured "
+              f"here (serial CPU / (worker CPU + start))")
         print(f"load average after: {load()}")
 
 
