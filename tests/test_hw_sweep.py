@@ -75,6 +75,13 @@ def _spec(tmp_path: Path, body: str) -> Path:
     return path
 
 
+def _label(density: object) -> str:
+    """A density as notation, whether Problem keeps the string or a model."""
+    from tasder.hw.density import density_model
+
+    return density_model(density).label
+
+
 def _tasks(budget: int = 100) -> list[LayerTask]:
     arch = load_architecture("ttc-vegeta-m8")
     layers = [Problem("a", 32, 64, 16, a_density="4:8+1:8"), Problem("b", 64, 32, 32, b_density="unstructured(0.5)"),
@@ -288,11 +295,11 @@ sweep:
     assert no_format.arch is not None and ("L1", "A") not in no_format.arch.sparse.formats
     from tasder.hw.sweep import _workload_layers
 
-    by_terms = {x.params["tasd.max_terms"]: _workload_layers(spec.workloads[0], x)[0].a_density
+    by_terms = {x.params["tasd.max_terms"]: _label(_workload_layers(spec.workloads[0], x)[0].a_density)
                 for x in designs if x.params["structured_support.A"] == "m8"}
     assert by_terms == {"1": "4:8", "2": "2:8+1:8"}  # the series order: one term must keep more
     m4 = next(x for x in designs if x.params["structured_support.A"] == "m4")
-    assert _workload_layers(spec.workloads[0], m4)[0].a_density == "2:4"
+    assert _label(_workload_layers(spec.workloads[0], m4)[0].a_density) == "2:4"
 
 
 def test_filtered_combinations_are_counted_with_their_reason(tmp_path):
@@ -375,7 +382,7 @@ def test_a_tasd_config_gives_its_layers_their_series(tmp_path):
     spec = load_sweep(_spec(tmp_path, body), resolve_config=resolve_config)
     assert seen == [str(tmp_path / "c.yaml")]
     layers = {p.name: p for p in spec.workloads[1].network.layers}
-    assert layers["fc2"].a_density == "4:8+1:8" and layers["fc1"].a_density == "unstructured(0.1)"
+    assert _label(layers["fc2"].a_density) == "4:8+1:8" and _label(layers["fc1"].a_density) == "unstructured(0.1)"
     with pytest.raises(SpecError, match="gives no layer of tiny a TASD series"):
         load_sweep(_spec(tmp_path, body), resolve_config=lambda path: (lambda name: None))
     with pytest.raises(SpecError, match="need a config resolver"):
@@ -386,7 +393,7 @@ def test_built_in_networks_come_from_the_resolver(tmp_path):
     body = SPEC.replace("file: tiny.yaml, name: dense", "network: toy, name: dense")
     net = Network("toy", (Problem("x", 16, 16, 16),))
     spec = load_sweep(_spec(tmp_path, body), resolve_network=lambda name: net if name == "toy" else None)
-    assert spec.workloads[0].network.layers[0].b_density == "unstructured(0.5)"
+    assert _label(spec.workloads[0].network.layers[0].b_density) == "unstructured(0.5)"
     with pytest.raises(SpecError, match="needs a network resolver"):
         load_sweep(_spec(tmp_path, body))
 
