@@ -121,7 +121,7 @@ def _render(doc: dict[str, Any], console: Console) -> None:
 def search_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, objective: str = "edp",
                                  seed: int = 0, executor: Any = None, cache: Any = None,
                                  workers: int | None = None) -> Any:
-    """:func:`tasder.hw.search_network` through :func:`tasder.hw.executor.map_network`, with a progress
+    """:func:`tasder.hw.search_network` through :func:`tasder.hw.executor.run_network`, with a progress
     bar: one step per distinct search (layers of the same shape share one, as in ``search_network``)."""
     from tasder.hw.executor import MapperSettings, run_network
 
