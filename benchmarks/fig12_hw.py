@@ -25,7 +25,10 @@ TASDER's layer-wise, accuracy-driven choices are not reproduced.
 The mapper samples ``--budget`` mappings per layer, so the numbers move with the budget (most for
 DSTC, whose fast mappings need long fibers of B at the register file to fill its lanes).
 
-Run: ``python benchmarks/fig12_hw.py [--budget N]``.
+The searches run through :mod:`tasder.hw.executor` (every core by default; ``--executor ray`` for
+a Ray cluster; ``--cache-dir`` makes a rerun answer from the cache).
+
+Run: ``python benchmarks/fig12_hw.py [--budget N] [--executor auto|serial|process|ray] [--cache-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import time
 import numpy as np
 from scipy import stats
 
-from tasder.hw import Problem, load_architecture, map_layer
+from tasder.hw import Problem, load_architecture
+from tasder.hw.executor import EXECUTORS, MapperSettings, ResultCache, make_executor, run_problems
 from tasder.targets import candidate_series
 
 LAYERS = {"resnet50": [(784, 128, 1152), (3136, 64, 576), (196, 256, 2304)],
@@ -82,16 +86,30 @@ def operands(design: str, workload: str, budget: float = DROP_BUDGET) -> tuple[s
     return a, b
 
 
-def network_edp(design: str, workload: str, budget: int, drop: float) -> tuple[float, float, float]:
-    arch = load_architecture(design)
-    a, b = operands(design, workload, drop)
-    cycles = energy = 0.0
-    for m, n, k in LAYERS[WORKLOADS[workload][0]]:
-        best = map_layer(arch, Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b), budget=budget,
-                         seed=0).best
-        cycles += best.cycles
-        energy += best.energy_pj
-    return cycles, energy, energy * 1e-12 * cycles / arch.clock_hz
+def network_edps(budget: int, drop: float, executor: str = "auto", workers: int | None = None,
+                 address: str | None = None, cache_dir: str | None = None) -> dict[tuple[str, str], tuple[float, ...]]:
+    """(design, workload) → (cycles, energy pJ, EDP J·s), every layer search through the executor."""
+    archs = {d: load_architecture(d) for d in DESIGNS}
+    pairs, owner = [], []
+    for d in DESIGNS:
+        for w in WORKLOADS:
+            a, b = operands(d, w, drop)
+            for m, n, k in LAYERS[WORKLOADS[w][0]]:
+                pairs.append((archs[d], Problem(f"{m}-{n}-{k}", M=m, K=k, N=n, a_density=a, b_density=b)))
+                owner.append((d, w))
+    ex = make_executor(executor, workers=workers, address=address)
+    try:
+        results, _ = run_problems(pairs, MapperSettings(budget=budget, seed=0), executor=ex, workers=workers,
+                                  cache=ResultCache(cache_dir) if cache_dir else None)
+    finally:
+        if ex is not None:
+            ex.close()
+    out: dict[tuple[str, str], list[float]] = {}
+    for key, r in zip(owner, results, strict=True):
+        acc = out.setdefault(key, [0.0, 0.0])
+        acc[0] += r.best.cycles
+        acc[1] += r.best.energy_pj
+    return {(d, w): (c, e, e * 1e-12 * c / archs[d].clock_hz) for (d, w), (c, e) in out.items()}
 
 
 def main() -> None:
@@ -99,9 +117,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=3000, help="mappings tried per layer")
     parser.add_argument("--drop-budget", type=float, default=DROP_BUDGET,
                         help="fraction of nonzeros a TTC's TASD series may drop (sensitivity)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="auto", help="where the searches run")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
+    parser.add_argument("--address", default=None, help="a Ray cluster to join (with --executor ray)")
+    parser.add_argument("--cache-dir", default=None, help="answer repeated searches from this cache")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    res = {(d, w): network_edp(d, w, args.budget, args.drop_budget) for d in DESIGNS for w in WORKLOADS}
+    res = network_edps(args.budget, args.drop_budget, args.executor, args.workers, args.address, args.cache_dir)
     print(f"EDP change vs TC in % (ours | paper Fig. 12); cycles/TC and energy/TC in brackets; "
           f"TTC drop budget {args.drop_budget:.0%}")
     print(f"{'design':15s}" + "".join(f"{w:>34s}" for w in WORKLOADS))

@@ -455,7 +455,8 @@ def test_huge_workload_dims_are_refused(tmp_path):
 @pytest.mark.parametrize("budget", [10**9, 10**30])
 def test_mapper_budget_above_the_limit_is_refused_at_once(budget):
     """10**9 ran for minutes; 10**30 asked for 7.44 TiB (it "fit" a 10**12-point space and enumerated it)."""
-    from tasder.hw import Problem, load_architecture, map_layer as search
+    from tasder.hw import Problem, load_architecture
+    from tasder.hw import map_layer as search
     from tasder.hw.mapper import MAX_MAPPER_BUDGET
     from tasder.search.cost import HardwareCost
 
@@ -470,7 +471,8 @@ def test_mapper_budget_above_the_limit_is_refused_at_once(budget):
 
 def test_enumeration_runs_in_chunks_and_finds_what_one_chunk_finds():
     """An exhaustive search streams its grid: any chunk size gives the same top mappings."""
-    from tasder.hw import Problem, load_architecture, map_layer as search
+    from tasder.hw import Problem, load_architecture
+    from tasder.hw import map_layer as search
     from tasder.hw.mapper import MapperConstraints
 
     arch = load_architecture("tc")

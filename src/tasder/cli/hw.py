@@ -4,15 +4,18 @@
 
     tasder hw eval --arch tc|ARCH.yaml --workload resnet50|bert-base|deit-small|MODEL|WORKLOAD.yaml
                    [--mapper-budget N] [--objective edp|energy|cycles] [--seed S] [--json] [-o FILE]
+                   [--executor auto|serial|process|ray] [--workers N] [--address HOST:PORT] [--cache-dir DIR]
 
     tasder hw compare --designs tc,stc,dstc,highlight,ttc-vegeta-m8
                       --workload gemm:MxKxN:A=<density>,B=<density> [--workload ...]
                       [--mapper-budget N] [--objective edp|energy|cycles] [--json] [--plot FILE] [-o FILE]
 
 ``eval`` is a thin layer over :func:`tasder.hw.map_network`: every layer gets its own best mapping, totals
-weight layers by their repeat count. The workload loads with :func:`tasder.workloads.load_network`: a
-zoo MODEL without a shape table (e.g. digits-cnn) is traced on its first calibration batch. Bad specs
-end with exit code 2 and one ``error:`` line naming the file, line and key.
+weight layers by their repeat count. The searches run through :mod:`tasder.hw.executor` (every core once
+the job is big enough, or a Ray cluster; cached with ``--cache-dir``); ``tasder hw sweep`` (cli/sweep.py)
+explores design spaces. The workload loads with :func:`tasder.workloads.load_network`: a zoo MODEL
+without a shape table (e.g. digits-cnn) is traced on its first calibration batch. Bad specs end with
+exit code 2 and one ``error:`` line naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -24,15 +27,24 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from tasder.cli._hwrun import (
+    AddressOption,
+    CacheDirOption,
+    EtaProgress,
+    ExecutorOption,
+    WorkersOption,
+    make_cache,
+    run_executor,
+)
 from tasder.cli.common import (
     JsonOption,
     ObjectiveOption,
     OutputOption,
     SeedOption,
     emit,
-    progress_bar,
     status,
     table,
+    warn,
     with_examples,
 )
 
@@ -70,8 +82,10 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
             breakdown[lv.name]["leakage"] += float(r.best.costs.leakage_energy[0, i]) * rep
         mac_energy += float(r.best.costs.compute_energy[0]) * rep
     breakdown[arch.compute.name] = {"mac": mac_energy}
+    from tasder.hw.area import area_breakdown
+
     return {
-        "architecture": arch.name, "workload": result.network.name,
+        "architecture": arch.name, "workload": result.network.name, **area_breakdown(arch).to_dict(),
         "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp(arch.clock_hz),
                   "utilization": result.utilization(arch.compute.instances),
                   "seconds": result.cycles / arch.clock_hz},
@@ -109,15 +123,18 @@ def _render(doc: dict[str, Any], console: Console) -> None:
         console.print(layer["loop_nest"], markup=False, highlight=False)
 
 
-def map_network_with_progress(arch: Any, network: Any, **kwargs: Any) -> Any:
-    """:func:`tasder.hw.map_network` with a progress bar: one step per distinct layer (layers that
-    map alike share one search, :func:`tasder.hw.mapper.mapping_key`)."""
-    from tasder.hw import map_network
-    from tasder.hw.mapper import mapping_key
+def map_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, objective: str = "edp",
+                               seed: int = 0, executor: Any = None, cache: Any = None,
+                               workers: int | None = None) -> Any:
+    """:func:`tasder.hw.map_network` through :func:`tasder.hw.executor.run_network`, with a progress
+    bar: one step per distinct search (layers that map alike share one,
+    :func:`tasder.hw.mapper.mapping_key`)."""
+    from tasder.hw.executor import MapperSettings, run_network
 
-    searches = len({mapping_key(p) for p in network.layers})
-    with progress_bar(f"mapping {network.name} onto {arch.name}", searches) as advance:
-        return map_network(arch, network, on_map=advance, **kwargs)
+    settings = MapperSettings(budget=budget, objective=objective, seed=seed)
+    with EtaProgress(f"mapping {network.name} onto {arch.name}") as progress:
+        return run_network(arch, network, settings, executor=executor, cache=cache, progress=progress, warn=warn,
+                           workers=workers)
 
 
 @hw_app.command("eval", help=with_examples(
@@ -137,13 +154,24 @@ def eval_cmd(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     output: OutputOption = None,
+    executor: ExecutorOption = "auto",
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     from tasder.hw import load_architecture
     from tasder.workloads import load_network
 
+    ex = run_executor(executor, workers, address)
     architecture = load_architecture(arch)
     network = load_network(workload)
-    result = map_network_with_progress(architecture, network, budget=mapper_budget, objective=objective, seed=seed)
+    try:
+        result = map_network_with_progress(architecture, network, budget=mapper_budget, objective=objective,
+                                           seed=seed, executor=ex, cache=make_cache(cache_dir, default=False),
+                                           workers=workers)
+    finally:
+        if ex is not None:
+            ex.close()
     doc = network_report(architecture, result)
     if as_json:
         emit(None, doc, output)
@@ -175,30 +203,51 @@ def parse_gemm_workload(text: str) -> Any:
 
 
 def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000, objective: str = "edp",
-                 seed: int = 0, on_search: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+                 seed: int = 0, on_search: Callable[[], None] | None = None, executor: Any = None,
+                 cache: Any = None, workers: int | None = None, progress: Any = None) -> list[dict[str, Any]]:
     """Search every (design, workload) and normalize cycles, energy and EDP to TC on the same workload.
 
     Why each design gets its own mapper search: a design is judged at its best dataflow, as the
-    papers do; TC is evaluated as the baseline even when not listed. ``on_search`` is called
-    after each of the ``len(problems) × len({"tc", *designs})`` searches (a progress bar's advance).
+    papers do; TC is evaluated as the baseline even when not listed. The searches run through
+    :func:`tasder.hw.executor.run_problems` (``executor``, ``cache``, ``progress`` as there);
+    ``on_search`` is called once per search that completes (a progress bar's advance).
     """
-    from tasder.hw import load_architecture, map_layer
+    from tasder.hw import load_architecture
+    from tasder.hw.area import area_mm2
+    from tasder.hw.executor import MapperSettings, run_problems
 
     archs = {d: load_architecture(d) for d in dict.fromkeys(["tc", *designs])}
+    pairs = [(a, p) for p in problems for a in archs.values()]
+    if progress is None and on_search is not None:
+        progress = _CallbackProgress(on_search)
+    results, _ = run_problems(pairs, MapperSettings(budget=budget, objective=objective, seed=seed),
+                              executor=executor, cache=cache, progress=progress, warn=warn, workers=workers)
+    found = {(id(a), id(p)): r.best for (a, p), r in zip(pairs, results, strict=True)}
     rows = []
     for p in problems:
-        res = {}
-        for d, a in archs.items():
-            res[d] = map_layer(a, p, budget=budget, objective=objective, seed=seed).best
-            if on_search is not None:
-                on_search()
-        base = res["tc"]
+        base = found[(id(archs["tc"]), id(p))]
         for d in designs:
-            e = res[d]
+            e = found[(id(archs[d]), id(p))]
             rows.append({"design": d, "workload": p.name, "cycles": e.cycles, "energy_pj": e.energy_pj,
                          "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
-                         "energy_norm": e.energy_pj / base.energy_pj, "edp_norm": e.edp / base.edp})
+                         "energy_norm": e.energy_pj / base.energy_pj, "edp_norm": e.edp / base.edp,
+                         "area_mm2": area_mm2(archs[d])})
     return rows
+
+
+class _CallbackProgress:
+    """``on_search()`` once per completed search, as the Progress protocol's ``advance(n)``."""
+
+    def __init__(self, on_search: Callable[[], None]) -> None:
+        self._on_search = on_search
+
+    def start(self, total: int, cached: int) -> None:
+        for _ in range(cached):  # answered by the cache: done too
+            self._on_search()
+
+    def advance(self, n: int) -> None:
+        for _ in range(n):
+            self._on_search()
 
 
 def _save_plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -251,6 +300,10 @@ def compare_cmd(
     plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", show_default=False,
                                               help="Also save a bar chart of EDP/TC to FILE.")] = None,
     output: OutputOption = None,
+    executor: ExecutorOption = "auto",
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     names = [d.strip() for d in designs.split(",") if d.strip()]
     if not names:
@@ -262,10 +315,15 @@ def compare_cmd(
         if plot.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise ValueError(f"--plot {str(plot)!r}: expected a .png, .svg or .pdf file name")
         check_writable(plot)
-    searches = len(problems) * len(dict.fromkeys(["tc", *names]))
-    with progress_bar("mapping designs × workloads", searches) as advance:
-        rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed,
-                            on_search=advance)
+    ex = run_executor(executor, workers, address)
+    try:
+        with EtaProgress("mapping designs × workloads") as progress:
+            rows = compare_rows(names, problems, budget=mapper_budget, objective=objective, seed=seed,
+                                executor=ex, cache=make_cache(cache_dir, default=False), workers=workers,
+                                progress=progress)
+    finally:
+        if ex is not None:
+            ex.close()
     if plot is not None:
         _save_plot(rows, plot)
         status(f"wrote {plot}")
@@ -276,17 +334,21 @@ def compare_cmd(
     def render(console: Console) -> None:
         for w in dict.fromkeys(r["workload"] for r in rows):
             t = table(f"{w} (normalized to TC; each design at its best mapping)")
-            for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC"):
+            for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC", "area mm²"):
                 t.add_column(col, justify="left" if col == "design" else "right")
             for r in rows:
                 if r["workload"] == w:
                     t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
-                              f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}")
+                              f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}",
+                              f"{r['area_mm2']:.2f}")
             console.print(t)
 
     emit(render, None, output)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``hw`` group (``hw eval``, ``hw compare``) to ``app``."""
+    """Add the ``hw`` group (``hw eval``, ``hw compare``, ``hw sweep``) to ``app``."""
+    from tasder.cli import sweep
+
+    sweep.register(hw_app)
     app.add_typer(hw_app, name="hw")

@@ -11,7 +11,10 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.sparse` — the sparse step: SAFs split dense counts into actual/gated/skipped/metadata;
 * :mod:`~tasder.hw.model` — dataflow → sparse step → :mod:`~tasder.hw.microarch`;
 * :mod:`~tasder.hw.mapper` — vectorized search over many mappings per NumPy call;
-* :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT).
+* :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT);
+* :mod:`~tasder.hw.area` — area per component from a cited 45 nm table;
+* :mod:`~tasder.hw.executor` — searches as cached (design, layer) tasks on one core, every core or Ray;
+* :mod:`~tasder.hw.sweep` — design-space sweeps: YAML spec → designs × workloads → Pareto fronts.
 
 This namespace holds what a user of the model needs; everything else stays importable from its
 submodule. The model depends on :mod:`tasder.sparsity`'s notation alone (no torch, no zoo):
@@ -29,7 +32,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from tasder.hw.architecture import Architecture, list_designs, load_architecture
+from tasder.hw.architecture import Architecture, architecture_from_doc, list_designs, load_architecture
+from tasder.hw.area import AreaBreakdown, area_breakdown, area_mm2
 from tasder.hw.density import DensityModel, density_model
 from tasder.hw.mapper import (
     MapperConstraints,
@@ -42,11 +46,13 @@ from tasder.hw.mapper import (
 from tasder.hw.mapping import Mapping, MappingError, load_mapping
 from tasder.hw.model import Evaluation, evaluate
 from tasder.hw.spec import SpecError
+from tasder.hw.sweep import load_sweep, run_sweep
 from tasder.hw.training import TrainingResult, map_training, training_network
 from tasder.hw.workload import Network, Problem, from_conv2d, from_linear, load_network
 
 __all__ = [
     "Architecture",
+    "AreaBreakdown",
     "DensityModel",
     "Evaluation",
     "MapperConstraints",
@@ -59,6 +65,9 @@ __all__ = [
     "Problem",
     "SpecError",
     "TrainingResult",
+    "architecture_from_doc",
+    "area_breakdown",
+    "area_mm2",
     "density_model",
     "evaluate",
     "from_conv2d",
@@ -67,9 +76,11 @@ __all__ = [
     "load_architecture",
     "load_mapping",
     "load_network",
+    "load_sweep",
     "map_layer",
     "map_network",
     "map_training",
+    "run_sweep",
     "training_network",
 ]
 

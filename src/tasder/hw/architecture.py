@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
 from tasder.hw.sparse import SparseSpec, parse_sparse_spec
-from tasder.hw.spec import SpecError, SpecMap, check_keys, get_float, get_int, get_str, load_section
+from tasder.hw.spec import SpecError, SpecMap, check_keys, check_version, get_float, get_int, get_str, load_yaml
 from tasder.hw.workload import TENSORS
 
-__all__ = ["Architecture", "ComputeLevel", "StorageLevel", "list_designs", "load_architecture"]
+__all__ = ["Architecture", "ComputeLevel", "StorageLevel", "architecture_from_doc", "design_path", "list_designs",
+           "load_architecture"]
 
 STORAGE_CLASSES = ("DRAM", "SRAM", "regfile")
 #: Most instances of a level or MACs in the array: 2**32 is thousands of times any real chip's
@@ -176,7 +177,23 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
             raise SpecError(f"architecture {str(source)!r}: no such file and no shipped design of that name "
                             f"(designs: {', '.join(list_designs())})")
         path = _designs_dir() / f"{source}.yaml"
-    doc, arch = load_section(path, "architecture", optional=("sparse_optimizations", "mapper_constraints"))
+    return architecture_from_doc(load_yaml(path), energy_table, name=path.stem)
+
+
+def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None, *,
+                          name: str = "architecture") -> Architecture:
+    """An architecture from a parsed spec document (:func:`~tasder.hw.spec.load_yaml`'s result, or a
+    copy of one edited in memory, as design sweeps make); ``name`` when the spec gives none.
+
+    Raises:
+        SpecError: as :func:`load_architecture`.
+    """
+    check_keys(doc, ("version", "architecture", "sparse_optimizations", "mapper_constraints"),
+               required=("version", "architecture"))
+    check_version(doc)
+    arch = doc["architecture"]
+    if not isinstance(arch, dict):
+        raise SpecError(f"{doc.where('architecture')}: architecture must be a mapping")
     check_keys(arch, ("name", "technology_nm", "clock_hz", "word_bits", "storage", "compute"),
                required=("storage", "compute"))
     table = energy_table or default_energy_table()
@@ -229,7 +246,7 @@ def load_architecture(source: str | Path, energy_table: EnergyTable | None = Non
                                     + ("a permutation of MKN" if key == "orders" else "made of M, K, N"))
                 out[lvl] = value
     clock_hz = get_float(arch, "clock_hz", 1e9, maximum=MAX_CLOCK_HZ, why="10 THz: beyond any clocked design")
-    name = get_str(arch, "name", path.stem)
+    name = get_str(arch, "name", name)
     try:
         return Architecture(name=name, levels=levels, compute=compute, clock_hz=clock_hz, technology_nm=node_nm,
                             sparse=sparse, mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
@@ -252,6 +269,11 @@ def _check_unique_names(storage: list, compute: object) -> None:
 
 def _designs_dir() -> Path:
     return Path(__file__).parent / "designs"
+
+
+def design_path(name: str) -> Path:
+    """The YAML file of the shipped design ``name`` (which need not exist: check :func:`list_designs`)."""
+    return _designs_dir() / f"{name}.yaml"
 
 
 def list_designs() -> list[str]:
