@@ -32,7 +32,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from tasder.hw.architecture import Architecture, architecture_from_doc, list_designs, load_architecture
+from tasder.hw.architecture import Architecture, list_designs, load_architecture
 from tasder.hw.area import AreaBreakdown, area_breakdown, area_mm2
 from tasder.hw.density import DensityModel, density_model
 from tasder.hw.mapper import (
@@ -65,7 +65,6 @@ __all__ = [
     "Problem",
     "SpecError",
     "TrainingResult",
-    "architecture_from_doc",
     "area_breakdown",
     "area_mm2",
     "density_model",
