@@ -23,6 +23,15 @@ default, over the permutations of K shared by every row (the other dims of ``x``
 When K is not a multiple of H the last block is short (the padding slots stay at the end and
 are never swapped), exactly as :func:`~tasder.tasd.decompose` pads the last block.
 
+**Cache.** A search builds the same TASD layer again for every configuration it evaluates, and
+``apply_tasd`` with calibration builds each layer twice (a probe, then the layer), so the same
+permutation is asked for many times. :func:`find_permutation` keeps its results in a bounded
+in-process LRU cache keyed by the *content* of what it ranks — a BLAKE2b digest of the score rows'
+bytes, their shape, the series' (ΣG, H) and the search settings — so a changed weight or another
+calibration sample can never get a stale permutation, and two series with the same (ΣG, H)
+(``4:8+1:8`` and ``5:8``) share one search. :func:`permutation_cache_info` reports hits and
+misses, :func:`clear_permutation_cache` empties it; ``cache=False`` bypasses it.
+
 >>> import torch
 >>> x = torch.tensor([[5., 4., 0., 0., 3., 0., 0., 0.]])   # two blocks of 4 along dim -1
 >>> perm = find_permutation(x, "1:4")
@@ -32,18 +41,80 @@ are never swapped), exactly as :func:`~tasder.tasd.decompose` pads the last bloc
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
+from typing import Any
 
 import torch
 
+from tasder._threads import single_thread
 from tasder._validation import check_dim, check_float_tensor, check_score
 from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import GH, Pattern, Series
 
-__all__ = ["find_permutation", "is_permutation", "kept_score", "permutable_block"]
+__all__ = ["clear_permutation_cache", "find_permutation", "is_permutation", "kept_score", "permutable_block",
+           "permutation_cache_info"]
 
-#: Elements of the per-chunk candidate tensor (pairs × rows × H × H) evaluated at once: bounds memory.
+#: Elements of the per-chunk block tensors (pairs × rows × H) evaluated at once: bounds memory.
 _CHUNK_ELEMENTS = 1 << 23
+
+#: Bounds of the permutation cache: entries, and bytes of the cached permutations (8 per element of
+#: K). 4,096 entries hold every (layer, series) of a ResNet-50 search several times over.
+CACHE_MAX_ENTRIES = 4096
+CACHE_MAX_BYTES = 64 << 20
+
+_CacheKey = tuple[Any, ...]
+_cache: OrderedDict[_CacheKey, torch.Tensor] = OrderedDict()
+_cache_lock = threading.Lock()
+_cache_stats = {"hits": 0, "misses": 0, "bytes": 0}
+
+
+def permutation_cache_info() -> dict[str, int]:
+    """``{"hits", "misses", "entries", "bytes"}`` of :func:`find_permutation`'s cache since the last clear."""
+    with _cache_lock:
+        return {"hits": _cache_stats["hits"], "misses": _cache_stats["misses"], "entries": len(_cache),
+                "bytes": _cache_stats["bytes"]}
+
+
+def clear_permutation_cache() -> None:
+    """Empty :func:`find_permutation`'s cache and zero its counters."""
+    with _cache_lock:
+        _cache.clear()
+        _cache_stats.update(hits=0, misses=0, bytes=0)
+
+
+def _cache_key(rows: torch.Tensor, g: int, h: int, *settings: int) -> _CacheKey:
+    """What a search result depends on: the rows' bytes (digested) and shape, (ΣG, H), the settings."""
+    data = rows.detach().cpu().contiguous().numpy()
+    return (hashlib.blake2b(memoryview(data).cast("B"), digest_size=20).hexdigest(), tuple(rows.shape),
+            g, h, *settings)
+
+
+def _cache_get(key: _CacheKey) -> torch.Tensor | None:
+    with _cache_lock:
+        perm = _cache.get(key)
+        if perm is None:
+            _cache_stats["misses"] += 1
+            return None
+        _cache.move_to_end(key)
+        _cache_stats["hits"] += 1
+        return perm.clone()  # the caller may modify what it gets
+
+
+def _cache_put(key: _CacheKey, perm: torch.Tensor) -> None:
+    size = perm.numel() * perm.element_size()
+    if size > CACHE_MAX_BYTES:
+        return
+    with _cache_lock:
+        if key in _cache:
+            return
+        _cache[key] = perm.clone()
+        _cache_stats["bytes"] += size
+        while len(_cache) > CACHE_MAX_ENTRIES or _cache_stats["bytes"] > CACHE_MAX_BYTES:
+            _, old = _cache.popitem(last=False)
+            _cache_stats["bytes"] -= old.numel() * old.element_size()
 
 
 def permutable_block(series: str | Pattern | Series) -> tuple[int, int]:
@@ -85,18 +156,23 @@ def _swap_gains(x: torch.Tensor, y: torch.Tensor, g: int) -> torch.Tensor:
     t1 ≥ … ≥ tH and kept sum S = t1+…+tg, replacing an element e by v keeps
     S − e + max(v, t_{g+1}) when e ≥ t_g (e was kept; ties give the same value either way) and
     S + max(0, v − t_g) otherwise.
+
+    Why matrix products: the gain of (i, j) summed over rows is Σ_r kept_ri·(max(v_rj, t_{g+1}) − e_ri)
+    + Σ_r (1 − kept_ri)·max(0, v_rj − t_g), i.e. two (H × rows) @ (rows × H) products per pair, so
+    the (pairs, rows, H, H) tensor of every row's gains is never built (H times less memory
+    traffic; this loop is the whole cost of choosing a permutation).
     """
     h = x.shape[-1]
 
     def replaced(block: torch.Tensor, incoming: torch.Tensor) -> torch.Tensor:
         top = block.topk(min(g + 1, h), dim=-1).values
-        total = top[..., :g].sum(-1)[..., None, None]
-        t_g = top[..., g - 1][..., None, None]
-        t_next = top[..., g][..., None, None] if g < h else torch.zeros_like(t_g)
-        e = block[..., :, None]  # (pairs, rows, H, 1): the element leaving
-        v = incoming[..., None, :]  # (pairs, rows, 1, H): the element arriving
-        kept = torch.where(e >= t_g, total - e + torch.maximum(v, t_next), total + (v - t_g).clamp_min(0.0))
-        return (kept - total).sum(1)  # (pairs, H_out, H_in)
+        t_g = top[..., g - 1 : g]  # (pairs, rows, 1)
+        t_next = top[..., g : g + 1] if g < h else torch.zeros_like(t_g)
+        kept = (block >= t_g).to(block.dtype)  # (pairs, rows, H): the element leaving was kept
+        if_kept = torch.maximum(incoming, t_next)  # (pairs, rows, H): what the block keeps instead of e
+        if_dropped = (incoming - t_g).clamp_min(0.0)
+        out = kept.transpose(1, 2) @ if_kept + (1.0 - kept).transpose(1, 2) @ if_dropped
+        return out - (kept * block).sum(1)[..., None]  # (pairs, H_out, H_in)
 
     return replaced(x, y) + replaced(y, x).transpose(1, 2)
 
@@ -139,6 +215,7 @@ def find_permutation(
     max_rounds: int = 200,
     patience: int = 6,
     max_rows: int | None = 4096,
+    cache: bool = True,
 ) -> torch.Tensor:
     """A permutation of ``x``'s ``dim`` under which ``series`` keeps at least as much of ``x``.
 
@@ -152,6 +229,7 @@ def find_permutation(
             a gain.
         max_rows: use at most this many evenly spaced rows (None: all) — a sample of activation
             rows decides a layout as well as all of them, at a fraction of the time.
+        cache: reuse (and keep) the result for the same content and settings (see the module doc).
 
     Returns:
         A LongTensor ``perm`` of shape ``(K,)``: ``x.index_select(dim, perm)`` is the layout in which
@@ -165,13 +243,27 @@ def find_permutation(
             raise ValueError(f"`{name}` must be a positive int; got {value!r}")
     if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
         raise ValueError(f"`max_rows` must be a positive int or None; got {max_rows!r}")
-    s = check_score(score, x).abs() if score is not None else x.detach().abs()
-    rows = _rows(s, dim, max_rows)
+    s = check_score(score, x).detach().abs() if score is not None else x.detach().abs()
+    with single_thread():
+        rows = _rows(s, dim, max_rows)
+        k = rows.shape[1]
+        nb = -(-k // h)
+        if g >= h or nb < 2 or not bool(torch.isfinite(rows).all()):
+            return torch.arange(k)
+        key = _cache_key(rows, g, h, seed, max_rounds, patience) if cache else None
+        found = _cache_get(key) if key is not None else None
+        if found is None:
+            found = _search(rows, g, h, seed, max_rounds, patience)
+            if key is not None:
+                _cache_put(key, found)
+    return found
+
+
+def _search(rows: torch.Tensor, g: int, h: int, seed: int, max_rounds: int, patience: int) -> torch.Tensor:
+    """The block-pair swap search of the module doc on (rows, K) scores (g < h, at least two blocks)."""
     n_rows, k = rows.shape
     identity = torch.arange(k)
     nb = -(-k // h)
-    if g >= h or nb < 2 or not bool(torch.isfinite(rows).all()):
-        return identity
     s_ext = torch.cat([rows, rows.new_zeros(n_rows, 1)], 1)  # column k: the padding slots' zero score
     pad = torch.full((nb * h - k,), k, dtype=torch.long)
     base = _blocks_score(s_ext, torch.cat([identity, pad]).view(nb, h), g)
@@ -187,7 +279,7 @@ def find_permutation(
     swappable = slots != k
 
     gen = torch.Generator().manual_seed(seed)
-    chunk = max(1, _CHUNK_ELEMENTS // (n_rows * h * h))
+    chunk = max(1, _CHUNK_ELEMENTS // (n_rows * h))
     tol = 1e-12 * max(base, 1e-300)
     stale = 0
     for _ in range(max_rounds):
