@@ -74,8 +74,10 @@ class _Settings:
 def _settings(quick: bool, seed: int) -> _Settings:
     # --quick: a capped search and a smaller mapper budget, so the test suite can run the whole
     # flow in under a minute; the numbers are then a smoke test, and the report says so.
-    return _Settings(mapper_budget=400 if quick else 3000, max_evals=6 if quick else None, constraint=0.99,
-                     seed=seed)
+    from tasder.search.cost import DEFAULT_MAPPER_BUDGET
+
+    return _Settings(mapper_budget=400 if quick else DEFAULT_MAPPER_BUDGET, max_evals=6 if quick else None,
+                     constraint=0.99, seed=seed)
 
 
 def _batch_size(batch: Any) -> int:

@@ -31,10 +31,15 @@ from tasder.search.result import HardwareSummary, SearchResult
 if TYPE_CHECKING:
     from tasder.hw import Architecture, MapperResult, Network, NetworkResult, Problem
 
-__all__ = ["COST_METRICS", "CostFn", "HardwareCost", "MACCost"]
+__all__ = ["COST_METRICS", "DEFAULT_MAPPER_BUDGET", "CostFn", "HardwareCost", "MACCost", "edp_vs_tc"]
 
 #: What :class:`HardwareCost` can return, with its unit.
 COST_METRICS: dict[str, str] = {"edp": "J·s", "energy": "pJ", "cycles": "cycles"}
+
+#: Mappings the mapper tries per distinct layer, here, in ``tasder search --cost``, ``tasder apply
+#: --design`` and ``tasder demo``: the best mapping found depends on the budget, so one budget
+#: everywhere is what makes one config's modelled EDP the same number in every table, plot and line.
+DEFAULT_MAPPER_BUDGET = 3000
 
 #: ``cost(config) -> float``: config maps every searched layer to its spec; lower is better.
 CostFn = Callable[[Mapping[str, LayerSpec]], float]
@@ -94,7 +99,7 @@ class HardwareCost:
     """
 
     def __init__(self, design: str | Architecture, problems: Mapping[str, Problem], mode: Literal["W", "A"] = "W",
-                 *, metric: str = "edp", budget: int = 2000, seed: int = 0) -> None:
+                 *, metric: str = "edp", budget: int = DEFAULT_MAPPER_BUDGET, seed: int = 0) -> None:
         from tasder.hw import Architecture, load_architecture
         from tasder.hw.mapper import check_budget
 
@@ -124,7 +129,7 @@ class HardwareCost:
 
     @classmethod
     def for_model(cls, model: Any, example: Any, design: str | Architecture, mode: Literal["W", "A"] = "W", *,
-                  metric: str = "edp", budget: int = 2000, seed: int = 0, per_sample: bool = True,
+                  metric: str = "edp", budget: int = DEFAULT_MAPPER_BUDGET, seed: int = 0, per_sample: bool = True,
                   word_bits: int = 16) -> HardwareCost:
         """Trace ``model`` on ``example`` (a calibration batch) and measure each layer's operand densities.
 
@@ -182,3 +187,19 @@ class HardwareCost:
         return (f"HardwareCost(design={self.design!r}, mode={self.mode!r}, metric={self.metric!r}, "
                 f"layers={len(self.problems)}, budget={self.budget})")
 
+
+
+def edp_vs_tc(cost: HardwareCost, config: Mapping[str, LayerSpec] | None = None) -> dict[str, float]:
+    """The one normalisation every EDP tasder prints uses: × TC running the original model.
+
+    ``cost`` models a design (its problems, mode, budget and seed are reused for TC). Returns
+    ``tc_original`` (J·s), ``before_js`` / ``after_js`` (the original model and ``config`` on the
+    design, J·s) and ``before_vs_tc`` / ``after_vs_tc`` (each ÷ ``tc_original``).
+    """
+    tc = HardwareCost("tc", cost.problems, cost.mode, metric="edp", budget=cost.budget, seed=cost.seed)
+    base = tc.totals({})["edp_js"]
+    before = cost.totals({})["edp_js"]
+    after = cost.totals(config or {})["edp_js"]
+    return {"tc_original": base, "before_js": before, "after_js": after,
+            "before_vs_tc": before / base if base else float("nan"),
+            "after_vs_tc": after / base if base else float("nan")}
