@@ -80,18 +80,6 @@ def _settings(quick: bool, seed: int) -> _Settings:
                      constraint=0.99, seed=seed)
 
 
-def _batch_size(batch: Any) -> int:
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    for v in values:
-        if isinstance(v, torch.Tensor) and v.dim():
-            return int(v.shape[0])
-    return 1
-
-
 def _energy_by_level_action(result: Any) -> dict[str, dict[str, float]]:
     """pJ by storage level then action (``read``/``write``/``update``/``leakage``), plus the MAC array."""
     out: dict[str, dict[str, float]] = {}
@@ -166,18 +154,19 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     log(f"{case.model_id}: profiling layers and comparing designs")
     series = [s for s in (str(c) for c in candidate_series(DEMO_TARGET)) if s != "dense"]
     prof = profile_model(entry.model, calibration, candidates=series, layers=[r.name for r in result.layers])
+    # MACs per inference: the calibration batch's count divided by its size (the search counted on it).
+    per = result.samples
     layer_rows = []
     for row in result.layers:
         p = prof[row.name]
         density = 1.0 if row.series == "dense" else _series_density(row.series)
-        layer_rows.append({"name": row.name, "kind": row.kind, "dense_macs": row.dense_macs, "series": row.series,
-                           "density": density, "executed": row.fraction, "weight_sparsity": p.weight_sparsity,
-                           "activation_sparsity": p.activation_sparsity_mean, "damage": _finite(row.damage)})
+        layer_rows.append({"name": row.name, "kind": row.kind, "k": row.k_text, "dense_macs": row.dense_macs / per,
+                           "series": row.series, "density": density, "executed": row.fraction,
+                           "weight_sparsity": p.weight_sparsity, "activation_sparsity": p.activation_sparsity_mean,
+                           "damage": _finite(row.damage)})
     designs = _compare_designs(hc, result.config.layers, DEMO_DESIGNS, settings)
 
-    # MACs per inference: the calibration batch's count divided by its size.
-    per = _batch_size(calibration[0])
-    dense_total = count_macs(entry.model, calibration[0]).total_dense / per
+    dense_total = count_macs(entry.model, calibration[0]).dense_per_inference
     saved = sum(r.dense_macs * (1.0 - r.fraction) for r in result.layers) / per
     chosen = next((p.index for p in result.history if p.ok and p.cost == result.cost_after), 0)
     curve = _error_curve(prof, [r.name for r in result.layers], case.mode)
@@ -193,10 +182,13 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
         "scores": {"validation": {"original": result.metric_original, "transformed": result.metric_final},
                    "test": {"original": result.holdout_original, "transformed": result.holdout_final}},
         "macs": {"dense": dense_total, "transformed": dense_total - saved, "unit": "MACs per inference"},
+        "holdout": {"threshold": result.holdout_threshold, "meets_constraint": result.holdout_meets_constraint},
         "search": {"evaluations": result.evaluations, "cache_hits": result.cache_hits,
                    "seconds": result.seconds, "interrupted": result.interrupted,
                    "history": [p.as_dict() for p in result.history], "pareto": [p.index for p in result.pareto],
                    "chosen": chosen, "cost_unit": hc.unit, "cost_baseline": result.cost_before,
+                   # The report's one EDP normalisation: TC running the original model (designs[0]).
+                   "cost_reference": designs[0]["edp_js"], "cost_reference_label": "TC running the original model",
                    "failures": list(result.failures)},
         "layers": layer_rows,
         "designs": designs,
