@@ -108,7 +108,7 @@ def _compare_designs(hc: Any, config: Mapping[str, Any], designs: Sequence[str],
         for workload, cfg in workloads:
             r = model.evaluate(cfg)
             rows.append({"design": design, "label": _LABELS.get(design, design), "workload": workload,
-                         "cycles": r.cycles, "energy_pj": r.energy_pj, "edp_js": r.edp(model.arch.clock_hz),
+                         "cycles": r.cycles, "energy_pj": r.energy_pj, "edp_js": r.edp,
                          "seconds": r.cycles / model.arch.clock_hz,
                          "energy_breakdown_pj": _energy_by_level_action(r)})
     base = rows[0]

@@ -86,7 +86,7 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
 
     return {
         "architecture": arch.name, "workload": result.network.name, **area_breakdown(arch).to_dict(),
-        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp(arch.clock_hz),
+        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp,
                   "utilization": result.utilization(arch.compute.instances),
                   "seconds": result.cycles / arch.clock_hz},
         "energy_breakdown_pj": breakdown,

@@ -169,7 +169,7 @@ class HardwareCost:
         """``cycles``, ``energy_pj``, ``seconds`` and ``edp_js`` of the whole model under ``config``."""
         r = self.evaluate(config)
         return {"cycles": r.cycles, "energy_pj": r.energy_pj, "seconds": r.cycles / self.arch.clock_hz,
-                "edp_js": r.edp(self.arch.clock_hz)}
+                "edp_js": r.edp}
 
     def summarize(self, result: SearchResult, tc: HardwareCost) -> HardwareSummary:
         """``result``'s cost before and after next to ``tc`` (this cost's metric on TC, e.g.
