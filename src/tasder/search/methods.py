@@ -53,7 +53,7 @@ from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
 from tasder.search.cost import CostFn, MACCost
-from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model
+from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
@@ -407,6 +407,11 @@ def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> di
 # ---------------------------------------------------------------------------------------------
 
 
+def progress_text(description: str, evals: int, best: float) -> str:
+    """The search's progress line: ``"search m (cost-aware): 5 evaluations, best cost 6.9e-12"``."""
+    return f"{description}: {evals} evaluations, best cost {format_cost(best)}"
+
+
 def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[int, float], None] | None]:
     if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
         return None, None
@@ -418,7 +423,7 @@ def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[
     task = progress.add_task(description, total=None)
 
     def update(evals: int, best: float) -> None:
-        progress.update(task, description=f"{description}: {evals} evaluations, best cost {best:,.0f}")
+        progress.update(task, description=progress_text(description, evals, best))
 
     return progress, update
 

@@ -3,7 +3,7 @@ and metric vs cost of every evaluated config (Pareto points marked)."""
 
 from __future__ import annotations
 
-from tasder.search.result import SearchResult
+from tasder.search.result import SearchResult, format_cost
 
 __all__ = ["render_markdown"]
 
@@ -14,7 +14,7 @@ def _num(x: float | None, digits: int = 4) -> str:
 
 def _cost(x: float) -> str:
     # MACs are large integers; a modelled EDP is ~1e-11 J·s: print both readably.
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+    return format_cost(x)
 
 
 def render_markdown(result: SearchResult, metric_name: str = "validation metric",

@@ -9,7 +9,18 @@ from typing import Any
 from tasder._text import count_text, text_table
 from tasder.nn.config import TASDConfig
 
-__all__ = ["EvalPoint", "HardwareSummary", "LayerRow", "SearchResult", "describe_model", "pareto_front"]
+__all__ = ["EvalPoint", "HardwareSummary", "LayerRow", "SearchResult", "describe_model", "format_cost",
+           "pareto_front"]
+
+
+def format_cost(x: float) -> str:
+    """A cost for a progress line or a table: MAC counts as integers with separators, anything
+    smaller (a modelled EDP of ~1e-11 J·s) with 4 significant digits — never "0".
+
+    >>> format_cost(29_458_432.0), format_cost(6.9e-12), format_cost(0.0)
+    ('29,458,432', '6.9e-12', '0')
+    """
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
 @dataclass(frozen=True)
