@@ -217,3 +217,42 @@ def test_model_profile_prints_a_table() -> None:
     text = str(profile_model(net, [x, x], candidates=["2:8"]))
     assert text.startswith("2 layers profiled on 2 calibration batch(es) (8 samples); 768 dense MACs per inference")
     assert "ModelProfile(" not in text and "2:8" in text
+
+
+def test_hardware_cost_cache_dir_gives_the_same_numbers_from_disk(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasder.nn import LayerSpec
+    from tasder.search import HardwareCost
+
+    net, x = _net_and_batch()
+    config = {"0": LayerSpec("2:8", "W")}
+    fresh = HardwareCost.for_model(net, x, "ttc-vegeta-m8", "W", budget=150)(config)
+    first = HardwareCost.for_model(net, x, "ttc-vegeta-m8", "W", budget=150, cache_dir=tmp_path)(config)
+    assert list(tmp_path.rglob("*.json"))
+    monkeypatch.setattr("tasder.hw.mapper.map_layer", lambda *a, **k: pytest.fail("mapped although cached"))
+    second = HardwareCost.for_model(net, x, "ttc-vegeta-m8", "W", budget=150, cache_dir=tmp_path)(config)
+    assert fresh == first == second
+
+
+def test_background_figures_report_a_worker_failure_by_name() -> None:
+    from tasder.report.figures import BackgroundFigures
+
+    drawer = BackgroundFigures(workers=1)
+    drawer.submit({"model": "broken-model"}, 0, "broken")  # no keys to draw from
+    with pytest.raises(RuntimeError, match="'broken-model'"):
+        drawer.result()
+
+
+@pytest.mark.slow
+def test_background_figures_are_the_figures_drawn_in_process() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tasder.report.figures import BackgroundFigures, figure_stems, make_figures
+    from test_report import make_doc
+
+    doc = make_doc()
+    doc["models"] = doc["models"][:1]
+    drawer = BackgroundFigures(workers=2)
+    drawer.submit(doc["models"][0], 0, figure_stems([doc["models"][0]["model"]])[0])
+    assert drawer.result() == make_figures(doc)

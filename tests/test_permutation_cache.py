@@ -93,3 +93,41 @@ def test_cached_and_uncached_results_are_equal(data: st.DataObject) -> None:
     fresh = find_permutation(x, s, cache=False)
     assert torch.equal(find_permutation(x, s), fresh)
     assert torch.equal(find_permutation(x, s), fresh)  # the hit
+
+
+def test_a_store_keeps_permutations_for_the_next_process(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasder.tasd.permutation import permutation_store
+
+    w = _weight(7)
+    with permutation_store(tmp_path):
+        first = find_permutation(w, "1:8")
+    files = list(tmp_path.glob("*/*.perm"))
+    assert len(files) == 1
+    clear_permutation_cache()  # a new process: memory is empty
+    monkeypatch.setattr(perm_module, "_search", lambda *a: pytest.fail("searched although the store has it"))
+    with permutation_store(tmp_path):
+        again = find_permutation(w, "1:8")
+    assert torch.equal(again, first) and permutation_cache_info()["disk_hits"] == 1
+    monkeypatch.undo()
+    # a damaged entry is ignored and rewritten; outside a store nothing is read or written
+    files[0].write_bytes(b"\x00" * 8)
+    clear_permutation_cache()
+    with permutation_store(tmp_path):
+        assert torch.equal(find_permutation(w, "1:8"), first)
+    assert files[0].stat().st_size == 4 * w.shape[1]
+    clear_permutation_cache()
+    find_permutation(_weight(8), "1:8")
+    assert len(list(tmp_path.glob("*/*.perm"))) == 1
+
+
+def test_a_full_store_loses_its_oldest_half(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasder.tasd.permutation import permutation_store
+
+    monkeypatch.setattr(perm_module, "STORE_MAX_FILES", 4)
+    with permutation_store(tmp_path):
+        for seed in range(6):
+            find_permutation(_weight(seed), "1:8")
+    assert len(list(tmp_path.glob("*/*.perm"))) == 6
+    with permutation_store(tmp_path):
+        pass
+    assert len(list(tmp_path.glob("*/*.perm"))) == 2

@@ -68,6 +68,7 @@ __all__ = [
     "stdout_console",
     "table",
     "text_width",
+    "user_caches",
     "warn",
     "with_examples",
     "wrap_dotted",
@@ -325,6 +326,18 @@ def load_zoo_model(name: str) -> Any:
     if entry.model is None:
         raise ValueError(f"zoo entry {name!r} is shape-only (no model to run); pick one with weights")
     return entry
+
+
+@contextmanager
+def user_caches() -> Iterator[None]:
+    """TASD permutations kept on disk in the user cache (``$TASDER_CACHE_DIR`` or ``~/.cache/tasder``,
+    ``permutations/``) while a command runs, so ``tasder apply`` after ``tasder search`` (or a second
+    ``tasder demo``) reads them instead of searching again. Content-keyed: never stale."""
+    from tasder.tasd.permutation import permutation_store
+    from tasder.zoo.cache import cache_dir
+
+    with permutation_store(cache_dir() / "permutations"):
+        yield
 
 
 def error_message(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from tasder.cli.common import (
     load_zoo_model,
     progress_bar,
     table,
+    user_caches,
     with_examples,
     wrap_dotted,
 )
@@ -259,7 +260,8 @@ def apply_cmd(
         raise ValueError(f"model {model!r} has no calibration batch to count MACs with")
     # A converted copy (entry.model is unchanged); configs with bias_correction or a TASD-A permutation
     # are calibrated on the entry's calibration batches, as the search that found them was.
-    transformed = apply_tasd(entry.model, cfg, calibration=calibration)
+    with user_caches():
+        transformed = apply_tasd(entry.model, cfg, calibration=calibration)
     report = tasd_report(transformed)
     before = after = None
     with progress_bar(f"evaluating {entry.name}", 3 if entry.evaluate is not None else 1) as advance:

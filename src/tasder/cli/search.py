@@ -31,6 +31,7 @@ from tasder.cli.common import (
     load_zoo_model,
     status,
     table,
+    user_caches,
     warn,
     with_examples,
 )
@@ -139,11 +140,13 @@ def search_cmd(
     mode_u = mode.strip().upper()
     chosen_layers = layers if layers else default_layers(name, mode_u)
     cost_fn, tc_cost = _cost_function(cost, design, target, entry, mode_u, mapper_budget, seed)
-    result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
-                    method,  # type: ignore[arg-type]
-                    holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                    statistic=statistic, model_id=name, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
-                    permute=permute, bias_correction=bias_correction)
+    with user_caches():
+        result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
+                        method,  # type: ignore[arg-type]
+                        holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
+                        statistic=statistic, model_id=name, progress=interactive(),
+                        cost=cost_fn,  # type: ignore[arg-type]
+                        permute=permute, bias_correction=bias_correction)
     if tc_cost is not None and cost_fn is not None:
         result.hardware = cost_fn.summarize(result, tc_cost)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))

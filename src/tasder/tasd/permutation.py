@@ -30,7 +30,11 @@ in-process LRU cache keyed by the *content* of what it ranks — a BLAKE2b diges
 bytes, their shape, the series' (ΣG, H) and the search settings — so a changed weight or another
 calibration sample can never get a stale permutation, and two series with the same (ΣG, H)
 (``4:8+1:8`` and ``5:8``) share one search. :func:`permutation_cache_info` reports hits and
-misses, :func:`clear_permutation_cache` empties it; ``cache=False`` bypasses it.
+misses, :func:`clear_permutation_cache` empties it; ``cache=False`` bypasses it. Inside
+``with permutation_store(folder):`` results are also kept on disk, one small file per key, so the
+next process (the next ``tasder demo``, a ``tasder apply`` after ``tasder search``) reads them
+instead of searching again; a file that does not hold a permutation of the right length is
+ignored and rewritten.
 
 >>> import torch
 >>> x = torch.tensor([[5., 4., 0., 0., 3., 0., 0., 0.]])   # two blocks of 4 along dim -1
@@ -43,8 +47,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +63,7 @@ from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import GH, Pattern, Series
 
 __all__ = ["clear_permutation_cache", "find_permutation", "is_permutation", "kept_score", "permutable_block",
-           "permutation_cache_info"]
+           "permutation_cache_info", "permutation_store"]
 
 #: Elements of the per-chunk block tensors (pairs × rows × H) evaluated at once: bounds memory.
 _CHUNK_ELEMENTS = 1 << 23
@@ -65,24 +73,94 @@ _CHUNK_ELEMENTS = 1 << 23
 CACHE_MAX_ENTRIES = 4096
 CACHE_MAX_BYTES = 64 << 20
 
+#: Files a :func:`permutation_store` folder may hold; past it the oldest half is removed when a store opens.
+STORE_MAX_FILES = 20_000
+
 _CacheKey = tuple[Any, ...]
 _cache: OrderedDict[_CacheKey, torch.Tensor] = OrderedDict()
 _cache_lock = threading.Lock()
-_cache_stats = {"hits": 0, "misses": 0, "bytes": 0}
+_cache_stats = {"hits": 0, "misses": 0, "bytes": 0, "disk_hits": 0}
+_store: list[Path] = []  # the open permutation_store folders, innermost last
+
+
+@contextmanager
+def permutation_store(folder: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Also keep :func:`find_permutation`'s results on disk in ``folder`` while the block runs
+    (None: memory only). Unusable entries are ignored; a folder past :data:`STORE_MAX_FILES` files
+    loses its oldest half when the store opens."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder)
+    _prune(path)
+    _store.append(path)
+    try:
+        yield
+    finally:
+        _store.remove(path)
+
+
+def _prune(folder: Path) -> None:
+    try:
+        files = sorted(folder.glob("*/*.perm"), key=lambda f: f.stat().st_mtime)
+    except OSError:
+        return
+    if len(files) > STORE_MAX_FILES:
+        for f in files[: len(files) - STORE_MAX_FILES // 2]:
+            f.unlink(missing_ok=True)
+
+
+def _store_path(key: _CacheKey) -> Path | None:
+    if not _store:
+        return None
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+    return _store[-1] / name[:2] / f"{name}.perm"
+
+
+def _store_get(key: _CacheKey, k: int) -> torch.Tensor | None:
+    path = _store_path(key)
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if len(data) != 4 * k:
+        return None
+    perm = torch.frombuffer(bytearray(data), dtype=torch.int32).to(torch.long)
+    if not is_permutation(perm, k):
+        return None
+    with _cache_lock:
+        _cache_stats["disk_hits"] += 1
+    return perm
+
+
+def _store_put(key: _CacheKey, perm: torch.Tensor) -> None:
+    from tasder.io import atomic_write_bytes
+
+    path = _store_path(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, perm.to(torch.int32).numpy().tobytes())
+    except OSError:
+        pass  # a store that cannot be written costs the search next time, never the result
 
 
 def permutation_cache_info() -> dict[str, int]:
-    """``{"hits", "misses", "entries", "bytes"}`` of :func:`find_permutation`'s cache since the last clear."""
+    """``{"hits", "misses", "entries", "bytes", "disk_hits"}`` of :func:`find_permutation`'s cache since
+    the last clear (``disk_hits``: misses in memory answered by a :func:`permutation_store`)."""
     with _cache_lock:
         return {"hits": _cache_stats["hits"], "misses": _cache_stats["misses"], "entries": len(_cache),
-                "bytes": _cache_stats["bytes"]}
+                "bytes": _cache_stats["bytes"], "disk_hits": _cache_stats["disk_hits"]}
 
 
 def clear_permutation_cache() -> None:
     """Empty :func:`find_permutation`'s cache and zero its counters."""
     with _cache_lock:
         _cache.clear()
-        _cache_stats.update(hits=0, misses=0, bytes=0)
+        _cache_stats.update(hits=0, misses=0, bytes=0, disk_hits=0)
 
 
 def _cache_key(rows: torch.Tensor, g: int, h: int, *settings: int) -> _CacheKey:
@@ -252,10 +330,15 @@ def find_permutation(
             return torch.arange(k)
         key = _cache_key(rows, g, h, seed, max_rounds, patience) if cache else None
         found = _cache_get(key) if key is not None else None
+        if found is None and key is not None:
+            found = _store_get(key, k)
+            if found is not None:
+                _cache_put(key, found)
         if found is None:
             found = _search(rows, g, h, seed, max_rounds, patience)
             if key is not None:
                 _cache_put(key, found)
+                _store_put(key, found)
     return found
 
 
