@@ -140,7 +140,9 @@ def test_numba_and_torch_backends_are_bit_identical_for_long_blocks(data: st.Dat
     "s",
     [
         "20:40+1:8",
-        "17:34+3:4",
+        "17:34+1:4",
+        "K1(40:100)->K0(1:2)",  # upper rank by sorting (G·H above the scan's budget), a short group
+        "K1(3:5)->K0(90:128)+7:130",
         "30:40+2:40+1:8",
         "K1(2:2)->K0(20:40)",
         "K1(1:2)->K0(33:64)+1:4",
@@ -546,11 +548,12 @@ def test_kernel_regrouping_of_short_rows_matches_the_reference(shape: tuple[int,
 
 _CACHE_PROBE = """
 import torch
-from tasder.tasd import _kernel, approximate, decompose
+from tasder.sparsity import _kernel
+from tasder.tasd import approximate, decompose
 decompose(torch.randn(8, 64), "4:8+1:8")               # small: the serial kernel compiles first
 approximate(torch.randn(256, 1024).relu(), "4:8+1:8")  # large: the parallel one
-print(sum(_kernel._decompose_same_h_parallel.stats.cache_hits.values()),
-      sum(_kernel._decompose_same_h_parallel.stats.cache_misses.values()))
+print(sum(_kernel._same_h_parallel.stats.cache_hits.values()),
+      sum(_kernel._same_h_parallel.stats.cache_misses.values()))
 """
 
 
