@@ -6,9 +6,8 @@ import math
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
-from strategies import gh_patterns, hss_patterns, patterns, series
+from strategies import hss_patterns, patterns, series
 from tasder.sparsity import (
     GH,
     HSS,
@@ -129,16 +128,27 @@ def test_dense_is_the_identity_configuration() -> None:
     assert s.approximated_sparsity == 0.0
 
 
-@given(st.lists(st.one_of(gh_patterns(), hss_patterns()), min_size=1, max_size=3))
-def test_series_effective_density_is_the_sum_of_term_densities(terms) -> None:  # type: ignore[no-untyped-def]
-    s = Series(tuple(terms))
-    total = sum(t.density for t in terms)
+@given(series(max_terms=3))
+def test_series_effective_density_is_the_sum_of_term_densities(s: Series) -> None:
+    total = sum(t.density for t in s.terms)
     assert s.effective_density == pytest.approx(total)
     assert s.approximated_sparsity == pytest.approx(1.0 - total)
+    assert s.effective_density <= 1.0
 
 
-def test_effective_density_above_one_is_not_capped() -> None:
-    assert parse_series("3:4+3:4").effective_density == 1.5
+@pytest.mark.parametrize("text", ["2:4+2:4", "1:3+2:3", "3:4+1:8+1:8", "unstructured(0.7)+unstructured(0.3)",
+                                  "K1(1:2)->K0(2:4)+3:4"])
+def test_a_series_of_density_exactly_one_is_allowed(text: str) -> None:
+    assert parse_series(text).effective_density == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text", ["2:4+2:4+2:4", "3:4+3:4", "3:4+1:8+1:8+1:64", "unstructured(0.7)+unstructured(0.4)"])
+def test_a_series_whose_terms_cannot_add_anything_is_refused(text: str) -> None:
+    """Effective density above 1: the later terms could only hold zeros, yet cost MACs (issue 14)."""
+    with pytest.raises(ValueError, match=r"effective density .* > 1.*drop terms or use sparser ones"):
+        parse_series(text)
+    with pytest.raises(ValueError, match=r"> 1"):
+        Series(tuple(parse_pattern(t) for t in text.split("+")))
 
 
 def test_one_rank_hss_parses_to_the_gh_pattern() -> None:
