@@ -20,9 +20,10 @@ Selection inside a block of H (ties to the lower index):
 * larger H: a stable merge sort of the block (O(log H) per element, whatever the data), so no H
   makes the kernel quadratic.
 
-A short last block is ranked on its real elements only: the zero padding of the definition ranks
-below every real element (equal key, higher index), so it never changes what is kept — and a row
-of 12 elements under ``1:65536`` costs 12 elements of work, not 65,536.
+The zero padding of a short last block ranks below every real element (equal key, higher index),
+so it never changes what is kept: the pairwise path pads (fewer than 128 slots), the sort path and
+the upper HSS ranks leave it out — a row of 12 elements under ``1:65536`` costs 12 elements of
+work, not 65,536.
 """
 
 from __future__ import annotations
@@ -97,12 +98,16 @@ if AVAILABLE:
     def _pairwise_ranks(row, length, h, no_sign, key_t, rank_t, rank):  # pragma: no cover - compiled
         """rank[i] = place of element i within its block of ``h`` in (|x| desc, index asc) order.
 
-        Keys of the full blocks are laid out transposed (position-in-block major) so that every
-        comparison loop runs over consecutive blocks: LLVM turns it into SIMD compares, which is
-        what makes the kernel memory-bound instead of compute-bound. The short last block, if
-        any, is ranked on its real elements by :func:`_scalar_ranks`.
+        Keys are laid out transposed (position-in-block major) so that every comparison loop
+        runs over consecutive blocks: LLVM turns it into SIMD compares, which is what makes the
+        kernel memory-bound instead of compute-bound. A short last block is zero-padded (fewer
+        than H slots, H ≤ PAIRWISE_MAX_H): padding zeros rank after every real element of their
+        block (equal key, higher index), so they never displace one.
         """
-        n_blocks = length // h
+        n_blocks = (length + h - 1) // h
+        padded = n_blocks * h
+        for i in range(length, padded):
+            row[i] = 0
         for b in range(n_blocks):
             for i in range(h):
                 key_t[i * n_blocks + b] = row[b * h + i] & no_sign
@@ -121,18 +126,6 @@ if AVAILABLE:
         for i in range(h):
             for b in range(n_blocks):
                 rank[b * h + i] = rank_t[i * n_blocks + b]
-        _scalar_ranks(row, n_blocks * h, length, no_sign, rank)
-
-    @njit(cache=True, nogil=True)
-    def _scalar_ranks(row, start, stop, no_sign, rank):  # pragma: no cover - compiled
-        """rank[i] for the one block row[start:stop] (a short block): a plain double loop."""
-        for i in range(start, stop):
-            ki = row[i] & no_sign
-            r = 0
-            for q in range(start, stop):
-                kq = row[q] & no_sign
-                r += (kq >= ki) if q < i else (kq > ki)
-            rank[i] = r
 
     @njit(cache=True, nogil=True)
     def _order_desc(keys, start, n, idx, tmp):  # pragma: no cover - compiled
@@ -177,7 +170,7 @@ if AVAILABLE:
 
         With ``cum_g = [g]`` that is 0 for the ``g`` kept elements of each block and 1 for the rest;
         with the cumulative G's of a same-H series it is the index of the term that takes the
-        element (``len(cum_g)``: the residual).
+        element (``len(cum_g)``: the residual). ``row`` has room for the padding of a short block.
         """
         n_terms = cum_g.shape[0]
         if h <= PAIRWISE_MAX_H:
@@ -188,16 +181,9 @@ if AVAILABLE:
                     w += rank[i] >= cum_g[t]
                 who[i] = w
             return
+        # Sort path: a short block (a row shorter than H) sorts its real elements only.
         for start in range(0, length, h):
             n = min(h, length - start)
-            if n <= PAIRWISE_MAX_H:  # a short block (a row shorter than H): no sort needed
-                _scalar_ranks(row, start, start + n, no_sign, rank)
-                for i in range(start, start + n):
-                    w = 0
-                    for t in range(n_terms):
-                        w += rank[i] >= cum_g[t]
-                    who[i] = w
-                continue
             for i in range(start, start + n):
                 key_t[i] = row[i] & no_sign
             order = _order_desc(key_t, start, n, idx, tmp)
@@ -254,12 +240,13 @@ if AVAILABLE:
         n_terms = cum_g.shape[0]
         rows = outer * inner
         n_chunks = min(rows, 1024)
+        room = length + (h - 1 if h <= PAIRWISE_MAX_H else 0)  # the pairwise path pads a short block
         bad = np.zeros(n_chunks, dtype=np.int64)
         for c in prange(n_chunks):
-            row = np.empty(length, dtype=bits.dtype)
-            key_t = np.empty(length, dtype=bits.dtype)
-            rank_t = np.empty(length, dtype=bits.dtype)
-            rank = np.empty(length, dtype=bits.dtype)
+            row = np.empty(room, dtype=bits.dtype)
+            key_t = np.empty(room, dtype=bits.dtype)
+            rank_t = np.empty(room, dtype=bits.dtype)
+            rank = np.empty(room, dtype=bits.dtype)
             idx = np.empty(min(h, length), dtype=np.int64)
             tmp = np.empty(min(h, length), dtype=np.int64)
             who = np.empty(length, dtype=np.uint8)
@@ -303,12 +290,13 @@ if AVAILABLE:
         rows = outer * inner
         n_chunks = min(rows, 1024)
         use_table = table.shape[0] > 1
+        room = length + PAIRWISE_MAX_H  # the pairwise path pads a short block
         bad = np.zeros(n_chunks, dtype=np.int64)
         for c in prange(n_chunks):
-            row = np.empty(length, dtype=bits.dtype)
-            key_t = np.empty(length, dtype=bits.dtype)
-            rank_t = np.empty(length, dtype=bits.dtype)
-            rank = np.empty(length, dtype=bits.dtype)
+            row = np.empty(room, dtype=bits.dtype)
+            key_t = np.empty(room, dtype=bits.dtype)
+            rank_t = np.empty(room, dtype=bits.dtype)
+            rank = np.empty(room, dtype=bits.dtype)
             idx = np.empty(length, dtype=np.int64)
             tmp = np.empty(length, dtype=np.int64)
             who = np.empty(length, dtype=np.uint8)
