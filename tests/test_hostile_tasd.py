@@ -97,20 +97,22 @@ def test_pattern_objects_share_the_bounds(make) -> None:  # type: ignore[no-unty
 
 def test_the_largest_h_is_accepted_and_decomposes_in_bounded_time() -> None:
     """The compiled kernel ranked every block by pairwise counting, O(H²) per block: 40 s for
-    randn(1, 2**18) under 1:65536 before, a merge sort now (~0.1 s)."""
+    randn(1, 2**18) under 1:65536, about 30 s for these three rows; a merge sort now (~10 ms).
+    (65,535 elements in all: the serial kernels, which the rest of the suite compiles anyway.)"""
     assert parse_pattern(f"1:{MAX_BLOCK}").h == MAX_BLOCK
     assert parse_pattern("K1(1:256)->K0(1:256)").block_size == MAX_BLOCK
-    x = torch.randn(1, 2**18, generator=torch.Generator().manual_seed(0))
-    decompose(x, "1:2")  # compile (the threaded kernels) outside the timing
-    compute_mask(x, "K1(1:2)->K0(1:2)")
-    r = _timed(lambda: decompose(x, f"1:{MAX_BLOCK}+3:{MAX_BLOCK}"), 5.0)
-    # each block of 65,536 keeps its 1 (then 3) largest |x|
-    for b in range(4):
-        block = x[0, b * MAX_BLOCK : (b + 1) * MAX_BLOCK].abs()
-        assert int(torch.count_nonzero(r.terms[0][0, b * MAX_BLOCK : (b + 1) * MAX_BLOCK])) == 1
-        assert float(r.terms[0][0, b * MAX_BLOCK : (b + 1) * MAX_BLOCK].abs().max()) == float(block.max())
-    mask = _timed(lambda: compute_mask(x, "K1(100:256)->K0(200:256)"), 5.0)
-    assert torch.equal(mask, compute_mask(x, "K1(100:256)->K0(200:256)", backend="torch"))
+    x = torch.randn(3, 21845, generator=torch.Generator().manual_seed(0))
+    decompose(x[:, :8], "1:2+1:2")  # compile outside the timing
+    compute_mask(x[:, :8], "K1(1:2)->K0(1:2)")
+    r = _timed(lambda: decompose(x, f"1:{MAX_BLOCK}+3:{MAX_BLOCK}"), 3.0)
+    # every row is one (short) block: its largest |x| goes to the first term, the next 3 to the second
+    top = x.abs().topk(4, dim=1).indices
+    assert torch.equal((r.terms[0] != 0).nonzero()[:, 1], top[:, 0])
+    assert torch.equal(torch.sort((r.terms[1] != 0).nonzero()[:, 1].view(3, 3)).values, torch.sort(top[:, 1:]).values)
+    mask = _timed(lambda: compute_mask(x, "K1(100:256)->K0(200:256)"), 3.0)
+    assert satisfies(torch.where(mask, x, 0.0), "K1(100:256)->K0(200:256)")
+    # 86 blocks a row (all kept: at most 100 of a group of 256), 200 elements each, 85 in the short last one
+    assert int(mask.sum()) == 3 * (85 * 200 + 85)
 
 
 def test_short_rows_under_a_huge_h_cost_their_length_not_h() -> None:
