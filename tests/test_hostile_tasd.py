@@ -35,6 +35,8 @@ from tasder.sparsity import (
 from tasder.sparsity.notation import MAX_EXPANSIONS
 from tasder.tasd import find_permutation
 
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 

@@ -23,6 +23,8 @@ from tasder.sparsity import GH, HSS, Rank, StructuredPattern, scored_mask
 from tasder.sparsity import parse_pattern as parse
 from tasder.sparsity._kernel import PAIRWISE_MAX_H
 
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
+
 
 def _rows(t: torch.Tensor, dim: int) -> list[list[float]]:
     """``t`` as Python rows running along ``dim`` (float64 values, exact for every float dtype)."""

@@ -15,6 +15,8 @@ from tasder import decompose
 from tasder.sparsity import parse_series
 from tasder.tasd.permutation import _swap_gains, find_permutation, kept_score, permutable_block
 
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
+
 #: Block sizes of the series under test (every TTC target uses one of these).
 BLOCKS = (2, 4, 8)
 
