@@ -208,10 +208,12 @@ if AVAILABLE:
         zero-score padding after every real child in the definition — are never preferred to a
         real one and can be left out.
         """
-        for i in range(start, start + n):
-            keep[i] = g >= n
         if g >= n:
+            for i in range(start, start + n):
+                keep[i] = True
             return
+        for i in range(start, start + n):
+            keep[i] = False
         if g * n <= _SCAN_MAX_WORK:
             for _ in range(g):
                 best = -1
@@ -223,6 +225,42 @@ if AVAILABLE:
         order = _order_desc(score, start, n, idx, tmp)
         for r in range(g):
             keep[order[r]] = True
+
+    @njit(cache=True, nogil=True)
+    def _upper_ranks(block_score, block_keep, level_keep, n_blocks, g, h, n_ranks, idx, tmp):  # pragma: no cover
+        """block_keep[b] for every lowest-rank block b: does every upper rank keep what holds it?
+
+        ``block_score[:n_blocks]`` holds the lowest-rank block scores (overwritten rank by rank);
+        ``g``/``h``: the pattern's ranks, lowest first. A rank that keeps every child (G ≥ H)
+        decides nothing, and the top rank's own scores are never needed: both are skipped.
+        """
+        for b in range(n_blocks):
+            block_keep[b] = True
+        children = 1  # lowest-rank blocks spanned by one child of rank r
+        n_cur = n_blocks
+        for r in range(1, n_ranks):
+            hr = h[r]
+            gr = g[r]
+            if gr < hr:
+                for b in range(0, n_cur, hr):
+                    _select_blocks(block_score, level_keep, b, min(hr, n_cur - b), gr, idx, tmp)
+                for q in range(n_cur):
+                    if not level_keep[q]:
+                        for b in range(q * children, min((q + 1) * children, n_blocks)):
+                            block_keep[b] = False
+            else:
+                for q in range(n_cur):
+                    level_keep[q] = True
+            if r == n_ranks - 1:
+                break
+            n_next = (n_cur + hr - 1) // hr
+            for b in range(n_next):  # next rank's scores: ordered sums of the kept children
+                s = 0.0
+                for q in range(b * hr, min((b + 1) * hr, n_cur)):
+                    s += block_score[q] if level_keep[q] else 0.0
+                block_score[b] = s
+            n_cur = n_next
+            children *= hr
 
     def _same_h_py(bits, out, mask_out, mode, h, cum_g, no_sign, inf_bits):  # pragma: no cover
         """Every term is a one-rank G:H with the same H (2:8+1:8, 4:8+2:8, 2:4, a G:H mask...).
@@ -320,33 +358,20 @@ if AVAILABLE:
                 for t in range(n_terms):
                     h0 = ranks_h[t, 0]
                     _assign(row, length, h0, ranks_g[t, 0:1], no_sign, key_t, rank_t, rank, idx, tmp, who)
-                    for i in range(length):
-                        keep[i] = who[i] == 0
-                    if n_ranks[t] > 1:
+                    if n_ranks[t] == 1:
+                        for i in range(length):
+                            keep[i] = who[i] == 0
+                    else:
                         n_blocks = (length + h0 - 1) // h0
-                        for b in range(n_blocks):
+                        for b in range(n_blocks):  # the selection and its block score in one pass
                             s = 0.0
                             for i in range(b * h0, min((b + 1) * h0, length)):
-                                s += mag[i] if keep[i] else 0.0
+                                k = who[i] == 0
+                                keep[i] = k
+                                s += mag[i] if k else 0.0
                             block_score[b] = s
-                            block_keep[b] = True
-                        children = 1  # lowest-rank blocks spanned by one block of rank r
-                        n_cur = n_blocks
-                        for r in range(1, n_ranks[t]):
-                            hr = ranks_h[t, r]
-                            for b in range(0, n_cur, hr):
-                                _select_blocks(block_score, level_keep, b, min(hr, n_cur - b), ranks_g[t, r], idx, tmp)
-                            for b in range(n_blocks):
-                                if not level_keep[b // children]:
-                                    block_keep[b] = False
-                            n_next = (n_cur + hr - 1) // hr
-                            for b in range(n_next):  # next rank's scores: ordered sums of kept children
-                                s = 0.0
-                                for q in range(b * hr, min((b + 1) * hr, n_cur)):
-                                    s += block_score[q] if level_keep[q] else 0.0
-                                block_score[b] = s
-                            n_cur = n_next
-                            children *= hr
+                        _upper_ranks(block_score, block_keep, level_keep, n_blocks, ranks_g[t], ranks_h[t],
+                                     n_ranks[t], idx, tmp)
                         for b in range(n_blocks):
                             if not block_keep[b]:
                                 for i in range(b * h0, min((b + 1) * h0, length)):
