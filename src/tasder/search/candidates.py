@@ -27,10 +27,10 @@ def candidate_series(target: Target | str) -> list[Series]:
     for order in range(1, t.max_order + 1):
         # Terms in non-increasing density: the greedy series takes the densest term first.
         for combo in itertools.combinations_with_replacement(patterns, order):
-            series = parse_series("+".join(str(p) for p in combo))
-            density = round(series.effective_density, 9)
-            if density >= 1.0:
+            density = round(sum(p.density for p in combo), 9)
+            if density >= 1.0:  # checked first: a Series above density 1 is refused
                 continue
+            series = parse_series("+".join(str(p) for p in combo))
             rank = (order, -combo[0].density)
             if density not in best or rank < best[density][0]:
                 best[density] = (rank, series)
