@@ -1,4 +1,4 @@
-"""TASD decomposition (DESIGN.md §3.2): exactness, patterns, backends, metrics, errors."""
+"""TASD decomposition (docs/design.md §3.2): exactness, patterns, backends, metrics, errors."""
 
 from __future__ import annotations
 

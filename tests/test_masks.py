@@ -1,4 +1,4 @@
-"""Structured masks (DESIGN.md §3.1) and the satisfies() check."""
+"""Structured masks (docs/design.md §3.1) and the satisfies() check."""
 
 from __future__ import annotations
 

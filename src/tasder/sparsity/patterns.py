@@ -3,7 +3,7 @@
 Patterns are small immutable values. They know their density and their canonical notation
 (``str(pattern)``); what a pattern does to a tensor lives in :mod:`tasder.sparsity.masks`.
 
-Vocabulary (DESIGN.md §2): *density* is the fraction of nonzeros, *sparsity* is 1 − density.
+Vocabulary (docs/design.md §2): *density* is the fraction of nonzeros, *sparsity* is 1 − density.
 A G:H rule allows at most G nonzeros in every block of H consecutive elements of one rank.
 """
 

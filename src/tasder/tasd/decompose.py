@@ -1,4 +1,4 @@
-"""TASD: approximate a tensor by a short series of structured-sparse terms (DESIGN.md §3.2).
+"""TASD: approximate a tensor by a short series of structured-sparse terms (docs/design.md §3.2).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Permute the reduction dimension so that a TASD series drops less (ours; DESIGN.md §3.2).
+"""Permute the reduction dimension so that a TASD series drops less (ours; docs/design.md §3.2).
 
 G:H groups are *consecutive* elements along the reduction dim K of a GEMM, but which elements
 are consecutive is a layout choice: permuting K permutes the columns of A and the rows of B
