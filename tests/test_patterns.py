@@ -233,3 +233,40 @@ def test_parse_pattern_rejects_a_series() -> None:
 def test_parse_series_rejects_non_strings() -> None:
     with pytest.raises(ValueError, match=r"got int"):
         parse_series(24)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ import cost
+
+_IMPORT_PROBE = """
+import sys
+import tasder.sparsity
+from tasder.sparsity import expand_ranges, implies, parse_series
+assert parse_series("2:8+1:8").effective_density == 0.375 and implies("2:4", "4:8") and expand_ranges("2:{4..5}")
+print(",".join(m for m in ("torch", "numba", "numpy") if m in sys.modules) or "none")
+"""
+
+
+def test_importing_the_pattern_parser_loads_neither_torch_nor_numba() -> None:
+    """tasder.hw and `tasder --help` need patterns and the notation only (issue 13)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    run = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": src}, check=True)
+    assert run.stdout.strip() == "none", run.stdout
+
+
+def test_the_lazy_names_are_listed_and_resolve() -> None:
+    """compute_mask & co. load torch on first use (PEP 562) and still appear in dir() and __all__."""
+    import tasder.sparsity as sp
+    from tasder.sparsity import compute_mask, masks
+
+    assert compute_mask is masks.compute_mask
+
+    for name in sp.__all__:
+        assert name in dir(sp)
+        assert getattr(sp, name) is not None
+    with pytest.raises(AttributeError, match=r"has no attribute 'nope'"):
+        sp.nope  # noqa: B018
