@@ -131,6 +131,16 @@ def test_short_rows_under_a_huge_h_cost_their_length_not_h() -> None:
     assert _timed(lambda: satisfies(r.terms[0], s), 2.0)
 
 
+def test_pack_refuses_a_padding_far_larger_than_the_term() -> None:
+    """pack() pads each row to whole blocks: 4096 rows of 12 under 1:65536 asked for 1 GiB."""
+    small = decompose(torch.randn(4, 12, generator=torch.Generator().manual_seed(0)), f"1:{MAX_BLOCK}")
+    assert torch.equal(small.pack()[0].unpack(), small.terms[0])  # a short dim still packs
+    r = decompose(torch.randn(4096, 12, generator=torch.Generator().manual_seed(0)), f"1:{MAX_BLOCK}")
+    with pytest.raises(ValueError, match=r"would pad the term to 268,435,456 elements.*block fits the dim") as exc:
+        _timed(r.pack, 1.0)
+    _one_line(exc)
+
+
 @pytest.mark.slow  # a fresh interpreter that imports torch: seconds on a loaded machine
 def test_cli_refuses_a_huge_h_with_exit_2_and_one_line(tmp_path: Path) -> None:
     """`tasder decompose w.npy -s 1:268435456` printed nothing for 90 s."""
