@@ -21,7 +21,7 @@ Selection inside a block of H (ties to the lower index):
   makes the kernel quadratic.
 
 The zero padding of a short last block ranks below every real element (equal key, higher index),
-so it never changes what is kept: the pairwise path pads (fewer than 128 slots), the sort path and
+so it never changes what is kept: the pairwise path pads (fewer than 256 slots), the sort path and
 the upper HSS ranks leave it out — a row of 12 elements under ``1:65536`` costs 12 elements of
 work, not 65,536.
 """
@@ -64,9 +64,10 @@ _BITS = {
 
 _NP_INT = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
 
-#: Largest H ranked by pairwise counting; above it a block is sorted. Measured on float32 4096²
-#: (time / clone, mask): pairwise 4.3 at H=32, 11 at 128, 26 at 256; sorting 17 at 128, 19 at 256.
-PAIRWISE_MAX_H = 128
+#: Largest H ranked by pairwise counting; above it a block is merge-sorted. Measured on float32
+#: 4096² (time / clone of a mask, 2 cores): pairwise 11 at H=129, 20 at 192, 18-23 at 256 and 52 at
+#: 512; sorting 21-23 from H=129 to 256, 28 at 1024, 38-46 at 4096 and 65536.
+PAIRWISE_MAX_H = 256
 
 #: Upper HSS ranks pick by repeated scans while G·H stays below this; above it they sort.
 _SCAN_MAX_WORK = 1024
