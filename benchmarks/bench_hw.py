@@ -1,4 +1,4 @@
-"""Throughput of the vectorized mapper (docs/design.md §4 "Speed").
+"""Throughput of the vectorized mapper (docs/design.md §4.11).
 
 Prints three lines:
 

@@ -6,7 +6,7 @@ A = W, B = X) one training step runs three GEMMs of equal MAC count:
 * **FF** ``Z = W·X`` — A = W (M×K), reduction over K = C_in·R·S; SAT runs W's N:M mask along K.
 * **BP** ``dX = Wᵀ·dZ`` — A = Wᵀ (K×M), B = dZ (M×N), reduction over **M = C_out**.
 * **WU** ``dW = dZ·Xᵀ`` — A = dZ (M×N), B = Xᵀ (N×K), reduction over N: **dense** (no weight mask
-  can shrink it, and the dense gradient updates the dense master weights; BDWP digest §2).
+  can shrink it, and the dense gradient updates the dense master weights; docs/design.md §3.5).
 
 BP transposes W, and an N:M engine only skips along its GEMM's reduction dim. A mask along K (the
 FF mask) says nothing about groups along C_out: Wᵀ then holds a fraction N/M of nonzeros but no
