@@ -204,9 +204,10 @@ def _need(arch: Architecture, problem: Problem, ext: np.ndarray) -> np.ndarray:
     shape = problem.shape
     assert shape is not None
     need = np.zeros(ext.shape[:2])
-    for i, lv in enumerate(arch.levels):
-        if lv.keep:
-            need[:, i] = sum(shape.footprint(ext[:, i], TENSORS.index(t)) for t in lv.keep)
+    for ti, t in enumerate(TENSORS):
+        kept = np.array([t in lv.keep for lv in arch.levels])
+        if kept.any():
+            need += np.where(kept, shape.footprint(ext, ti), 0.0)
     return need
 
 

@@ -242,11 +242,21 @@ class ProblemShape:
                 out.append((ext[..., idx] - 1.0) @ coef + 1.0)
         return out
 
+    @cached_property
+    def _simple_dims(self) -> tuple[tuple[int, ...] | None, ...]:
+        """Per tensor: the dim indices of its ranks when all are one dim with coefficient 1, else None."""
+        return tuple(tuple(self.dims.index(r[0][0]) for r in ranks) if simple else None
+                     for ranks, simple in zip(self.projections, self.simple, strict=True))
+
     def footprint(self, ext: np.ndarray, t: int) -> np.ndarray:
         """Words of tensor ``t``'s tile spanning dim extents ``ext`` (..., D): the product over its
         ranks of Σ coefficient·(extent − 1) + 1 (the bounding box of the projection, as Timeloop's)."""
-        if self.simple[t]:
-            return np.prod(np.where(self.rel[t], ext, 1.0), axis=-1)
+        idx = self._simple_dims[t]
+        if idx is not None:
+            out = ext[..., idx[0]] * 1.0  # a new array, never a view of ext
+            for i in idx[1:]:
+                out = out * ext[..., i]
+            return out
         out = None
         for r in self.rank_extents(ext, t):
             out = r if out is None else out * r
