@@ -158,9 +158,6 @@ def analyze(arch: Architecture, batch: MappingBatch, shape: ProblemShape | Probl
         for d in range(nd):
             dim_cp[:, 1:, d] = np.cumprod(np.where(dim_of == d, fac, 1.0), axis=1)
     sliding = any(shape.sliding)
-    if sliding or not shape.simple[2]:
-        tcum = np.ones((nb, nl + 1, nd))  # temporal factors above each level, per dim
-        tcum[:, 1:] = np.cumprod(tf, axis=1)
     if sliding:
         sf_cum = np.ones((nb, nl + 1, nd))  # spatial factors above each level, per dim
         sf_cum[:, 1:] = np.cumprod(sf, axis=1)
@@ -205,8 +202,10 @@ def analyze(arch: Architecture, batch: MappingBatch, shape: ProblemShape | Probl
                 distinct = np.ones((nb, nl + 1))
                 distinct[:, 1:] = np.cumprod(np.where(rel[dim_of], fac, 1.0), axis=1)[:, nd - 1::nd]
                 first = tile_t * distinct
-            else:
-                first = shape.footprint(ext * tcum, t)
+            else:  # a sliding window on Z (a data gradient): count what one instance touches
+                first = np.ones((nb, nl + 1))
+                for c in range(1, nl + 1):
+                    first[:, c] = shape.touched(ext[:, c], tf[:, :c], sf[:, :c], t)
         chain = [i for i, lv in enumerate(arch.levels) if name in lv.keep] + [nl]
         for p, c in pairwise(chain):
             tile[:, p, t] = tile_t[:, p]
@@ -297,11 +296,27 @@ def analyze_reference(arch: Architecture, mapping: Mapping,
         return outer * (whole + (f - 1) * (whole - held))
 
     def first_touch(c: int) -> float:
-        """Z words one instance of c touches over the whole run (its tile × the temporal loops above)."""
-        e = extents(c) if c < nl else np.ones(len(dims))
-        for _, d, f, _ in temporal_above(c):
-            e[dims.index(d)] *= f
-        return float(shape.footprint(e, 2))
+        """Z words one instance of c touches over the whole run: per dim the coordinates its loops
+        reach (instance 0 of every spatial loop above c), per rank the distinct values they give."""
+        coords = {}
+        for d in dims:
+            vals = {0}
+            for k in reversed(range(len(loops))):  # innermost first
+                lvl, d2, f, sp = loops[k]
+                if d2 != d:
+                    continue
+                step = int(np.prod([f3 for _, d3, f3, _ in loops[k + 1:] if d3 == d]))
+                if lvl >= c or not sp:  # the tile's own loops and the temporal loops above it
+                    vals = {v + i * step for v in vals for i in range(f)}
+            coords[d] = vals
+        coef = dict(shape.coefficients)
+        n = 1
+        for rank in shape.projections[2]:
+            values = {0}
+            for d, cn in rank:
+                values = {v + x * (1 if cn is None else coef[cn]) for v in values for x in coords[d]}
+            n *= len(values)
+        return float(n)
 
     def spatial(c_lo: int, c_hi: int, t: str | None) -> int:
         n = 1

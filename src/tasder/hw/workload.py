@@ -233,11 +233,22 @@ class ProblemShape:
         return (out[0], out[1])
 
     def rank_extents(self, ext: np.ndarray, t: int) -> list[np.ndarray]:
-        """Extent of each rank of tensor ``t`` (index in TENSORS) for dim extents ``ext`` (..., D)."""
+        """Distinct coordinates of each rank of tensor ``t`` (index in TENSORS) a tile with dim
+        extents ``ext`` (..., D) touches: a one-dim rank its extent; a two-dim rank x·a + y·b
+        (a sliding window) X·Y − max(0, X − b/g)·max(0, Y − a/g) with g = gcd(a, b) — each value's
+        representations form one chain (x + k·b/g, y − k·a/g), so the count is the grid less the
+        points with a successor in it; (X−1)·a + (Y−1)·b + 1 when the window has no gaps, as
+        Timeloop's bounding box; fewer when the stride skips words (a 1×1 stride-2 window touches
+        every other one). A rank of more dims: its bounding box."""
         out = []
         for idx, coef in self._ranks[t]:
-            if len(idx) == 1 and coef[0] == 1.0:
+            if len(idx) == 1:
                 out.append(ext[..., idx[0]])
+            elif len(idx) == 2:
+                a, b = int(coef[0]), int(coef[1])
+                g = math.gcd(a, b)
+                x, y = ext[..., idx[0]], ext[..., idx[1]]
+                out.append(x * y - np.maximum(0.0, x - b // g) * np.maximum(0.0, y - a // g))
             else:
                 out.append((ext[..., idx] - 1.0) @ coef + 1.0)
         return out
@@ -250,7 +261,7 @@ class ProblemShape:
 
     def footprint(self, ext: np.ndarray, t: int) -> np.ndarray:
         """Words of tensor ``t``'s tile spanning dim extents ``ext`` (..., D): the product over its
-        ranks of Σ coefficient·(extent − 1) + 1 (the bounding box of the projection, as Timeloop's)."""
+        ranks of the coordinates each touches (:meth:`rank_extents`)."""
         idx = self._simple_dims[t]
         if idx is not None:
             out = ext[..., idx[0]] * 1.0  # a new array, never a view of ext
@@ -277,13 +288,65 @@ class ProblemShape:
 
     def overlap(self, ext: np.ndarray, t: int, d: int, shift: np.ndarray) -> np.ndarray:
         """Words a tile of ``t`` (extents ``ext``) shares with itself moved by ``shift`` along dim
-        ``d``: the product over ranks of max(0, extent − coefficient·shift)."""
+        ``d`` (``shift`` ≥ the tile's extent along ``d``: a step of a loop outside it). Per rank: all
+        of it without ``d``; none for a one-dim rank; for a window without gaps the interval
+        max(0, extent − coefficient·shift); for one with gaps the common words of the two grids
+        (counted once per distinct shape, :func:`_grid_overlap`)."""
         out = None
         for (idx, coef), r in zip(self._ranks[t], self.rank_extents(ext, t), strict=True):
             hit = np.flatnonzero(idx == d)
-            part = np.maximum(0.0, r - coef[hit[0]] * shift) if hit.size else r
+            if not hit.size:
+                part = r
+            elif len(idx) == 1:
+                part = np.maximum(0.0, ext[..., d] - shift)
+            else:
+                box = (ext[..., idx] - 1.0) @ coef + 1.0
+                part = np.maximum(0.0, box - coef[hit[0]] * shift)
+                gapped = r < box
+                if len(idx) == 2 and np.any(gapped):
+                    x, y = np.broadcast_arrays(ext[..., idx[0]], ext[..., idx[1]], shift)[:2]
+                    sh = np.broadcast_to(shift, x.shape)
+                    keys = np.stack([x[gapped], y[gapped], sh[gapped]], axis=-1).astype(np.int64)
+                    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+                    vals = np.array([_grid_overlap(int(coef[0]), int(coef[1]), int(hit[0]), *map(int, k))
+                                     for k in uniq])
+                    part = np.array(part, dtype=np.float64, copy=True)
+                    part[gapped] = vals[inv.ravel()]
             out = part if out is None else out * part
         return out  # type: ignore[return-value]
+
+    def touched(self, ext_c: np.ndarray, tf: np.ndarray, sf: np.ndarray, t: int) -> np.ndarray:
+        """Words of tensor ``t`` one instance of a level touches over a run (B,): its tile (extents
+        ``ext_c`` (B, D)) moved by the temporal loops above it (``tf``, ``sf``: (B, levels above, D)
+        factors). Where those loops leave the instance's coordinates contiguous — no spatial loop of
+        a dim inside a temporal loop of it — this is the footprint of the whole range; a sliding
+        rank over spread coordinates is counted point by point (once per distinct loop structure)."""
+        ext = ext_c * np.prod(tf, axis=1)
+        out = self.footprint(ext, t)
+        nl = tf.shape[1]
+        if self.simple[t] or nl == 0:
+            return out
+        # spread[b, d]: some temporal loop of d above has a spatial loop of d inside it.
+        inner = np.cumprod(sf[:, ::-1], axis=1)[:, ::-1]  # spatial factors at levels ≥ j
+        spread = np.any((tf > 1) & (inner > 1), axis=1)  # (B, D)
+        for (idx, coef), r in zip(self._ranks[t], self.rank_extents(ext, t), strict=True):
+            if len(idx) != 2:
+                continue
+            rows = np.flatnonzero(spread[:, idx[0]] | spread[:, idx[1]])
+            if not rows.size:
+                continue
+            dx, dy = int(idx[0]), int(idx[1])
+            keys = np.concatenate([ext_c[rows][:, [dx, dy]], tf[rows][:, :, dx], sf[rows][:, :, dx], tf[rows][:, :, dy],
+                                   sf[rows][:, :, dy]], axis=1).astype(np.int64)
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            vals = np.array([_touched(int(coef[0]), int(coef[1]),
+                                      (int(k[0]), tuple(k[2:2 + nl].tolist()), tuple(k[2 + nl:2 + 2 * nl].tolist())),
+                                      (int(k[1]), tuple(k[2 + 2 * nl:2 + 3 * nl].tolist()),
+                                       tuple(k[2 + 3 * nl:].tolist())))
+                             for k in uniq])
+            out = np.array(out, dtype=np.float64, copy=True)
+            out[rows] = out[rows] / r[rows] * vals[inv.ravel()]
+        return out
 
     def index_text(self, t: int) -> str:
         """``A[m,k]``-style text of tensor ``t`` (``B[n,c,p+r,q+s]`` for a convolution's inputs)."""
@@ -292,6 +355,37 @@ class ProblemShape:
             parts.append("+".join(d.lower() if c is None or self._coef[c] == 1 else f"{self._coef[c]}{d.lower()}"
                                   for d, c in rank))
         return f"{TENSORS[t]}[{','.join(parts)}]"
+
+
+@lru_cache(maxsize=4096)
+def _grid_overlap(a: int, b: int, moving: int, x: int, y: int, shift: int) -> float:
+    """Common values of {a·i + b·j : i < x, j < y} and the same grid moved by ``shift`` along its
+    term ``moving`` (0: i, 1: j). Only windows with gaps get here (rare: a stride that skips words
+    with a split window); their shapes repeat across a batch of mappings, hence the cache."""
+    i, j = np.meshgrid(np.arange(x), np.arange(y), indexing="ij")
+    values = np.unique(a * i + b * j)
+    moved = values + (a if moving == 0 else b) * shift
+    return float(np.intersect1d(values, moved, assume_unique=True).size)
+
+
+def _coordinates(extent: int, temporal: tuple[int, ...], spatial: tuple[int, ...]) -> np.ndarray:
+    """The coordinates along one dim that one instance of a level covers over a run: its tile's
+    ``extent`` repeated by the temporal loops above it (``temporal``/``spatial`` factors per level,
+    outermost first), the other instances of each spatial loop taking the coordinates between."""
+    coords, span = np.arange(extent), extent
+    for t, sp in zip(reversed(temporal), reversed(spatial), strict=True):
+        span *= sp
+        coords = (coords[None, :] + span * np.arange(t)[:, None]).ravel()
+        span *= t
+    return coords
+
+
+@lru_cache(maxsize=16384)
+def _touched(a: int, b: int, x: tuple[int, tuple[int, ...], tuple[int, ...]],
+             y: tuple[int, tuple[int, ...], tuple[int, ...]]) -> float:
+    """Distinct values of a·i + b·j over one instance's coordinates i, j (see :func:`_coordinates`)."""
+    i, j = _coordinates(*x), _coordinates(*y)
+    return float(np.unique(a * i[:, None] + b * j[None, :]).size)
 
 
 def _simple(*dims: str) -> tuple[Rank, ...]:
@@ -341,13 +435,13 @@ def conv_shape(stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1,
 def _pair(value: Any, what: str) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise _bad(f"{what} {value!r} must be an integer or a pair (height, width)")
+            raise _bad(f"{what} {value!r}: expected an integer ≥ 1 or a pair (height, width) of them")
         out = (value[0], value[1])
     else:
         out = (value, value)
     for v in out:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise _bad(f"{what} {value!r} must be integers ≥ 1")
+            raise _bad(f"{what} {value!r}: expected an integer ≥ 1 or a pair (height, width) of them")
     return int(out[0]), int(out[1])
 
 
