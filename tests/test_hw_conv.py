@@ -301,12 +301,16 @@ def _as_conv(batch: MappingBatch) -> MappingBatch:
     return MappingBatch(widen(batch.temporal), widen(batch.spatial), order, CONV_DIMS)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(design=st.sampled_from(["tc", "stc", "dstc", "ttc-vegeta-m8", "highlight"]),
-       shape=st.sampled_from([(64, 128, 49), (256, 64, 196), (96, 384, 28), (1000, 2048, 1)]),
-       dens=st.sampled_from([(None, None), ("2:4", "unstructured(0.5)"), ("unstructured(0.1)", "unstructured(0.3)"),
-                             ("4:8+1:8", None), ("C1(2:4)->C0(2:4)", "unstructured(0.5)")]),
-       seed=st.integers(0, 2**16))
+_ONE_BY_ONE = dict(
+    design=st.sampled_from(["tc", "stc", "dstc", "ttc-vegeta-m8", "highlight"]),
+    shape=st.sampled_from([(64, 128, 49), (256, 64, 196), (96, 384, 28), (1000, 2048, 1)]),
+    dens=st.sampled_from([(None, None), ("2:4", "unstructured(0.5)"), ("unstructured(0.1)", "unstructured(0.3)"),
+                          ("4:8+1:8", None), ("C1(2:4)->C0(2:4)", "unstructured(0.5)")]),
+    seed=st.integers(0, 2**16))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_ONE_BY_ONE)
 def test_a_one_by_one_convolution_equals_its_gemm(design, shape, dens, seed):
     """Every count, the cycles and the energy of a 1×1 convolution (C = K, P = N) equal its GEMM's,
     mapping for mapping, on dense and sparse designs alike."""
@@ -332,6 +336,13 @@ def test_a_one_by_one_convolution_equals_its_gemm(design, shape, dens, seed):
         np.testing.assert_array_equal(a, b, err_msg=key)
     for key in ("cycles", "energy", "total_energy", "level_cycles", "edp"):
         np.testing.assert_array_equal(getattr(kg, key), getattr(kc, key), err_msg=key)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_ONE_BY_ONE)
+def test_a_one_by_one_convolution_equals_its_gemm_many(design, shape, dens, seed):
+    test_a_one_by_one_convolution_equals_its_gemm.hypothesis.inner_test(design, shape, dens, seed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,10 +413,20 @@ CONV_CASES = st.fixed_dictionaries({
     "N": st.sampled_from([1, 2]), "stride": st.sampled_from([1, 2, 3]), "dilation": st.sampled_from([1, 2])})
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=CONV_CASES, phase=st.sampled_from(["FF", "BP", "WU"]),
-       latch=st.sampled_from([(), ("A", "B", "Z"), ("Z",), ("A", "B")]),
-       keep_l1=st.sampled_from([TENSORS, ("A", "Z"), ("B",)]), seed=st.integers(0, 2**16))
+_WALK = dict(case=CONV_CASES, phase=st.sampled_from(["FF", "BP", "WU"]),
+             latch=st.sampled_from([(), ("A", "B", "Z"), ("Z",), ("A", "B")]),
+             keep_l1=st.sampled_from([TENSORS, ("A", "Z"), ("B",)]), seed=st.integers(0, 2**16))
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WALK)
+def test_vectorized_equals_reference_and_a_simulation_many(case, phase, latch, keep_l1, seed):
+    test_vectorized_equals_reference_and_a_simulation.hypothesis.inner_test(case, phase, latch, keep_l1, seed)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WALK)
 def test_vectorized_equals_reference_and_a_simulation(case, phase, latch, keep_l1, seed):
     """On random convolutions (all three training passes: the sliding window on B or on Z), random
     latches, bypasses and mappings: analyze == analyze_reference on every count, and both equal a

@@ -253,8 +253,13 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
     nl, nd = len(arch.levels), len(problem.dims)
     caps = np.array([np.inf if lv.capacity is None else lv.capacity for lv in arch.levels])
     fans = np.array(arch.fanouts)
+    shape = problem.shape
+    assert shape is not None
+    compressed = arch.sparse is not None and bool(arch.sparse.formats)
+    kept = [np.array([t in lv.keep for lv in arch.levels]) for t in TENSORS]
     f = np.ones((b, 2 * nl, nd), dtype=np.int64)
     ext = np.ones((b, nl, nd))
+    fp = [np.ones((b, nl)) for _ in TENSORS]  # each tensor's footprint per level, kept up to date
     sp = np.ones((b, nl))
     rows = np.arange(b)
     levels = np.arange(nl)
@@ -262,9 +267,19 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
     for k in rng.permutation(len(items)):
         d, p = items[k]
         sl = np.asarray(slots[d])
-        trial = ext.copy()
-        trial[:, :, d] *= p
-        need = _need(arch, problem, trial)
+        trial = None
+        if compressed or not all(shape.simple[t] for t in range(3) if shape.rel[t, d]):
+            trial = ext.copy()
+            trial[:, :, d] *= p
+        if compressed:
+            need = _need(arch, problem, trial)
+        else:  # a dense tile grows by p where p's dim indexes it (one-dim ranks), else recomputed
+            need = np.zeros((b, nl))
+            for t in range(3):
+                if kept[t].any():
+                    grown = fp[t] if not shape.rel[t, d] else fp[t] * p if shape.simple[t] \
+                        else shape.footprint(trial, t)
+                    need += np.where(kept[t], grown, 0.0)
         cap_ok = np.logical_and.accumulate(need <= caps, axis=1)  # (b, nl): levels 0..j all fit
         lvl = sl % nl
         feasible = cap_ok[:, lvl]
@@ -275,7 +290,12 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
         pick = np.argmax(keys, axis=1)
         slot, j = sl[pick], lvl[pick]
         f[rows, slot, d] *= p
-        ext[:, :, d] *= np.where(levels[None, :] <= j[:, None], p, 1)
+        grow = np.where(levels[None, :] <= j[:, None], p, 1)
+        ext[:, :, d] *= grow
+        if not compressed:
+            for t in range(3):
+                if shape.rel[t, d]:
+                    fp[t] = fp[t] * grow if shape.simple[t] else shape.footprint(ext, t)
         is_sp = slot >= nl
         sp[rows[is_sp], j[is_sp]] *= p
     oidx = np.stack([rng.integers(0, len(c), size=b) for c in order_tables], axis=1)
