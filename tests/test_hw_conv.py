@@ -592,3 +592,29 @@ def test_shipped_designs_declare_the_latch_and_drain_reads():
         arch = load_architecture(name)
         assert arch.compute.latch == ("A", "B", "Z") and arch.drain_reads, name
         assert "operand_latch" in Path(design_path(name)).read_text()
+
+
+def test_a_term_dim_of_a_alone_reuses_b_and_z_across_terms(tmp_path):
+    """The hook for term-by-term TASD: a dim T that indexes A only (A[t,m,k], one slice per term).
+    With the T loop outermost at DRAM and the whole GEMM in the buffer, A streams one term at a time
+    (2 × M·K words) while B and the partial sums Z stay in the buffer across terms (B loaded once, Z
+    drained once): the TASD paper's term reuse, from nothing but the loop's position."""
+    def ranks(*dims: str) -> tuple:
+        return tuple(((d, None),) for d in dims)
+
+    shape = ProblemShape("GEMM-terms", ("T", "M", "K", "N"), (ranks("T", "M", "K"), ranks("K", "N"), ranks("M", "N")),
+                         density_dims=(("K",), ("K",)))
+    assert shape.roles == ("-", "M", "K", "N")
+    prob = Problem("series", shape=shape, bounds={"T": 2, "M": 4, "K": 8, "N": 3})
+    assert (prob.M, prob.K, prob.N) == (4, 8, 3) and prob.macs == 2 * 4 * 8 * 3
+    arch = two_level(tmp_path)
+    m = Mapping.from_levels([{"temporal": {"T": 2}}, {"temporal": {"M": 4, "K": 8, "N": 3}, "order": "TMNK"}],
+                            shape.dims)
+    c = evaluate(arch, prob, m).counts
+    assert c.tile[0, 1].tolist() == [4 * 8, 8 * 3, 4 * 3]
+    assert c.fills[0, 1].tolist() == [2 * 4 * 8, 8 * 3, 0]  # B and Z stay; A one term after the other
+    assert c.updates[0, 0, Z] == 4 * 3 and c.drains[0, 1, Z] == 4 * 3
+    # With T innermost in the buffer instead, each (m, n) output accumulates over k and t in the MAC.
+    m2 = Mapping.from_levels([{}, {"temporal": {"T": 2, "M": 4, "K": 8, "N": 3}, "order": "MNKT"}], shape.dims)
+    c2 = evaluate(arch, prob, m2).counts
+    assert c2.updates[0, 1, Z] == 4 * 3 and c2.reads[0, 1, A] == 2 * 4 * 8 * 3
