@@ -268,7 +268,7 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
         d, p = items[k]
         sl = np.asarray(slots[d])
         trial = None
-        if compressed or not all(shape.simple[t] for t in range(3) if shape.rel[t, d]):
+        if compressed or not shape.scales[:, d].all():
             trial = ext.copy()
             trial[:, :, d] *= p
         if compressed:
@@ -277,7 +277,7 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
             need = np.zeros((b, nl))
             for t in range(3):
                 if kept[t].any():
-                    grown = fp[t] if not shape.rel[t, d] else fp[t] * p if shape.simple[t] \
+                    grown = fp[t] if not shape.rel[t, d] else fp[t] * p if shape.scales[t, d] \
                         else shape.footprint(trial, t)
                     need += np.where(kept[t], grown, 0.0)
         cap_ok = np.logical_and.accumulate(need <= caps, axis=1)  # (b, nl): levels 0..j all fit
@@ -295,7 +295,7 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
         if not compressed:
             for t in range(3):
                 if shape.rel[t, d]:
-                    fp[t] = fp[t] * grow if shape.simple[t] else shape.footprint(ext, t)
+                    fp[t] = fp[t] * grow if shape.scales[t, d] else shape.footprint(ext, t)
         is_sp = slot >= nl
         sp[rows[is_sp], j[is_sp]] *= p
     oidx = np.stack([rng.integers(0, len(c), size=b) for c in order_tables], axis=1)

@@ -213,6 +213,18 @@ class ProblemShape:
         return tuple(out)  # type: ignore[return-value]
 
     @cached_property
+    def scales(self) -> np.ndarray:
+        """(3, D) bool: the tensor's footprint scales by p when the dim's extent does (the dim is in
+        one-dim ranks of coefficient 1 only, or not in the tensor at all)."""
+        out = np.ones((3, len(self.dims)), dtype=bool)
+        for t, ranks in enumerate(self.projections):
+            for r in ranks:
+                if len(r) > 1 or r[0][1] is not None:
+                    for d, _ in r:
+                        out[t, self.dims.index(d)] = False
+        return out
+
+    @cached_property
     def roles(self) -> tuple[str, ...]:
         """Per dim its GEMM role: ``M`` (indexes A and Z, not B), ``K`` (A and B, not Z: a reduction
         dim), ``N`` (B and Z, not A), or ``-`` (any other pattern, e.g. a dim of A alone)."""
