@@ -51,8 +51,9 @@ class ActionCounts:
     Attributes:
         tile: words of each tensor's tile held by one instance (0 where the level bypasses it).
         fills: words written into the level from its parent (A/B fills; Z partial sums read back).
-        reads: words read out of the level: operands to its child (or the MACs), and Z partial
-            sums sent down to be accumulated further. Drains are not reads (see ``drains``).
+        reads: words read out of the level: operands to its child (or to the MACs), and Z partial
+            sums sent down to be accumulated further (or read by each MAC without an accumulator).
+            Drains are not reads (see ``drains``).
         updates: Z words written into the level from below (partial sums, after spatial reduction).
         active: (B, L + 1) instances in use at each level and at the compute level.
         macs: (B,) multiply-accumulates (the product of the bounds).
