@@ -3,7 +3,8 @@
 ::
 
     tasder hw eval --arch tc|ARCH.yaml --workload resnet50|bert-base|deit-small|MODEL|WORKLOAD.yaml
-                   [--mapper-budget N] [--objective edp|energy|cycles] [--seed S] [--json] [-o FILE]
+                   [--im2col] [--counts] [--mapper-budget N] [--objective edp|energy|cycles] [--seed S]
+                   [--json] [-o FILE]
                    [--executor auto|serial|process|ray] [--workers N] [--address HOST:PORT] [--cache-dir DIR]
 
     tasder hw compare --designs tc,stc,dstc,highlight,ttc-vegeta-m8
@@ -11,11 +12,15 @@
                       [--mapper-budget N] [--objective edp|energy|cycles] [--json] [--plot FILE] [-o FILE]
 
 ``eval`` is a thin layer over :func:`tasder.hw.map_network`: every layer gets its own best mapping, totals
-weight layers by their repeat count. The searches run through :mod:`tasder.hw.executor` (every core once
-the job is big enough, or a Ray cluster; cached with ``--cache-dir``); ``tasder hw sweep`` (cli/sweep.py)
-explores design spaces. The workload loads with :func:`tasder.workloads.load_network`: a zoo MODEL
-without a shape table (e.g. digits-cnn) is traced on its first calibration batch. Bad specs end with
-exit code 2 and one ``error:`` line naming the file, line and key.
+weight layers by their repeat count. ``--counts`` prints, per layer, level and tensor, the counters
+Timeloop's ``stats.txt`` prints (reads, fills, updates: algorithmic / actual / gated / skipped, and
+metadata; drains apart), totals over every utilized instance, so numbers compare line by line;
+``--json`` always carries them (``layers[i].counts``). Convolutions are native unless ``--im2col``.
+The searches run through :mod:`tasder.hw.executor` (every core once the job is big enough, or a
+Ray cluster; cached with ``--cache-dir``); ``tasder hw sweep`` (cli/sweep.py) explores design spaces.
+The workload loads with :func:`tasder.workloads.load_network`: a zoo MODEL without a shape table
+(e.g. digits-cnn) is traced on its first calibration batch. Bad specs end with exit code 2 and one
+``error:`` line naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from tasder.cli.common import (
 __all__ = [
     "compare_cmd",
     "compare_rows",
+    "counts_rows",
     "eval_cmd",
     "hw_app",
     "map_network_with_progress",
@@ -96,12 +102,12 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
     }
 
 
-def _render(doc: dict[str, Any], console: Console) -> None:
+def _render(doc: dict[str, Any], console: Console, counts: bool = False) -> None:
     t = table(f"{doc['workload']} on {doc['architecture']}")
-    for col in ("layer", "M-K-N", "×", "cycles", "energy µJ", "EDP J·s", "util"):
+    for col in ("layer", "shape (M-K-N)", "×", "cycles", "energy µJ", "EDP J·s", "util"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for layer in doc["layers"]:
-        t.add_row(layer["layer"], f"{layer['M']}-{layer['K']}-{layer['N']}", str(layer["repeat"]),
+        t.add_row(layer["layer"], layer["label"], str(layer["repeat"]),
                   f"{layer['cycles']:,.0f}", f"{layer['energy_pj'] / 1e6:,.2f}", f"{layer['edp']:.3e}",
                   f"{layer['utilization']:.1%}")
     tot = doc["total"]
@@ -111,7 +117,7 @@ def _render(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
     console.print()
     b = table("energy by level and action (µJ, all layers × repeat)")
-    actions = ("read", "write", "update", "leakage", "mac")
+    actions = ("read", "write", "update", "drain", "leakage", "mac")
     b.add_column("level")
     for a in (*actions, "total"):
         b.add_column(a, justify="right")
@@ -121,6 +127,40 @@ def _render(doc: dict[str, Any], console: Console) -> None:
     for layer in doc["layers"]:
         console.print(f"\n[bold]{layer['layer']}[/bold] mapping:", highlight=False)
         console.print(layer["loop_nest"], markup=False, highlight=False)
+        if counts:
+            _render_counts(layer, console)
+
+
+def counts_rows(counts: dict[str, Any]) -> list[list[str]]:
+    """The rows of the ``--counts`` table of one layer: per level, tensor and action the algorithmic,
+    actual, gated, skipped and metadata words (totals over the utilized instances), a drains row
+    per level keeping Z, and the compute."""
+    rows = []
+    for level, lv in counts["levels"].items():
+        inst = lv["utilized_instances"]
+        for t, row in lv["tensors"].items():
+            for action in ("reads", "fills", "updates"):
+                a = row[action]
+                rows.append([level, f"{t} {row['name']}" if row["name"] != t else t, action, f"{inst:g}",
+                             f"{row['tile']:,.0f}", *(f"{a[k]:,.6g}" for k in
+                                                      ("algorithmic", "actual", "gated", "skipped", "metadata"))])
+            if t == "Z":
+                rows.append([level, f"{t} {row['name']}" if row["name"] != t else t, "drains", f"{inst:g}",
+                             f"{row['tile']:,.0f}", "", f"{row['drains']:,.6g}", "", "", ""])
+    c = counts["compute"]
+    rows.append([c["name"], "", "computes", f"{c['utilized_instances']:g}", "",
+                 *(f"{c[k]:,.6g}" for k in ("algorithmic", "actual", "gated", "skipped")), ""])
+    return rows
+
+
+def _render_counts(layer: dict[str, Any], console: Console) -> None:
+    t = table(f"{layer['layer']}: counts (totals over utilized instances; Timeloop prints per instance)")
+    for col in ("level", "tensor", "action", "instances", "tile", "algorithmic", "actual", "gated", "skipped",
+                "metadata"):
+        t.add_column(col, justify="left" if col in ("level", "tensor", "action") else "right")
+    for row in counts_rows(layer["counts"]):
+        t.add_row(*row)
+    console.print(t)
 
 
 def map_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, objective: str = "edp",
@@ -142,6 +182,7 @@ def map_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, ob
     "tasder hw eval --arch tc --workload resnet50",
     "tasder hw eval --arch stc --workload bert-base --mapper-budget 2000 --objective energy",
     "tasder hw eval --arch my_design.yaml --workload workload.yaml --json -o eval.json",
+    "tasder hw eval --arch tc --workload resnet50 --counts --mapper-budget 500",
 ))
 def eval_cmd(
     arch: Annotated[str, typer.Option("--arch", show_default=False,
@@ -152,6 +193,11 @@ def eval_cmd(
     mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="Mappings tried per layer.")] = 5000,
     objective: ObjectiveOption = "edp",
     seed: SeedOption = 0,
+    counts: Annotated[bool, typer.Option(
+        "--counts", help="Also print Timeloop's counters per layer, level and tensor (reads, fills, updates: "
+                         "algorithmic/actual/gated/skipped, metadata; drains apart).")] = False,
+    im2col: Annotated[bool, typer.Option(
+        "--im2col", help="Lower the zoo's convolutions to im2col GEMMs (default: native convolutions).")] = False,
     as_json: JsonOption = False,
     output: OutputOption = None,
     executor: ExecutorOption = "auto",
@@ -164,7 +210,7 @@ def eval_cmd(
 
     ex = run_executor(executor, workers, address)
     architecture = load_architecture(arch)
-    network = load_network(workload)
+    network = load_network(workload, im2col=im2col)
     try:
         result = map_network_with_progress(architecture, network, budget=mapper_budget, objective=objective,
                                            seed=seed, executor=ex, cache=make_cache(cache_dir, default=False),
@@ -176,7 +222,7 @@ def eval_cmd(
     if as_json:
         emit(None, doc, output)
     else:
-        emit(lambda console: _render(doc, console), None, output)
+        emit(lambda console: _render(doc, console, counts), None, output)
 
 
 def parse_gemm_workload(text: str) -> Any:

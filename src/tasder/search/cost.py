@@ -11,8 +11,8 @@ approximation keeps on the calibration data (an already sparse activation keeps 
 series allows). Layers the search does not touch count dense.
 
 :class:`HardwareCost` runs the configuration through the analytical accelerator model
-(:mod:`tasder.hw`): every Linear/Conv2d of the model becomes a GEMM whose operands carry their
-measured densities (weights and inputs, as ``unstructured(d)``), the searched operand of a
+(:mod:`tasder.hw`): every Linear of the model becomes a GEMM and every Conv2d a convolution, whose
+operands carry their measured densities (weights and inputs, as ``unstructured(d)``), the searched operand of a
 configured layer carries its TASD series instead, each distinct (shape, densities) pair is mapped
 once (the mapper's best mapping is cached), and the network's cycles, energy or EDP come back.
 """
@@ -143,19 +143,21 @@ class HardwareCost:
     @classmethod
     def for_model(cls, model: Any, example: Any, design: str | Architecture, mode: Literal["W", "A"] = "W", *,
                   metric: str = "edp", budget: int = DEFAULT_MAPPER_BUDGET, seed: int = 0, per_sample: bool = True,
-                  word_bits: int = 16, cache_dir: str | os.PathLike[str] | bool | None = None) -> HardwareCost:
+                  word_bits: int = 16, im2col: bool = False,
+                  cache_dir: str | os.PathLike[str] | bool | None = None) -> HardwareCost:
         """Trace ``model`` on ``example`` (a calibration batch) and measure each layer's operand densities.
 
         The layers are :func:`tasder.workloads.workload_from_model`'s (one per Linear/Conv2d module,
         weights and inputs at their measured densities). ``per_sample`` (default) divides each
         GEMM's N by the batch size, so the workload is one inference — the batch-1 setting the
-        TASD paper evaluates — while densities are averaged over the whole batch.
+        TASD paper evaluates — while densities are averaged over the whole batch. Convolutions are
+        native (their sliding windows modelled) unless ``im2col``.
         """
         from tasder.hw.mapper import check_budget
         from tasder.workloads import workload_from_model
 
         check_budget(budget)  # before tracing the model
-        network = workload_from_model(model, example, per_sample=per_sample, word_bits=word_bits)
+        network = workload_from_model(model, example, per_sample=per_sample, word_bits=word_bits, im2col=im2col)
         return cls(design, {p.name: p for p in network.layers}, mode, metric=metric, budget=budget, seed=seed,
                    cache_dir=cache_dir)
 

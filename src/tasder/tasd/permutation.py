@@ -1,4 +1,4 @@
-"""Permute the reduction dimension so that a TASD series drops less (ours; DESIGN.md §3.2).
+"""Permute the reduction dimension so that a TASD series drops less (ours; docs/design.md §3.2).
 
 G:H groups are *consecutive* elements along the reduction dim K of a GEMM, but which elements
 are consecutive is a layout choice: permuting K permutes the columns of A and the rows of B
@@ -312,6 +312,9 @@ def find_permutation(
     Returns:
         A LongTensor ``perm`` of shape ``(K,)``: ``x.index_select(dim, perm)`` is the layout in which
         the groups are consecutive. The identity when no permutation keeps strictly more.
+
+    Raises:
+        ValueError: an empty ``x``, or NaN/Inf in the rows it ranks (``x``, or ``score`` if given).
     """
     x = check_float_tensor(x)
     dim = check_dim(dim, x.dim())
@@ -321,12 +324,22 @@ def find_permutation(
             raise ValueError(f"`{name}` must be a positive int; got {value!r}")
     if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
         raise ValueError(f"`max_rows` must be a positive int or None; got {max_rows!r}")
+    if x.numel() == 0:
+        raise ValueError(f"`x` has no elements (shape {tuple(x.shape)}); a permutation is chosen from the values "
+                         f"of at least one row, so pass a non-empty tensor")
     s = check_score(score, x).detach().abs() if score is not None else x.detach().abs()
+    # NaN has no place in a sum of kept magnitudes (every layout would score NaN, and Inf makes
+    # every gain Inf - Inf): refuse rather than return a layout chosen from nothing.
+    if not bool(torch.isfinite(s).all()):
+        what = "`score`" if score is not None else "`x`"
+        bad = int((~torch.isfinite(s)).sum())
+        raise ValueError(f"{what} holds {bad} NaN/Inf value(s); the layout that keeps the most |x| is undefined "
+                         f"with them: clean the tensor before choosing a permutation")
     with single_thread():
         rows = _rows(s, dim, max_rows)
         k = rows.shape[1]
         nb = -(-k // h)
-        if g >= h or nb < 2 or not bool(torch.isfinite(rows).all()):
+        if g >= h or nb < 2:
             return torch.arange(k)
         key = _cache_key(rows, g, h, seed, max_rounds, patience) if cache else None
         found = _cache_get(key) if key is not None else None
