@@ -17,7 +17,7 @@ much the ratios):
    the validation split, effective MACs as the cost: evaluations, wall seconds, seconds per
    evaluation, the permutation cache's hits and misses.
 
-    python benchmarks/bench_resnet18_search.py [--evals 60] [--method paper-greedy] [--json FILE]
+    python benchmarks/bench_resnet18_search.py [--evals 60] [--method paper-greedy] [--threads N] [--json FILE]
 
 Prints ``uptime``'s load first: compare times only between runs at a similar load.
 """
@@ -155,7 +155,10 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=60, help="max_evals of the search")
     parser.add_argument("--method", default="paper-greedy")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} "
           f"CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = _upsampled()
