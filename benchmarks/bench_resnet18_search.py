@@ -19,7 +19,9 @@ much the ratios):
 
     python benchmarks/bench_resnet18_search.py [--evals 60] [--method paper-greedy] [--threads N] [--json FILE]
 
-Prints ``uptime``'s load first: compare times only between runs at a similar load.
+Prints ``uptime``'s load first: compare times only between runs at a similar load. On a loaded
+2-core machine ``--threads 1`` gives steadier numbers: torch's two threads then wait on each other
+(the same apply took 3-10x longer with two threads than with one at load 5).
 """
 
 from __future__ import annotations
@@ -189,8 +191,13 @@ def main() -> None:
             clear_permutation_cache()
             times[f"{name}, cold cache"] = _time(lambda c=cfg: apply_tasd(model, c, calibration=calibration))
         times[name] = _time(lambda c=cfg: apply_tasd(model, c, calibration=calibration), repeat=2)
+    # The issue's target: permute within 2x of the same apply without it (cold: the permutations
+    # are searched; warm: read from the cache, as every apply after the first in a search or demo).
+    without = {"permute": "plain", "permute + bias correction": "bias correction"}
     for name, t in times.items():
-        print(f"apply_tasd {len(config)} layers 1:8, {name}: {t:.2f} s ({t / times['plain']:.2f}× plain)")
+        base = without.get(name.removesuffix(", cold cache"))
+        vs = f", {t / times[base]:.2f}× {base}" if base is not None and base != "plain" else ""
+        print(f"apply_tasd {len(config)} layers 1:8, {name}: {t:.2f} s ({t / times['plain']:.2f}× plain{vs})")
     out["apply_tasd"] = times
 
     # 2. the search
