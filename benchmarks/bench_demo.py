@@ -5,6 +5,8 @@ included), timed from outside. The first run fills the caches (mapper searches, 
 they are empty, later runs are warm; pass ``--cold`` to point both caches at an empty temporary
 folder first, so the first run of each kind shows the cold time. Prints the load average before
 each run: compare only runs at a similar load (a shared machine's other work moves the seconds).
+The CPU seconds (user + system, the demo and its worker processes) move much less with the load:
+on a quiet machine with two cores the wall time is roughly between half of them and all of them.
 
     python benchmarks/bench_demo.py [--runs 3] [--cold] [--taskset 0,1]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -24,13 +27,18 @@ import tempfile
 import time
 
 
-def _run(args: list[str], env: dict[str, str], taskset: str | None) -> tuple[float, int]:
+def _run(args: list[str], env: dict[str, str], taskset: str | None) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the run and its worker processes, exit code)."""
     cmd = [sys.executable, "-m", "tasder", "demo", *args]
     if taskset:
         cmd = ["taskset", "-c", taskset, *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - t0, proc.returncode
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.returncode
 
 
 def main() -> None:
@@ -51,11 +59,13 @@ def main() -> None:
             times = []
             for i in range(args.runs):
                 load = os.getloadavg()[0]
-                seconds, code = _run([*extra, "-o", os.path.join(scratch, f"out-{label[-5:]}-{i}")], env, args.taskset)
+                folder = os.path.join(scratch, f"out-{label[-5:]}-{i}")
+                seconds, cpu, code = _run([*extra, "-o", folder], env, args.taskset)
                 if code != 0:
                     raise SystemExit(f"tasder {label} failed (exit {code})")
                 times.append(seconds)
-                print(f"tasder {label} run {i + 1}: {seconds:.1f} s wall (load before: {load:.2f})", flush=True)
+                print(f"tasder {label} run {i + 1}: {seconds:.1f} s wall, {cpu:.1f} s CPU (load before: {load:.2f})",
+                      flush=True)
             print(f"tasder {label}: {min(times):.1f}–{max(times):.1f} s over {len(times)} runs")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
