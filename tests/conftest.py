@@ -6,9 +6,14 @@ in a few minutes on 2 cores; set HYPOTHESIS_PROFILE=thorough for a longer search
 """
 
 import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# The demo keeps mapper searches in the hw result cache; tests (and the README blocks they run) use
+# a fresh one of their own, never the user's ~/.cache/tasder/hw.
+os.environ["TASDER_HW_CACHE"] = tempfile.mkdtemp(prefix="tasder-test-hw-cache-")
 
 settings.register_profile(
     "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]

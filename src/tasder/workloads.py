@@ -123,27 +123,41 @@ def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Map
 
     One layer per Linear/Conv2d module, in the order of its first call; a module called more than
     once is one layer with that many repeats (its first call's shape; densities pooled over its
-    calls). A: the weight's nonzero fraction; B: the input's, over the whole batch; each as
-    :func:`density_text` writes it (``dense`` above 99.9 %, else ``unstructured(d)``).
+    calls). Operand **A** is the weight (M × K), operand **B** the input (K × N); each carries its
+    measured nonzero fraction as :func:`density_text` writes it (``dense`` above 99.9 %, else
+    ``unstructured(d)``; the input's over the whole batch). This is exactly what the search's
+    :class:`tasder.search.HardwareCost` maps (``HardwareCost.for_model`` is built on it), so
+    ``hw.map_network(arch, workload_from_model(model, x, config))`` gives the numbers the search's
+    EDP cost and ``tasder apply --design`` give for the same config.
 
     Args:
         model, example: the model and one batch (a tensor, a tuple of arguments, a mapping of keyword
             arguments); see :func:`tasder.nn.trace_gemms` for how it is run.
-        config: a TASD config (a :class:`~tasder.nn.TASDConfig` or its mapping form); each layer it
-            resolves to a series runs that series on its searched operand (:func:`with_series`).
-        mode: the searched operand of a spec without its own mode.
+        config: a TASD config (a :class:`~tasder.nn.TASDConfig`, its mapping form or a YAML path).
+            Each layer it resolves to a series runs that series on one operand: **TASD-W** (mode
+            ``W``) replaces A, the weights; **TASD-A** (mode ``A``) replaces B, the inputs. An entry's
+            own ``mode`` decides; a bare series (``{"fc1": "4:8"}``) takes ``mode`` below. A name the
+            model does not have is a ValueError.
+        mode: the mode of config entries given as a bare series.
         per_sample: divide each GEMM's N by the batch size, so the workload is one inference — the
             batch-1 setting the TASD paper evaluates — while densities are averaged over the batch.
         name, word_bits: the network's name and the operands' word width.
         im2col: lower every convolution to its im2col GEMM (default: native convolutions, as
             :func:`trace_network`).
 
-    What :class:`tasder.search.HardwareCost` maps (``HardwareCost.for_model`` is built on it).
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    >>> w = workload_from_model(net, torch.randn(4, 16), {"2": "4:8"}, mode="A")
+    >>> [(p.name, p.M, p.K, p.N, str(p.b_density)) for p in w.layers][1][:4]
+    ('2', 8, 32, 1)
+    >>> str(w.layers[1].b_density), str(w.layers[1].a_density)
+    ('4:8', 'dense')
     """
-
-    from tasder.nn.config import TASDConfig
     from tasder.nn.trace import trace_gemms
 
+    if mode not in ("W", "A"):
+        raise ValueError(f"workload_from_model: mode must be 'W' (weights) or 'A' (inputs); got {mode!r}")
     first: dict[str, tuple[GemmCall, int]] = {}  # name → (its first call, its batch: samples or Linear rows)
     calls: dict[str, int] = {}
     # name → [Σ weight density·elements, Σ weight elements, the same for the input], over its calls
@@ -163,10 +177,13 @@ def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Map
         if call.name not in first:
             first[call.name] = (call, _batch(call, per_sample))
 
+    cfg = None if config is None else _with_default_mode(config, mode)
     trace_gemms(model, example, observe=observe)
     if not first:
         raise ValueError("workload_from_model: the forward pass called no nn.Linear or nn.Conv2d")
-    cfg = None if config is None else TASDConfig.coerce(config)
+    if cfg is not None:
+        names = [n for n, _ in model.named_modules() if n]
+        cfg.check_names(names, list(first))
     layers = []
     for layer, (call, n) in first.items():
         w_sum, w_all, x_sum, x_all = sums[layer]
@@ -175,6 +192,17 @@ def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Map
                     b_density=density_text(x_sum / x_all if x_all else 1.0))
         layers.append(with_series(p, None if cfg is None else cfg.resolve(layer), mode))
     return Network(name, tuple(layers))
+
+
+def _with_default_mode(config: TASDConfig | Mapping[str, Any] | str | Path, mode: str) -> TASDConfig:
+    """``config`` as a TASDConfig, bare-series entries of a plain mapping taking ``mode``."""
+    from tasder.nn.config import TASDConfig
+
+    if isinstance(config, Mapping) and not isinstance(config, TASDConfig):
+        layers = config.get("layers") if "version" in config and isinstance(config.get("layers"), Mapping) else config
+        filled = {k: ({"series": v, "mode": mode} if isinstance(v, str) else v) for k, v in layers.items()}
+        config = {**config, "layers": filled} if layers is not config else filled
+    return TASDConfig.coerce(config)
 
 
 def _batch(call: GemmCall, per_sample: bool) -> int:

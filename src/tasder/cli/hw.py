@@ -92,7 +92,7 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
 
     return {
         "architecture": arch.name, "workload": result.network.name, **area_breakdown(arch).to_dict(),
-        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp(arch.clock_hz),
+        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp,
                   "utilization": result.utilization(arch.compute.instances),
                   "seconds": result.cycles / arch.clock_hz},
         "energy_breakdown_pj": breakdown,
@@ -269,16 +269,27 @@ def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000,
     results, _ = run_problems(pairs, MapperSettings(budget=budget, objective=objective, seed=seed),
                               executor=executor, cache=cache, progress=progress, warn=warn, workers=workers)
     found = {(id(a), id(p)): r.best for (a, p), r in zip(pairs, results, strict=True)}
+    labels = design_labels(designs, {d: archs[d].name for d in designs})
     rows = []
     for p in problems:
         base = found[(id(archs["tc"]), id(p))]
         for d in designs:
             e = found[(id(archs[d]), id(p))]
-            rows.append({"design": d, "workload": p.name, "cycles": e.cycles, "energy_pj": e.energy_pj,
-                         "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
+            rows.append({"design": labels[d], "source": d, "workload": p.name, "cycles": e.cycles,
+                         "energy_pj": e.energy_pj, "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
                          "energy_norm": e.energy_pj / base.energy_pj, "edp_norm": e.edp / base.edp,
-                         "area_mm2": area_mm2(archs[d])})
+                         "area_mm2": area_mm2(archs[d]), "baseline": {"design": "tc", "cycles": base.cycles,
+                                                                     "energy_pj": base.energy_pj, "edp": base.edp}})
     return rows
+
+
+def design_labels(designs: list[str], names: dict[str, str]) -> dict[str, str]:
+    """Each ``--designs`` entry → the ``name:`` its spec gives (``my-stc.yaml`` → ``my-stc``); a name two
+    entries share keeps its source in brackets so the rows stay apart."""
+    counts: dict[str, int] = {}
+    for d in designs:
+        counts[names[d]] = counts.get(names[d], 0) + 1
+    return {d: names[d] if counts[names[d]] == 1 or names[d] == d else f"{names[d]} ({d})" for d in designs}
 
 
 class _CallbackProgress:
@@ -294,6 +305,13 @@ class _CallbackProgress:
     def advance(self, n: int) -> None:
         for _ in range(n):
             self._on_search()
+
+
+def _tc_area() -> float:
+    from tasder.hw import load_architecture
+    from tasder.hw.area import area_mm2
+
+    return float(area_mm2(load_architecture("tc")))
 
 
 def _save_plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -377,16 +395,25 @@ def compare_cmd(
         emit(None, rows, output)
         return
 
+    tc_listed = "tc" in names
+
     def render(console: Console) -> None:
         for w in dict.fromkeys(r["workload"] for r in rows):
-            t = table(f"{w} (normalized to TC; each design at its best mapping)")
+            mine = [r for r in rows if r["workload"] == w]
+            title = ("normalized to TC; each design at its best mapping" if tc_listed else
+                     "normalized to TC, the baseline, which is not among --designs: its row is shown for "
+                     "reference; each design at its best mapping")
+            t = table(f"{w} ({title})")
             for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC", "area mm²"):
                 t.add_column(col, justify="left" if col == "design" else "right")
-            for r in rows:
-                if r["workload"] == w:
-                    t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
-                              f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}",
-                              f"{r['area_mm2']:.2f}")
+            if not tc_listed:
+                b = mine[0]["baseline"]
+                t.add_row("tc (baseline)", f"{b['cycles']:,.0f}", f"{b['energy_pj'] / 1e6:,.2f}", f"{b['edp']:.3e}",
+                          "1.000", "1.000", "1.000", f"{_tc_area():.2f}", style="dim")
+            for r in mine:
+                t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
+                          f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}",
+                          f"{r['area_mm2']:.2f}")
             console.print(t)
 
     emit(render, None, output)

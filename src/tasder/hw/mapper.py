@@ -459,7 +459,10 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
 
 @dataclass(frozen=True)
 class NetworkResult:
-    """Per-layer best mappings and totals weighted by each layer's ``repeat``."""
+    """Per-layer best mappings and totals weighted by each layer's ``repeat``; ``print()`` gives a table.
+
+    ``cycles``, ``energy_pj`` and ``edp`` (J·s, at the design's clock) are properties alike.
+    """
 
     network: Network
     layers: tuple[MapperResult, ...]
@@ -476,9 +479,34 @@ class NetworkResult:
     def candidates(self) -> int:
         return sum(r.candidates for r in self.layers)
 
-    def edp(self, clock_hz: float) -> float:
-        """Network EDP in J·s: total energy × total delay (not the sum of per-layer EDPs)."""
-        return self.energy_pj * 1e-12 * self.cycles / clock_hz
+    @property
+    def clock_hz(self) -> float:
+        """The design's clock (every layer is mapped on the same design)."""
+        return self.layers[0].best.arch.clock_hz if self.layers else 1.0
+
+    @property
+    def edp(self) -> float:
+        """Network EDP in J·s: total energy × total delay at the design's clock (not the sum of
+        per-layer EDPs). A property, like ``cycles`` and ``energy_pj``."""
+        return self.energy_pj * 1e-12 * self.cycles / self.clock_hz
+
+    def __str__(self) -> str:
+        arch = self.layers[0].best.arch.name if self.layers else "?"
+        head = ["layer", "M-K-N", "×", "A", "B", "cycles", "energy µJ", "util"]
+        rows = [[r.best.problem.name, f"{r.best.problem.M}-{r.best.problem.K}-{r.best.problem.N}",
+                 str(r.best.problem.repeat), str(r.best.problem.a_density), str(r.best.problem.b_density),
+                 f"{r.best.cycles:,.0f}", f"{r.best.energy_pj / 1e6:,.3f}", f"{r.best.utilization:.0%}"]
+                for r in self.layers]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if i in (0, 3, 4) else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        return "\n".join([
+            f"{self.network.name} on {arch}: {self.cycles:,.0f} cycles, {self.energy_pj / 1e6:,.3f} µJ, "
+            f"EDP {self.edp:.3e} J·s (totals × repeat; A = weights, B = inputs)",
+            line(head), "  ".join("─" * w for w in widths), *(line(r) for r in rows)])
 
     def utilization(self, mac_units: int) -> float:
         return sum(r.best.problem.macs * r.best.problem.repeat for r in self.layers) / (self.cycles * mac_units)

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder._batch import batch_size
 from tasder.errors import InvalidParameterError
 from tasder.nn.accounting import count_macs
 from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
@@ -52,7 +53,7 @@ from tasder.nn.config import LayerSpec, TASDConfig
 from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
 from tasder.search.cost import CostFn, MACCost
-from tasder.search.result import EvalPoint, LayerRow, SearchResult
+from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
@@ -406,6 +407,11 @@ def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> di
 # ---------------------------------------------------------------------------------------------
 
 
+def progress_text(description: str, evals: int, best: float) -> str:
+    """The search's progress line: ``"search m (cost-aware): 5 evaluations, best cost 6.9e-12"``."""
+    return f"{description}: {evals} evaluations, best cost {format_cost(best)}"
+
+
 def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[int, float], None] | None]:
     if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
         return None, None
@@ -417,7 +423,7 @@ def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[
     task = progress.add_task(description, total=None)
 
     def update(evals: int, best: float) -> None:
-        progress.update(task, description=f"{description}: {evals} evaluations, best cost {best:,.0f}")
+        progress.update(task, description=progress_text(description, evals, best))
 
     return progress, update
 
@@ -468,7 +474,8 @@ def search(
             :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
         bias_correction: every candidate corrects its output's mean error on ``calibration`` (ours). The
             measured damage that orders cost-aware's moves is then the corrected error.
-        model_id: recorded in the result and the YAML provenance.
+        model_id: recorded in the result and the YAML provenance (default: the model's class,
+            parameter count and a digest of its weights).
         progress: show a progress line on stderr (only on a terminal).
 
     Raises:
@@ -492,6 +499,7 @@ def search(
         raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    model_id = model_id or describe_model(model)  # the provenance names the weights searched on
     if not callable(evaluate):
         raise TypeError("`evaluate` must be a callable model -> float")
     batches = list(calibration)
@@ -564,7 +572,8 @@ def search(
         s = chosen.get(ly.name, DENSE)
         spec = ev.spec(s)
         rows.append(LayerRow(ly.name, ly.kind, ly.k, ly.dense_macs, str(s), mode, mac_cost.fraction(ly.name, spec),
-                             None if s.is_dense else ly.damage.get(str(s))))
+                             None if s.is_dense else ly.damage.get(str(s)),
+                             kernel_size=tuple(int(x) for x in ly.module.weight.shape[2:])))
     assert base.metric is not None and best.metric is not None
     return SearchResult(
         config=config, model_id=model_id, target=tgt.name, mode=mode, method=method,
@@ -573,4 +582,6 @@ def search(
         cost_before=base.cost, cost_after=best.cost, evaluations=ev.calls, cache_hits=ev.hits,
         seconds=seconds, layers=rows, history=ev.history, holdout_original=hold_orig,
         holdout_final=hold_final, interrupted=interrupted, failures=ev.failures, extra=extra,
+        samples=batch_size(batches[0]),
+        holdout_threshold=None if hold_orig is None else _threshold(constraint, hold_orig),
     )
