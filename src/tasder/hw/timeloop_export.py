@@ -1,6 +1,7 @@
 """tasder designs, problems and mappings out, as Timeloop v0.3 YAML that ``timeloop-model`` v3.0.3 reads.
 
-:func:`to_timeloop` builds the document, :func:`export_timeloop` writes it (atomically). The rules
+:func:`to_timeloop` builds the document, :func:`timeloop_yaml` its text (``tasder hw export`` writes
+it atomically; :mod:`tasder.hw` writes no files, the layering keeps :mod:`tasder.io` out of it). The rules
 (docs/timeloop.md): hyphenated keys (v3.0.3 reads no others); the v0.3 tree with one ``subtree``
 child per node, a new ``Name[0..f-1]`` node at each fan-out f, components outermost first and the
 compute last; capacity as ``depth`` × ``block-size`` (``entries`` when the block does not divide
@@ -20,7 +21,6 @@ the same evaluation; the returned notes name every key carried there.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,7 +34,7 @@ from tasder.hw.spec import SpecError
 from tasder.hw.timeloop import EXTENSION_KEY, EXTENSION_VERSION
 from tasder.hw.workload import TENSORS, Problem, conv_shape
 
-__all__ = ["ExportRefusedError", "export_timeloop", "timeloop_yaml", "to_timeloop"]
+__all__ = ["ExportRefusedError", "timeloop_yaml", "to_timeloop"]
 
 
 class ExportRefusedError(SpecError):
@@ -423,13 +423,3 @@ def timeloop_yaml(arch: Architecture, problem: Problem | None = None, mapping: M
     if extensions:
         head += f"# The '{EXTENSION_KEY}:' section holds what Timeloop has no key for; Timeloop ignores it.\n"
     return head + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True), notes
-
-
-def export_timeloop(path: str | Path, arch: Architecture, problem: Problem | None = None,
-                    mapping: Mapping | None = None, *, extensions: bool = False) -> list[str]:
-    """Write :func:`timeloop_yaml` to ``path`` atomically (nothing is written when it refuses); the notes."""
-    from tasder.io import atomic_write_text
-
-    text, notes = timeloop_yaml(arch, problem, mapping, extensions=extensions)
-    atomic_write_text(path, text)
-    return notes
