@@ -180,6 +180,8 @@ def export_cmd(
     extensions: Annotated[bool, typer.Option(
         "--extensions", help="Carry what Timeloop has no key for in a 'tasder:' section Timeloop ignores "
                              "(default: refuse, naming each key).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written (files, layers, keys carried in "
+                                                         "the tasder section) as JSON.")] = False,
 ) -> None:
     from tasder.hw import load_architecture, load_mapping, map_layer
     from tasder.hw.timeloop_export import timeloop_yaml
@@ -208,11 +210,16 @@ def export_cmd(
     if len(texts) == 1:
         atomic_write_text(output, texts[0][1])
         status(f"wrote {output}")
-        return
-    with staged_folder(output) as folder:
-        for name, text in texts:
-            (folder / name).write_text(text, encoding="utf-8")
-    status(f"wrote {len(texts)} files to {output}/")
+        files = [str(output)]
+    else:
+        with staged_folder(output) as folder:
+            for name, text in texts:
+                (folder / name).write_text(text, encoding="utf-8")
+        status(f"wrote {len(texts)} files to {output}/")
+        files = [str(output / name) for name, _ in texts]
+    if as_json:
+        emit(None, {"architecture": design.name, "files": files, "layers": [p.name for p in problems],
+                    "extensions": notes}, None)
 
 
 def register(hw_app: typer.Typer) -> None:
