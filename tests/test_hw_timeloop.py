@@ -319,3 +319,58 @@ def test_cli_export_workload_folder(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["c1.yaml", "fc.yaml"]
     spec = load_timeloop(out / "c1.yaml")
     assert spec.problem.geometry() is not None and spec.problem.name == "c1"
+
+
+def test_older_spellings_read(tmp_path):
+    """Written in the style of the Timeloop tutorial exercises (not copied): ``version: 0.2``,
+    instance ranges on the local components (``RegisterFile[0..15]``), a problem with its bounds in
+    the problem map itself, factors written ``K16`` and a flat projection rank, no ERT (tasder's table
+    gives the energies). Hand-checked counts: 16 lanes run 1,536 MACs in 96 cycles; Z's first touch
+    of each of its 32·16 words reads nothing (RF Z reads 1,536 − 512)."""
+    (tmp_path / "arch.yaml").write_text("""\
+architecture:
+  version: 0.2
+  subtree:
+  - name: System
+    local:
+    - {name: MainMemory, class: DRAM, attributes: {width: 256, block-size: 32, word-bits: 8}}
+    subtree:
+    - name: Chip
+      attributes: {technology: 40nm}
+      local:
+      - {name: GlobalBuffer, class: SRAM, attributes: {depth: 8192, width: 256, block-size: 32, word-bits: 8}}
+      subtree:
+      - name: PE
+        local:
+        - {name: "RegisterFile[0..15]", class: regfile, attributes: {depth: 64, width: 8, word-bits: 8}}
+        - {name: "MACC[0..15]", class: intmac, attributes: {datawidth: 8}}
+""")
+    (tmp_path / "prob.yaml").write_text("""\
+problem:
+  shape:
+    name: Conv1D_OC
+    dimensions: [K, R, P]
+    data-spaces:
+    - {name: Weights, projection: [K, R]}
+    - {name: Inputs, projection: [[[R], [P]]]}
+    - {name: Outputs, projection: [K, P], read-write: true}
+  K: 32
+  R: 3
+  P: 16
+mapping:
+- {target: MainMemory, type: temporal, factors: R1 P1 K1, permutation: PRK}
+- {target: GlobalBuffer, type: temporal, factors: R3 P1 K2, permutation: PRK}
+- {target: GlobalBuffer, type: spatial, factors: R1 P1 K16, permutation: PRK}
+- {target: 0, type: temporal, factors: R1 P16 K1, permutation: RPK}
+""")
+    spec = load_timeloop(tmp_path / "arch.yaml", tmp_path / "prob.yaml")
+    arch = spec.architecture
+    assert [(lv.name, lv.instances, lv.capacity, lv.block_size) for lv in arch.levels] == [
+        ("MainMemory", 1, None, 32), ("GlobalBuffer", 1, 262_144, 32), ("RegisterFile", 16, 64, 1)]
+    assert arch.compute.instances == 16 and arch.technology_nm == 40
+    assert spec.problem.shape.tensor_names == ("Weights", "Inputs", "Outputs") and spec.problem.tensor_size("B") == 18
+    ev = evaluate(arch, spec.problem, spec.mapping)
+    assert ev.cycles == 96 and ev.counts.macs[0] == 1536
+    t = _table(ev)
+    assert t["RegisterFile"]["Z"] == (1024, 0, 1536)
+    assert t["MainMemory"]["A"][0] == 96 and t["MainMemory"]["B"][0] == 18

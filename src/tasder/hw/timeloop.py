@@ -116,6 +116,14 @@ def _err(node: Any, key: str | None, msg: str) -> SpecError:
     return SpecError(f"{where}: {label}: {msg}")
 
 
+def _keys(node: Any, allowed: tuple[str, ...], what: str) -> None:
+    """Refuse keys outside ``allowed`` (Timeloop ignores keys it does not read; a typo then changes
+    the model silently, so tasder names it)."""
+    for k in node:
+        if k not in allowed:
+            raise _err(node, k, f"unknown key in {what} (tasder reads {', '.join(allowed)})")
+
+
 def _map(node: Any, key: str, required: bool = True) -> SpecMap | None:
     if key not in node or node[key] is None:
         if required:
@@ -202,6 +210,7 @@ class _Component:
 def _walk_v3(node: Any, mult: int, tech: float | None, out: list[_Component]) -> None:
     if not isinstance(node, dict):
         raise SpecError(f"{_at(node)}: an architecture subtree node must be a mapping")
+    _keys(node, ("name", "attributes", "local", "subtree", "description"), "a subtree node")
     name = node.get("name")
     if not isinstance(name, str):
         raise _err(node, "name" if "name" in node else None, "each subtree node needs a string 'name'")
@@ -214,6 +223,8 @@ def _walk_v3(node: Any, mult: int, tech: float | None, out: list[_Component]) ->
     for comp in _list(node, "local", required=False):
         if not isinstance(comp, dict):
             raise SpecError(f"{_at(node, 'local')}: {_path(node, 'local')}: each entry must be a mapping")
+        _keys(comp, ("name", "class", "subclass", "attributes", "description", "required_actions"),
+              "a component")
         cname, ccls = comp.get("name"), comp.get("class")
         if not isinstance(cname, str):
             raise _err(comp, None, "a component needs a string 'name'")
@@ -246,6 +257,9 @@ def _walk_v4(nodes: list, where: SpecMap, out: list[_Component]) -> None:
     for i, node in enumerate(nodes):
         if not isinstance(node, dict):
             raise SpecError(f"{_at(where, 'nodes')}: architecture.nodes[{i}] must be a mapping")
+        _keys(node, ("name", "class", "subclass", "attributes", "spatial", "constraints", "sparse_optimizations",
+                     "enabled", "required_actions", "energy_scale", "area_scale", "description", "nodes"),
+              "a v0.4 node")
         if "nodes" in node:
             raise _err(node, "nodes", "nested node lists (!Hierarchical, !Parallel, !Pipelined) are not read; "
                                       "list the nodes flat, outermost first")
@@ -290,6 +304,7 @@ def _walk_v4(nodes: list, where: SpecMap, out: list[_Component]) -> None:
 
 
 def _components(arch: SpecMap) -> list[_Component]:
+    _keys(arch, ("version", "subtree", "nodes", "constraints"), "architecture")
     version = str(arch.get("version", ""))
     out: list[_Component] = []
     if version in ("0.4",) and "nodes" in arch:
@@ -452,6 +467,8 @@ def _fraction(d: float) -> tuple[int, int] | None:
 def _problem(doc: SpecMap, ext: SpecMap | None, name: str) -> _ProblemInfo:
     node = _map(doc, "problem")
     assert node is not None
+    if "instance" in node:
+        _keys(node, ("version", "shape", "instance"), "problem")
     shape_node = node.get("shape")
     if shape_node is None or shape_node in ("cnn-layer", "cnn_layer"):
         shape = _builtin_cnn_shape()
@@ -585,7 +602,8 @@ def _problem(doc: SpecMap, ext: SpecMap | None, name: str) -> _ProblemInfo:
 # Mapping directives
 # ------------------------------------------------------------------------------------------------
 
-_FACTOR = re.compile(r"([A-Za-z]+)\s*=\s*(\d+)(\s*,\s*\d+)?")
+#: Timeloop's factor syntax: ``K=4``, also ``K4`` (its regex allows any number of '='), ``K=4,3`` a residual.
+_FACTOR = re.compile(r"([A-Za-z]+)\s*=*\s*(\d+)(\s*,\s*\d+)?")
 
 
 def _factors(d: SpecMap, dims: list[str]) -> dict[str, int]:
@@ -693,6 +711,18 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
         if str(ext.get("version", "")) != EXTENSION_VERSION:
             raise _err(ext, "version" if "version" in ext else None,
                        f"the tasder section must carry version {EXTENSION_VERSION}")
+    if ext is not None:
+        _keys(ext, ("version", "architecture", "sparse", "problem"), f"the {EXTENSION_KEY} section")
+        for sub, allowed in (("architecture", ("name", "clock_hz", "technology_nm", "drain_reads", "leakage_power",
+                                               "mapper_orders", "mapper_spatial", "latch_level")),
+                             ("sparse", ("structured_support", "term_reuse", "accumulation_energy",
+                                         "tasd_unit_energy", "gated_energy_ratio", "safs", "formats")),
+                             ("problem", ("name", "repeat", "word_bits", "a_density", "b_density",
+                                          "density_dims"))):
+            if ext.get(sub) is not None:
+                if not isinstance(ext[sub], dict):
+                    raise _err(ext, sub, "must be a mapping")
+                _keys(ext[sub], allowed, f"{EXTENSION_KEY}.{sub}")
     ext_arch = (ext or {}).get("architecture") or {}
     arch_key = _first(doc, "architecture", "arch")
     if arch_key is None:
@@ -775,7 +805,7 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
             directives[target][kind] = d
 
     # -- keep lists ---------------------------------------------------------------------------------
-    constraints = doc.get("architecture_constraints") or doc.get("arch_constraints")
+    constraints = doc.get("architecture_constraints") or doc.get("arch_constraints") or arch_node.get("constraints")
     cons_keep: dict[str, SpecMap] = {}
     if constraints is not None:
         targets = constraints.get("targets", constraints.get("constraints")) if isinstance(constraints, dict) \
