@@ -374,3 +374,25 @@ mapping:
     t = _table(ev)
     assert t["RegisterFile"]["Z"] == (1024, 0, 1536)
     assert t["MainMemory"]["A"][0] == 96 and t["MainMemory"]["B"][0] == 18
+
+
+def test_v04_sparse_spellings_read_as_v03(tmp_path):
+    """timeloopfe's v0.4 spellings (underscores, ``target:`` for the level, each SAF wrapped in one
+    ``options`` entry, ``fixed_structured``) read as the v0.3 ones; two options are alternatives, refused."""
+    text = (DATA / "sparse_gemm.yaml").read_text()
+    v4 = text.replace("sparse_optimizations:\n  targets:", "sparse_optimizations:\n  version: 0.4\n  targets:")
+    v4 = v4.replace("  - name: RF\n", "  - target: RF\n").replace("representation-format", "representation_format")
+    v4 = v4.replace("data-spaces", "data_spaces").replace("rank-application-order", "rank_application_order")
+    for key in ("action-optimization", "compute-optimization"):
+        v4 = v4.replace(key, key.replace("-", "_"))
+    v4 = v4.replace("{type: skipping, target: B, condition-on: [A]}",
+                    "{type: skipping, options: [{target: B, condition_on: [A]}]}")
+    (tmp_path / "v4.yaml").write_text(v4)
+    a = load_timeloop(*ARCH, DATA / "sparse_gemm.yaml").architecture.sparse
+    b = load_timeloop(*ARCH, tmp_path / "v4.yaml").architecture.sparse
+    assert a == b
+    (tmp_path / "two.yaml").write_text(v4.replace("options: [{target: B, condition_on: [A]}]",
+                                                  "options: [{target: B, condition_on: [A]}, {target: A, "
+                                                  "condition_on: [B]}]"))
+    with pytest.raises(SpecError, match=r"two\.yaml:\d+: .*options: alternatives"):
+        load_timeloop(*ARCH, tmp_path / "two.yaml")

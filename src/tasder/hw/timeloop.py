@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -715,7 +715,7 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
         _keys(ext, ("version", "architecture", "sparse", "problem"), f"the {EXTENSION_KEY} section")
         for sub, allowed in (("architecture", ("name", "clock_hz", "technology_nm", "drain_reads", "leakage_power",
                                                "mapper_orders", "mapper_spatial", "latch_level")),
-                             ("sparse", ("structured_support", "term_reuse", "accumulation_energy",
+                             ("sparse", ("structured_support", "term_reuse", "term_loop", "accumulation_energy",
                                          "tasd_unit_energy", "gated_energy_ratio", "safs", "formats")),
                              ("problem", ("name", "repeat", "word_bits", "a_density", "b_density",
                                           "density_dims"))):
@@ -1088,11 +1088,23 @@ def _sparse(doc: SpecMap, ext: Any, level_names: list[str], compute_name: str, l
                 raise _err(tgt, "action_optimization", "use compute-optimization on the compute level")
             if not isinstance(act, dict):
                 raise _err(tgt, "action_optimization", f"entry {i} must be a mapping")
+            if "options" in act:
+                # v0.4 wraps every SAF in options; one option is one SAF, several are alternatives.
+                opts = act["options"]
+                if not isinstance(opts, list) or len(opts) != 1 or not isinstance(opts[0], dict):
+                    raise _err(act, "options", "alternatives (several options, the best one chosen) have no tasder "
+                                               "form; list one SAF")
+                inner = opts[0]
+                for k in inner:
+                    if k in act and k != "type":
+                        raise _err(inner, k, f"{k} is given both in the SAF and in its option")
+                merged = SpecMap({**{k: v for k, v in act.items() if k != "options"}, **inner})
+                merged.source, merged.line, merged.path = inner.source, inner.line, inner.path
+                merged.key_lines = {**act.key_lines, **inner.key_lines}
+                act = merged
             for k in act:
                 if k not in ("type", "target", "condition_on"):
-                    why = "alternatives ('options', the best one chosen) have no tasder form; list one SAF" \
-                        if k == "options" else "unknown key (a SAF takes type, target, condition-on)"
-                    raise _err(act, k, why)
+                    raise _err(act, k, "unknown key (a SAF takes type, target, condition-on)")
             kind = act.get("type")
             if kind not in ("gating", "skipping"):
                 raise _err(act, "type" if "type" in act else None,
@@ -1143,10 +1155,22 @@ def _sparse(doc: SpecMap, ext: Any, level_names: list[str], compute_name: str, l
 
             formats[(lvl, t)] = parse_format(list(text))
     ratio = _gated_ratio(ert, levels, comp, safs, ext_sparse)
+    extra: dict[str, Any] = {}
+    have = {f.name for f in fields(SparseSpec)}
+    # term_reuse (a dict) is becoming term_loop (issue 17): read whichever this tasder has.
+    if ext_sparse.get("term_reuse"):
+        if "term_reuse" not in have:
+            raise _err(ext_sparse, "term_reuse", "this tasder has no term_reuse (see term_loop)")
+        extra["term_reuse"] = dict(ext_sparse["term_reuse"])
+    if ext_sparse.get("term_loop") is not None:
+        if "term_loop" not in have:
+            raise _err(ext_sparse, "term_loop", "this tasder has no term_loop (see term_reuse)")
+        from tasder.hw import sparse as sparse_module
+
+        extra["term_loop"] = sparse_module.TermLoop(**dict(ext_sparse["term_loop"]))  # type: ignore[attr-defined]
     base = SparseSpec(formats=formats, safs=tuple(safs), gated_energy_ratio=ratio,
                       accumulation_energy=float(ext_sparse.get("accumulation_energy", 0.0)),
-                      tasd_unit_energy=float(ext_sparse.get("tasd_unit_energy", 0.0)),
-                      term_reuse=dict(ext_sparse.get("term_reuse") or {}))
+                      tasd_unit_energy=float(ext_sparse.get("tasd_unit_energy", 0.0)), **extra)
     support = ext_sparse.get("structured_support")
     if support:
         # Parse through tasder's own rules (pattern ranges, engine patterns).

@@ -21,6 +21,7 @@ the same evaluation; the returned notes name every key carried there.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import yaml
@@ -145,8 +146,10 @@ def _architecture(arch: Architecture, out: _Out, names: dict[str, str], formats_
         mac += [{"name": "mac_gated", "energy": _num(c.energy_per_mac * gated)}, {"name": "mac_skipped", "energy": 0}]
     ert.append({"name": c.name, "actions": mac})
     # The tree: a new subtree node wherever the instance count grows (its range is the fan-out).
-    root: dict[str, Any] = {"name": "system", "attributes": {"technology": _tech(arch.technology_nm)}, "local": []}
-    node, count, paths, prefix = root, 1, {}, "system"
+    # The root node carries the design's name when Timeloop can hold it (no dots, brackets or spaces).
+    top = arch.name if re.fullmatch(r"[A-Za-z0-9_-]+", arch.name) else "system"
+    root: dict[str, Any] = {"name": top, "attributes": {"technology": _tech(arch.technology_nm)}, "local": []}
+    node, count, paths, prefix = root, 1, {}, top
     for inst, comp in comps:
         if inst != count:
             fan = inst // count
@@ -158,8 +161,9 @@ def _architecture(arch: Architecture, out: _Out, names: dict[str, str], formats_
         paths[comp["name"]] = f"{prefix}.{comp['name']}"
     for table in ert:
         table["name"] = paths[table["name"]]
-    if arch.name != "system" and out.extensions:
-        out.ext.setdefault("architecture", {})["name"] = arch.name
+    if top != arch.name:
+        out.carry("architecture", "name", arch.name, "architecture.name",
+                  "a Timeloop node name holds no dots, brackets or spaces")
     return {"version": 0.3, "subtree": [root]}, {"version": 0.3, "tables": ert}
 
 
@@ -204,9 +208,15 @@ def _sparse(arch: Architecture, out: _Out, names: dict[str, str]) -> dict | None
                   {t: [str(_pattern(r)) for r in pats] for t, pats in sp.structured_support.items()},
                   "sparse_optimizations.structured_support",
                   "Timeloop v3.0.3 has no structured-engine model (an operand runs at an engine pattern it implies)")
-    if sp.term_reuse:
-        out.carry("sparse", "term_reuse", dict(sp.term_reuse), "sparse_optimizations.term_reuse",
+    # term_reuse (a dict) is becoming term_loop (a TermLoop, issue 17); either travels as written.
+    reuse = getattr(sp, "term_reuse", None)
+    if reuse:
+        out.carry("sparse", "term_reuse", dict(reuse), "sparse_optimizations.term_reuse",
                   "Timeloop has no TASD series (terms as passes that reuse the other tensors)")
+    loop = getattr(sp, "term_loop", None)
+    if loop is not None:
+        out.carry("sparse", "term_loop", {k: getattr(loop, k) for k in ("level", "innermost", "max_terms")},
+                  "sparse_optimizations.term_loop", "Timeloop has no TASD series (a term loop)")
     for key in ("accumulation_energy", "tasd_unit_energy"):
         if getattr(sp, key):
             out.carry("sparse", key, _num(getattr(sp, key)), f"sparse_optimizations.{key}",
