@@ -248,7 +248,7 @@ def test_export_refuses_what_timeloop_cannot_say_naming_each_key():
 
 _BAD = {
     "unknown class": (("arch.yaml", "class: regfile", "class: registerfile"), "arch.yaml:15:", "unknown class"),
-    "missing key": (("gemm.yaml", "M: 8, K: 16, N: 8", "M: 8, K: 16"), "gemm.yaml:", "no bound for dimension 'N'"),
+    "missing key": (("gemm.yaml", "M: 8, K: 16, N: 8", "M: 8, K: 16"), "gemm.yaml:10:", "no bound for dimension 'N'"),
     "permutation misses a dim": (("gemm_map.yaml", "N=2, permutation: KNM", "N=2, permutation: KN"),
                                  "gemm_map.yaml:6:", "misses the dimension 'M'"),
     "factor product": (("gemm_map.yaml", "M=1 K=16 N=2", "M=1 K=8 N=2"), "gemm_map.yaml:",
