@@ -896,7 +896,7 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
 
     # -- sparse optimisations -------------------------------------------------------------------------
     sparse = _sparse(doc, ext, [lv.name for lv in levels], compute.name, latch_level, collapsed, tensor,
-                     ert, levels, comp_level)
+                     ert, levels, comp_level, {c.name: c.attrs for c in storage})
 
     tech = [c.tech_nm for c in comps if c.tech_nm is not None]
     try:
@@ -1028,7 +1028,7 @@ def _rank(r: Any, node: Any, key: str) -> RankFormat:
 
 def _sparse(doc: SpecMap, ext: Any, level_names: list[str], compute_name: str, latch: _Component | None,
             collapsed: dict[str, str], tensor: Any, ert: dict[str, dict[str, float]], levels: list[StorageLevel],
-            comp: ComputeLevel) -> SparseSpec | None:
+            comp: ComputeLevel, storage_attrs: dict[str, dict[str, Any]]) -> SparseSpec | None:
     node = doc.get("sparse_optimizations")
     ext_sparse = (ext or {}).get("sparse") or {}
     if node is None and not ext_sparse:
@@ -1082,7 +1082,14 @@ def _sparse(doc: SpecMap, ext: Any, level_names: list[str], compute_name: str, l
                     raise _err(ds, "ranks", f"{len(ranks)} ranks: tasder's formats describe a tile as [row rank, "
                                             f"K rank] (1 or 2 ranks, outermost first); Timeloop binds one rank per "
                                             f"loop, which tasder does not model")
-                formats[(name, t)] = Format(tuple(_rank(r, ds, "ranks") for r in ranks))
+                fmt = Format(tuple(_rank(r, ds, "ranks") for r in ranks))
+                # A rank without metadata-word-bits has the level's metadata_datawidth in Timeloop
+                # (0 = free metadata, which tasder cannot say: it derives ceil(log2 k), docs/timeloop.md).
+                width = (storage_attrs.get(name) or {}).get("metadata_datawidth")
+                if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+                    fmt = Format(tuple(RankFormat(rf.kind, width) if rf.bits is None and rf.kind in ("CP", "RLE")
+                                       else rf for rf in fmt.ranks))
+                formats[(name, t)] = fmt
         for i, act in enumerate(_list(tgt, "action_optimization", required=False)):
             if name == compute_name:
                 raise _err(tgt, "action_optimization", "use compute-optimization on the compute level")

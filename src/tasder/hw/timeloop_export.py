@@ -108,9 +108,10 @@ def _architecture(arch: Architecture, out: _Out, names: dict[str, str], formats_
             if math.isfinite(bw):
                 attrs[key] = _num(bw)
         if lv.name in formats_at:
-            # Without these Timeloop counts metadata but charges it nothing (metadata width 0).
+            # Metadata moves in blocks of the data's width. No metadata_datawidth: Timeloop would give
+            # every coordinate that width, tasder derives ceil(log2 k) unless the rank fixes it
+            # (CP:2 → metadata-word-bits: 2, exact in both).
             attrs["metadata_storage_width"] = lv.word_bits * lv.block_size
-            attrs["metadata_datawidth"] = lv.word_bits
         if lv.leakage_power:
             out.carry("architecture", "leakage_power", {**out.ext.get("architecture", {}).get("leakage_power", {}),
                                                         lv.name: _num(lv.leakage_power)},
