@@ -203,8 +203,6 @@ class _Component:
     instances: int
     node: SpecMap
     tech_nm: float | None = None
-    #: Spatial fan-out of a v0.4 component's own ``spatial`` (a dummy level is inserted above it).
-    own_fanout: int = 1
 
 
 def _walk_v3(node: Any, mult: int, tech: float | None, out: list[_Component]) -> None:
@@ -297,9 +295,8 @@ def _walk_v4(nodes: list, where: SpecMap, out: list[_Component]) -> None:
                                       "top-level mapping / sparse_optimizations entries with target: "
                                       f"{name}")
         ctech = _tech_nm(attrs["technology"]) if "technology" in attrs else tech
-        comp = _Component(name, cls, kind, dict(attrs), mult * fanout, node, ctech, own_fanout=fanout)
         # A component's own mesh multiplies the component itself (and everything below it).
-        out.append(comp)
+        out.append(_Component(name, cls, kind, dict(attrs), mult * fanout, node, ctech))
         mult *= fanout
 
 
@@ -703,7 +700,8 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
             YAML aliases (refused by the loader), and whatever tasder cannot represent.
     """
     doc, names = _merge(sources)
-    notes: list[str] = []
+    notes: list[str] = [f"{doc.where(k)}: {k} is read by Timeloop's mapper or Accelergy, not by a model run; "
+                        f"not used" for k in _IGNORED_TOP if k in doc]
     ext = doc.get(EXTENSION_KEY)
     if ext is not None:
         if not isinstance(ext, dict):
@@ -812,6 +810,11 @@ def load_timeloop(*sources: str | Path, energy_table: EnergyTable | None = None)
             else constraints
         if not isinstance(targets, list):
             raise _err(doc, "architecture_constraints", "must hold a list of targets")
+        others = [c for c in targets if not (isinstance(c, dict) and c.get("type") in ("bypass", "datatype",
+                                                                                     "bypassing"))]
+        if others:
+            notes.append(f"architecture_constraints: {len(others)} entr{'y' if len(others) == 1 else 'ies'} other than "
+                         f"bypass constrain Timeloop's mapper; a fixed mapping is not checked against them")
         for c in targets:
             if isinstance(c, dict) and c.get("type") in ("bypass", "datatype", "bypassing"):
                 tgt = c.get("target", c.get("name"))
