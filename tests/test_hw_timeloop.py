@@ -200,6 +200,19 @@ def test_export_import_gives_the_same_evaluation_on_every_shipped_design(design,
         _same(evaluate(spec.architecture, spec.problem, spec.mapping), evaluate(arch, problem, mapping))
 
 
+@pytest.mark.parametrize("phase", ["BP", "WU"])
+def test_training_convolutions_round_trip_as_their_own_shapes(phase, tmp_path):
+    """A convolution's backward passes (other tensors in the A/B/Z roles) export as inline shapes and
+    read back as the same ProblemShape (projections, coefficients, density dims, names)."""
+    arch = load_architecture("sat")
+    problem = conv_problem("c", C=16, M=32, R=3, S=3, P=8, Q=8, stride=2, phase=phase,
+                           a_density="2:4" if phase == "BP" else None)
+    mapping = map_layer(arch, problem, budget=60, seed=0).best.mapping
+    spec = _roundtrip(tmp_path, arch, problem, mapping)
+    assert spec.problem == problem and spec.mapping == mapping
+    _same(evaluate(spec.architecture, spec.problem, spec.mapping), evaluate(arch, problem, mapping))
+
+
 @pytest.mark.parametrize("files", [["gemm.yaml", "gemm_map.yaml"], ["conv.yaml"], ["sparse_gemm.yaml"]])
 def test_timeloop_examples_round_trip_without_extensions(files, tmp_path):
     """A design read from Timeloop exports back without a tasder section and reads as itself."""

@@ -547,7 +547,8 @@ def _problem(doc: SpecMap, ext: SpecMap | None, name: str) -> _ProblemInfo:
             base = Problem(pname, M=bounds["M"], K=bounds["K"], N=bounds["N"], repeat=repeat, word_bits=word_bits)
         else:
             dim_names = {d: d for d in shape["dims"]}
-            used = sorted({c for ranks in proj.values() for r in ranks for _, c in r if c is not None})
+            named = {c for ranks in proj.values() for r in ranks for _, c in r if c is not None}
+            used = [c for c in coefs if c in named]  # the file's order
             dd = pext.get("density_dims")
             ps = ProblemShape(shape["name"], tuple(shape["dims"]), (proj["A"], proj["B"], proj["Z"]),
                               tuple((c, coefs[c]) for c in used),
