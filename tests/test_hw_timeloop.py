@@ -191,6 +191,7 @@ def shared_mappings():
 @pytest.mark.parametrize("design", list_designs())
 def test_export_import_gives_the_same_evaluation_on_every_shipped_design(design, shared_mappings, tmp_path):
     arch = load_architecture(design)
+    assert _roundtrip(tmp_path, arch, None, None, "design.yaml").architecture == arch  # the design alone, exactly
     for problem, mapping in shared_mappings:
         spec = _roundtrip(tmp_path, arch, problem, mapping)
         assert spec.problem == problem
