@@ -420,8 +420,9 @@ def compare_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``hw`` group (``hw eval``, ``hw compare``, ``hw sweep``) to ``app``."""
-    from tasder.cli import sweep
+    """Add the ``hw`` group (``hw eval``, ``hw compare``, ``hw sweep``, ``hw import``, ``hw export``) to ``app``."""
+    from tasder.cli import sweep, timeloop
 
     sweep.register(hw_app)
+    timeloop.register(hw_app)
     app.add_typer(hw_app, name="hw")

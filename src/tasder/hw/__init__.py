@@ -15,7 +15,8 @@ Specs are data (YAML → frozen dataclasses); the model is stages over plain dat
 * :mod:`~tasder.hw.training` — the FF/BP/WU GEMMs of a training step (N:M sparse training, SAT);
 * :mod:`~tasder.hw.area` — area per component from a cited 45 nm table;
 * :mod:`~tasder.hw.executor` — searches as cached (design, layer) tasks on one core, every core or Ray;
-* :mod:`~tasder.hw.sweep` — design-space sweeps: YAML spec → designs × workloads → Pareto fronts.
+* :mod:`~tasder.hw.sweep` — design-space sweeps: YAML spec → designs × workloads → Pareto fronts;
+* :mod:`~tasder.hw.timeloop`, :mod:`~tasder.hw.timeloop_export` — Timeloop/Sparseloop YAML in and out.
 
 This namespace holds what a user of the model needs; everything else stays importable from its
 submodule. The model depends on :mod:`tasder.sparsity`'s notation alone (no torch, no zoo):
@@ -48,6 +49,8 @@ from tasder.hw.mapping import Mapping, MappingError, load_mapping
 from tasder.hw.model import Evaluation, evaluate
 from tasder.hw.spec import SpecError
 from tasder.hw.sweep import load_sweep, run_sweep
+from tasder.hw.timeloop import load_timeloop
+from tasder.hw.timeloop_export import timeloop_yaml
 from tasder.hw.training import TrainingResult, map_training, training_network
 from tasder.hw.workload import Network, Problem, from_conv2d, from_linear, load_network
 
@@ -77,10 +80,12 @@ __all__ = [
     "load_mapping",
     "load_network",
     "load_sweep",
+    "load_timeloop",
     "map_layer",
     "map_network",
     "map_training",
     "run_sweep",
+    "timeloop_yaml",
     "training_network",
 ]
 
