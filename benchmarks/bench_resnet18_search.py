@@ -17,9 +17,11 @@ much the ratios):
    the validation split, effective MACs as the cost: evaluations, wall seconds, seconds per
    evaluation, the permutation cache's hits and misses.
 
-    python benchmarks/bench_resnet18_search.py [--evals 60] [--method paper-greedy] [--json FILE]
+    python benchmarks/bench_resnet18_search.py [--evals 60] [--method paper-greedy] [--threads N] [--json FILE]
 
-Prints ``uptime``'s load first: compare times only between runs at a similar load.
+Prints ``uptime``'s load first: compare times only between runs at a similar load. On a loaded
+2-core machine ``--threads 1`` gives steadier numbers: torch's two threads then wait on each other
+(the same apply took 3-10x longer with two threads than with one at load 5).
 """
 
 from __future__ import annotations
@@ -155,7 +157,10 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=60, help="max_evals of the search")
     parser.add_argument("--method", default="paper-greedy")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} "
           f"CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = _upsampled()
@@ -186,8 +191,13 @@ def main() -> None:
             clear_permutation_cache()
             times[f"{name}, cold cache"] = _time(lambda c=cfg: apply_tasd(model, c, calibration=calibration))
         times[name] = _time(lambda c=cfg: apply_tasd(model, c, calibration=calibration), repeat=2)
+    # The issue's target: permute within 2x of the same apply without it (cold: the permutations
+    # are searched; warm: read from the cache, as every apply after the first in a search or demo).
+    without = {"permute": "plain", "permute + bias correction": "bias correction"}
     for name, t in times.items():
-        print(f"apply_tasd {len(config)} layers 1:8, {name}: {t:.2f} s ({t / times['plain']:.2f}× plain)")
+        base = without.get(name.removesuffix(", cold cache"))
+        vs = f", {t / times[base]:.2f}× {base}" if base is not None and base != "plain" else ""
+        print(f"apply_tasd {len(config)} layers 1:8, {name}: {t:.2f} s ({t / times['plain']:.2f}× plain{vs})")
     out["apply_tasd"] = times
 
     # 2. the search

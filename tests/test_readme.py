@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,11 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("readme")
+    # The README's commands run where a clone's files are: examples/ is what its own-model
+    # section points at (examples/my_model.py:make), so it is copied in.
+    folder = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", folder / "examples")
+    return folder
 
 
 def _env(scratch: Path) -> dict[str, str]:
