@@ -18,8 +18,9 @@ docstring), on the paper's Table 3 designs:
   leakage), as a share of TC's total. Paper: −55 %.
 * ``--sensitivity`` — TTC-VEGETA-M8's EDP change vs TC on the four workloads when one modelling
   choice is switched: the term loop placed by the mapper anywhere (no Fig. 11 constraint), the
-  term loop innermost at DRAM (B and Z reused in L2 only), and DRAM's per-access energies halved
-  in both designs (the 45 nm Horowitz table's DRAM share).
+  term loop innermost at DRAM (B and Z reused in L2 only), DRAM's per-access energies halved
+  in both designs (the 45 nm Horowitz table's DRAM share), and L2's capacity doubled in both
+  (buffer sizes: the paper gives none; ours are tc.yaml's).
 
 Run: ``python benchmarks/fig13_15_hw.py [--budget N] [--executor ...] [--sensitivity]``.
 """
@@ -166,12 +167,19 @@ def sensitivity(archs: dict[str, Architecture], budget: int, executor: str) -> N
                      update_energy=d.update_energy / 2)
         return replace(arch, name=arch.name + "-dram/2", levels=(d2, *arch.levels[1:]))
 
+    def l2_double(arch: Architecture) -> Architecture:
+        lv = arch.levels[1]
+        assert lv.capacity is not None
+        return replace(arch, name=arch.name + "-l2x2", levels=(arch.levels[0], replace(lv, capacity=2 * lv.capacity),
+                                                               *arch.levels[2:]))
+
     variants = {
         "as shipped (Fig. 11: term loop innermost in L2)": (tc, ttc),
         "term loop anywhere (mapper's choice)": (tc, replace(ttc, sparse=replace(spec, term_loop=TermLoop()))),
         "term loop innermost at DRAM (reuse in L2 only)": (tc, replace(ttc, sparse=replace(
             spec, term_loop=TermLoop("DRAM", True, 2)))),
         "DRAM energies halved (both designs)": (dram_half(tc), dram_half(ttc)),
+        "L2 capacity doubled (both designs)": (l2_double(tc), l2_double(ttc)),
     }
     print("Sensitivity: ttc-vegeta-m8's EDP change vs TC in % per workload (paper Fig. 12: "
           + ", ".join(f"{x:+d}" for x in fig12_hw.PAPER["ttc-vegeta-m8"]) + ")")
