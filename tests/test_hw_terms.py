@@ -214,3 +214,14 @@ def test_a_term_loop_needs_series_support_and_a_level_for_the_partial_sums(tmp_p
         ttc(tmp_path, term_loop="  term_loop: {level: L1}", name="low")
     with pytest.raises(SpecError, match=r"term_loop\.max_terms"):
         ttc(tmp_path, term_loop="  term_loop: {level: L2, max_terms: 0}", name="zero")
+
+
+def test_the_older_term_reuse_key_reads_as_a_term_loop(tmp_path):
+    """``term_reuse: {Z: L1, ...}`` (before issue 17) kept Z in L1 across terms: a term loop innermost
+    in L1's parent, L2; giving both keys is refused."""
+    from tasder.hw.sparse import TermLoop
+
+    arch = ttc(tmp_path, term_loop="  term_reuse: {A: L2, B: L2, Z: L1}", name="old-key")
+    assert arch.sparse.term_loop == TermLoop("L2", True, None)
+    with pytest.raises(SpecError, match=r"gives both term_loop and term_reuse"):
+        ttc(tmp_path, term_loop="  term_loop: {level: L2}\n  term_reuse: {Z: L1}", name="both")
