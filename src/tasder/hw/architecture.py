@@ -256,6 +256,15 @@ def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None,
         if not isinstance(node, dict):
             raise SpecError(f"{doc.where('sparse_optimizations')}: sparse_optimizations must be a mapping")
         sparse = parse_sparse_spec(node, [lv.name for lv in levels], compute.name)
+        tl = sparse.term_loop
+        if tl is not None:
+            at = 0 if tl.level is None else [lv.name for lv in levels].index(tl.level)
+            if not any("Z" in lv.keep for lv in levels[at + 1:]):
+                where = node.where("term_loop" if node.get("term_loop") is not None else "term_reuse")
+                raise SpecError(f"{where}: design {get_str(arch, 'name', name)!r}: the term loop at level "
+                                f"{levels[at].name} needs a storage level below it that keeps Z, to hold the "
+                                f"partial sums while the next term runs; "
+                                f"{', '.join(lv.name for lv in levels[at + 1:]) or 'none'} below it keep(s) no Z")
     orders: dict[str, str] = {}
     spatial: dict[str, str] = {}
     mc = doc.get("mapper_constraints")

@@ -115,7 +115,7 @@ def _is_hss(arch: Architecture) -> bool:
 
 def _runs_tasd(arch: Architecture) -> bool:
     """Whether the design has TASD units: it runs series term by term or decomposes at run time."""
-    return arch.sparse is not None and (bool(arch.sparse.term_reuse) or arch.sparse.tasd_unit_energy > 0)
+    return arch.sparse is not None and (arch.sparse.term_loop is not None or arch.sparse.tasd_unit_energy > 0)
 
 
 def area_breakdown(arch: Architecture, table: AreaTable | None = None) -> AreaBreakdown:

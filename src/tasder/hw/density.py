@@ -268,7 +268,8 @@ class StructuredModel(DensityModel):
 
     def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
         rows, k = np.broadcast_arrays(_arr(rows), _arr(k))
-        return rows * np.minimum(self._row_max(k), k)
+        uk, inv = np.unique(k, return_inverse=True)  # few distinct fiber lengths per batch, as prob_empty
+        return rows * np.minimum(self._row_max(uk), uk)[inv.reshape(k.shape)]
 
     def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k % self.block == 0:

@@ -55,6 +55,7 @@ from tasder.hw.architecture import Architecture
 from tasder.hw.mapper import OBJECTIVES, MapperConstraints, MapperResult, NetworkResult, NoValidMappingError
 from tasder.hw.mapping import LevelMapping, Mapping
 from tasder.hw.model import Evaluation, evaluate_batch
+from tasder.hw.sparse import term_problem
 from tasder.hw.workload import Network, Problem
 
 __all__ = [
@@ -688,6 +689,7 @@ def result_from_record(arch: Architecture, problem: Problem, record: dict[str, A
     ``problem`` (one mapping: milliseconds; bit-identical to the mapper's own final evaluation)."""
     if not record.get("ok"):
         raise NoValidMappingError(f"{problem.name}: {record.get('error')}")
+    problem = term_problem(arch, problem)  # a series the design runs term by term has its term loop
     best = _mapping_from(record["mapping"], problem.dims)
     counts, costs = evaluate_batch(arch, problem, best.to_batch())
     top = tuple((_mapping_from(m, problem.dims), float(s)) for m, s in record["top"])
@@ -714,7 +716,8 @@ def run_problems(pairs: Sequence[tuple[Architecture, Problem]], settings: Mapper
         if prev is not None and prev.best.arch is arch:
             # Same design, same shape: reuse the evaluation, as search_network does.
             b = prev.best
-            out.append(dataclasses.replace(prev, best=Evaluation(arch, p, b.mapping, b.counts, b.costs)))
+            out.append(dataclasses.replace(prev, best=Evaluation(arch, term_problem(arch, p), b.mapping, b.counts,
+                                                                 b.costs)))
             continue
         r = result_from_record(arch, p, rec)
         rebuilt[rec["key"]] = r

@@ -21,6 +21,7 @@ nonzeros only; on dense data a bitmask still costs its bits — the "sparsity ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,13 +67,18 @@ class Format:
         size = rows * k
         inner = self.ranks[-1]
         w_inner = _log2(k) if inner.bits is None else np.full_like(k, float(inner.bits))
-        bits = {"U": np.zeros_like(occ), "B": size.astype(np.float64), "CP": occ * w_inner, "RLE": occ * w_inner,
-                "UOP": (rows + 1) * _log2(size + 1)}[inner.kind]
+        # Only the rank's own kind is computed (the mapper calls this per sampled factor).
+        rules: dict[str, Any] = {"U": lambda: np.zeros_like(occ), "B": lambda: size.astype(np.float64),
+                                 "CP": lambda: occ * w_inner, "RLE": lambda: occ * w_inner,
+                                 "UOP": lambda: (rows + 1) * _log2(size + 1)}
+        bits = rules[inner.kind]()
         if len(self.ranks) == 2:
             outer = self.ranks[0]
             w_outer = _log2(rows) if outer.bits is None else np.full_like(rows, float(outer.bits))
-            bits = bits + {"U": np.zeros_like(occ), "B": rows.astype(np.float64), "CP": nonempty_rows * w_outer,
-                           "RLE": nonempty_rows * w_outer, "UOP": (rows + 1) * _log2(size + 1)}[outer.kind]
+            rules = {"U": lambda: np.zeros_like(occ), "B": lambda: rows.astype(np.float64),
+                     "CP": lambda: nonempty_rows * w_outer, "RLE": lambda: nonempty_rows * w_outer,
+                     "UOP": lambda: (rows + 1) * _log2(size + 1)}
+            bits = bits + rules[outer.kind]()
         return bits
 
     def tile_words(self, model: DensityModel, rows: np.ndarray, k: np.ndarray, word_bits: int,
@@ -86,7 +92,8 @@ class Format:
         else:
             occ = model.expected_occupancy(rows, k) if q is None else model.occupancy_quantile(rows, k, q)
             data = occ
-        nonempty = rows * (1.0 - model.prob_empty(np.ones_like(rows), k))
+        # Non-empty fibers matter only to a row rank's metadata (a two-rank format): skip the odds otherwise.
+        nonempty = rows * (1.0 - model.prob_empty(np.ones_like(rows), k)) if len(self.ranks) == 2 else rows
         return data, self.metadata_bits(rows, k, occ, nonempty) / word_bits
 
 

@@ -37,7 +37,7 @@ from tasder.hw.architecture import Architecture
 from tasder.hw.mapping import Mapping, MappingBatch, MappingError
 from tasder.hw.microarch import Costs
 from tasder.hw.model import Evaluation, evaluate_batch
-from tasder.hw.sparse import compressed_need
+from tasder.hw.sparse import compressed_need, term_problem
 from tasder.hw.workload import DIMS, TENSORS, Network, Problem
 
 __all__ = ["MAX_MAPPER_BUDGET", "OBJECTIVES", "STATIONARY", "MapperConstraints", "MapperResult", "NetworkResult",
@@ -102,11 +102,13 @@ class MapperConstraints:
         """Per level, the loop orders (outermost first) the mapper may choose for ``problem`` (a GEMM when None)."""
         problem = problem or Problem("gemm", M=2, K=2, N=2)
         dims = problem.dims
+        # A term loop's dim (docs/design.md §4.6) is the design's to place: orders may leave it out.
+        base = tuple(d for d in dims if d != problem.shape.term_dim)  # type: ignore[union-attr]
         for name, order in self.orders.items():
             arch.level_index(name)
-            if sorted(order) != sorted(dims) and sorted(order) != sorted(DIMS):
+            if sorted(order) not in (sorted(dims), sorted(base), sorted(DIMS)):
                 raise ValueError(f"MapperConstraints.orders[{name!r}]={order!r} must be a permutation of "
-                                 f"{''.join(dims)} (the dims of {problem.name}) or of the GEMM roles MKN")
+                                 f"{''.join(base)} (the dims of {problem.name}) or of the GEMM roles MKN")
         if self.dataflow is not None and self.dataflow not in STATIONARY:
             raise ValueError(f"MapperConstraints.dataflow={self.dataflow!r} must be one of {', '.join(STATIONARY)}")
         # A GEMM permutes all three dims (as ever); a bigger problem only its dims of bound > 1.
@@ -116,7 +118,7 @@ class MapperConstraints:
         for lv in arch.levels:
             if lv.name in self.orders:
                 order = self.orders[lv.name]
-                if sorted(order) == sorted(dims):
+                if sorted(order) in (sorted(dims), sorted(base)):
                     groups = tuple((d,) for d in order)
                 else:  # GEMM roles, group by group
                     groups = tuple(tuple(d for d in dims if roles[d] == r) for r in order)
@@ -154,10 +156,55 @@ def _primes(n: int) -> list[int]:
     return out
 
 
-def _slots(arch: Architecture, dim: str, spatial_dims: list[str]) -> list[int]:
-    """Slot indices a dim's factors may go to: 0..L-1 temporal, L..2L-1 spatial."""
+def _slots(arch: Architecture, dim: str, spatial_dims: list[str], problem: Problem | None = None) -> list[int]:
+    """Slot indices a dim's factors may go to: 0..L-1 temporal, L..2L-1 spatial. A term dim goes
+    to the temporal loops of the design's term-loop level (any level's when it names none), never
+    spatial: the terms stream through one engine in time (TASD paper Fig. 11)."""
     nl = len(arch.levels)
+    if problem is not None and dim == problem.shape.term_dim:  # type: ignore[union-attr]
+        tl = arch.sparse.term_loop if arch.sparse is not None else None
+        return list(range(nl)) if tl is None or tl.level is None else [arch.level_index(tl.level)]
     return list(range(nl)) + [nl + i for i in range(nl) if dim in spatial_dims[i]]
+
+
+def _parts(problem: Problem, j: int) -> list[int]:
+    """The factors the mapper places one at a time for dim ``j``: its primes; a term dim whole (the
+    term loop is one loop: its terms are not split over levels)."""
+    n = problem.sizes[j]
+    return [n] if j == problem.shape.term_index else _primes(n)  # type: ignore[union-attr]
+
+
+def _term_orders(arch: Architecture, problem: Problem, choices: list[list[str]]) -> list[list[str]]:
+    """Each level's order choices with the term dim where the design's ``term_loop`` puts it:
+    innermost at its level (when ``innermost``), first of the loops elsewhere (factor 1 there, so
+    its position means nothing and one is enough). Unchanged without a term dim.
+
+    Raises:
+        MappingError: a user order leaves the term loop no allowed place at its level.
+    """
+    shape = problem.shape
+    assert shape is not None
+    td = shape.term_dim
+    if td is None:
+        return choices
+    tl = arch.sparse.term_loop if arch.sparse is not None else None
+    if tl is None or tl.level is None:
+        return choices
+    lvl = arch.level_index(tl.level)
+    fixed = sum(1 for n in problem.sizes if n == 1)
+    out = []
+    for i, ch in enumerate(choices):
+        if i == lvl:
+            kept = [o for o in ch if o[-1] == td] if tl.innermost else ch
+        else:
+            kept = [o for o in ch if o.index(td) == fixed]
+        if not kept:
+            raise MappingError(f"{problem.name} on {arch.name}: no loop order at level {arch.levels[i].name} puts the "
+                               f"term loop {td} where the design's term_loop (level {tl.level}"
+                               f"{', innermost' if tl.innermost else ''}) requires; the mapper constraints' order "
+                               f"there ({ch[0] if ch else 'none'}) must leave {td} out or place it so")
+        out.append(kept)
+    return out
 
 
 def _compositions(n: int, slots: list[int], width: int) -> np.ndarray:
@@ -173,6 +220,13 @@ def _compositions(n: int, slots: list[int], width: int) -> np.ndarray:
                 new.append(r2)
         rows = new
     return np.unique(np.array(rows), axis=0)
+
+
+def _whole(n: int, slots: list[int], width: int) -> np.ndarray:
+    """``n`` placed whole in one of ``slots`` (rows of length ``width``): a term loop's choices."""
+    rows = np.ones((len(slots), width), dtype=np.int64)
+    rows[np.arange(len(slots)), slots] = n
+    return rows
 
 
 def _n_compositions(n: int, n_slots: int) -> int:
@@ -263,7 +317,7 @@ def _sample(arch: Architecture, problem: Problem, slots: list[list[int]], order_
     sp = np.ones((b, nl))
     rows = np.arange(b)
     levels = np.arange(nl)
-    items = [(j, p) for j, n in enumerate(problem.sizes) for p in _primes(n)]
+    items = [(j, p) for j in range(nd) for p in _parts(problem, j)]
     for k in rng.permutation(len(items)):
         d, p = items[k]
         sl = np.asarray(slots[d])
@@ -318,10 +372,11 @@ def sample_mappings(arch: Architecture, problem: Problem, n: int, rng: np.random
     """``n`` mappings of ``problem`` on ``arch``, drawn as :func:`map_layer` draws them (every valid
     mapping can come out; an invalid one only through the rounding of compressed capacities, see
     ``_sample``)."""
+    problem = term_problem(arch, problem)
     constraints = _design_constraints(arch, constraints)
     spatial_dims = constraints.spatial_slots(arch, problem)
-    tables = _order_tables(constraints.allowed_orders(arch, problem), problem.dims)
-    return _sample(arch, problem, [_slots(arch, d, spatial_dims) for d in problem.dims], tables, n, rng)
+    tables = _order_tables(_term_orders(arch, problem, constraints.allowed_orders(arch, problem)), problem.dims)
+    return _sample(arch, problem, [_slots(arch, d, spatial_dims, problem) for d in problem.dims], tables, n, rng)
 
 
 @dataclass(frozen=True)
@@ -376,21 +431,26 @@ def map_layer(arch: Architecture, problem: Problem, *, budget: int = 20_000, obj
     if objective not in OBJECTIVES:
         raise InvalidParameterError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
     budget = check_budget(budget)
+    # A TASD series the design runs term by term is mapped with its term loop (docs/design.md §4.6).
+    problem = term_problem(arch, problem)
+    tix = problem.shape.term_index  # type: ignore[union-attr]
     constraints = _design_constraints(arch, constraints)  # the design's own dataflow, under the user's
-    order_choices = constraints.allowed_orders(arch, problem)
+    order_choices = _term_orders(arch, problem, constraints.allowed_orders(arch, problem))
     tables = _order_tables(order_choices, problem.dims)
     spatial_dims = constraints.spatial_slots(arch, problem)
     nl = len(arch.levels)
-    slots = [_slots(arch, d, spatial_dims) for d in problem.dims]
+    slots = [_slots(arch, d, spatial_dims, problem) for d in problem.dims]
     # The size of the space is counted, never enumerated, before choosing: a 64³ GEMM on a 4-level
     # design already has ~10¹² mappings, whose enumeration would need terabytes.
-    space = math.prod(_n_compositions(n, len(s)) for n, s in zip(problem.sizes, slots, strict=True))
+    space = math.prod(len(s) if j == tix else _n_compositions(n, len(s))
+                      for j, (n, s) in enumerate(zip(problem.sizes, slots, strict=True)))
     space *= math.prod(len(c) for c in order_choices)
     exhaustive = space <= budget
 
     def batches() -> Iterator[MappingBatch]:
         if exhaustive:
-            comps = [_compositions(n, s, 2 * nl) for n, s in zip(problem.sizes, slots, strict=True)]
+            comps = [_whole(n, s, 2 * nl) if j == tix else _compositions(n, s, 2 * nl)
+                     for j, (n, s) in enumerate(zip(problem.sizes, slots, strict=True))]
             order_idx = np.array(list(itertools.product(*[range(len(c)) for c in order_choices])), dtype=np.int64)
             shape = (*(len(c) for c in comps), len(order_idx))
             total = math.prod(shape)
@@ -545,6 +605,6 @@ def map_network(arch: Architecture, network: Network, *, cache: dict[Hashable, M
             if on_map is not None:
                 on_map()
         r = cache[key]
-        best = Evaluation(arch, p, r.best.mapping, r.best.counts, r.best.costs)
+        best = Evaluation(arch, term_problem(arch, p), r.best.mapping, r.best.counts, r.best.costs)
         out.append(MapperResult(best, r.top, r.objective, r.candidates, r.valid, r.exhaustive))
     return NetworkResult(network, tuple(out))

@@ -206,10 +206,22 @@ def check_mapping(arch: Architecture, problem: Problem, mapping: Mapping) -> Non
             factors = {d: f for d, f in zip(mapping.dims, lv.spatial, strict=True) if f > 1}
             raise MappingError(f"level {arch.levels[i].name}: spatial factors {factors} "
                                f"use {used} instances but the fan-out to {below} is {fan}")
-    for level, sizes in zip(arch.levels, tile_words(arch, mapping, problem), strict=True):
-        if level.capacity is not None and sum(sizes.values()) > level.capacity:
+    from tasder.hw.sparse import compressed_need  # sparse is imported by architecture, which this module imports
+
+    # A tile fits when its dense words do, or its compressed words at their 99th-percentile
+    # occupancy (data + metadata: what the mapper's validity check applies, docs/design.md §4.3) do.
+    # Why either: a hand-written mapping checked by dense words stays valid (as before the term
+    # loop), and a series' term loop, whose terms are separate dense-shaped tensors, fits where its
+    # compressed terms do.
+    batch = mapping.to_batch()
+    ext = np.cumprod((batch.temporal * batch.spatial)[:, ::-1], axis=1)[:, ::-1].astype(np.float64)
+    compressed = compressed_need(arch, problem, ext)
+    for i, (level, sizes) in enumerate(zip(arch.levels, tile_words(arch, mapping, problem), strict=True)):
+        need = sum(sizes.values()) if compressed is None else min(sum(sizes.values()), float(compressed[0, i]))
+        if level.capacity is not None and need > level.capacity:
             detail = ", ".join(f"{t}={n}" for t, n in sizes.items())
-            raise MappingError(f"level {level.name}: the tiles need {sum(sizes.values())} words ({detail}) but the "
+            what = "" if compressed is None else f" compressed (dense: {detail})"
+            raise MappingError(f"level {level.name}: the tiles need {need:.0f} words{what or f' ({detail})'} but the "
                                f"capacity is {level.capacity} words")
 
 

@@ -16,14 +16,20 @@ from tasder.hw.architecture import Architecture
 from tasder.hw.dataflow import ActionCounts, analyze
 from tasder.hw.mapping import Mapping, MappingBatch, check_mapping, loop_nest
 from tasder.hw.microarch import ACTIONS, Costs, cost
-from tasder.hw.sparse import sparse_step
+from tasder.hw.sparse import insert_term_loop, sparse_step, term_problem
 from tasder.hw.workload import TENSORS, Problem
 
 __all__ = ["Evaluation", "evaluate", "evaluate_batch", "sparse_step"]
 
 
 def evaluate_batch(arch: Architecture, problem: Problem, batch: MappingBatch) -> tuple[ActionCounts, Costs]:
-    """Run the three stages on a batch of (already validated) mappings."""
+    """Run the three stages on a batch of (already validated) mappings.
+
+    A TASD series that ``arch`` runs term by term is evaluated as :func:`~tasder.hw.sparse.term_problem`
+    (with its term loop); mappings without the term dim get it where the design places it
+    (:func:`~tasder.hw.sparse.insert_term_loop`)."""
+    problem = term_problem(arch, problem)
+    batch = insert_term_loop(arch, problem, batch)
     counts = sparse_step(arch, problem, analyze(arch, batch, problem))
     return counts, cost(arch, counts)
 
@@ -143,7 +149,13 @@ class Evaluation:
 
 
 def evaluate(arch: Architecture, problem: Problem, mapping: Mapping) -> Evaluation:
-    """Check ``mapping`` (raises :class:`~tasder.hw.mapping.MappingError` naming the level/dim) and cost it."""
+    """Check ``mapping`` (raises :class:`~tasder.hw.mapping.MappingError` naming the level/dim) and cost it.
+
+    On a design that runs ``problem``'s TASD series term by term the evaluation is of
+    :func:`~tasder.hw.sparse.term_problem`; a ``mapping`` without the term dim gets the term loop
+    where the design places it."""
+    problem = term_problem(arch, problem)
+    mapping = insert_term_loop(arch, problem, mapping.to_batch()).mapping(0)
     check_mapping(arch, problem, mapping)
     counts, costs = evaluate_batch(arch, problem, mapping.to_batch())
     return Evaluation(arch, problem, mapping, counts, costs)

@@ -35,18 +35,22 @@ Rules (per tile, then scaled by the number of tiles moved, as thesis 4.6):
   makes the engine run it dense — no format, no skipping (gating needs only a zero detector, so
   gating SAFs apply to any model, with the operand's own density). Without a support list the
   SAFs always apply (DSTC pays its bitmask even on dense data).
-* **TASD series** (TTC: a design with ``term_reuse``): each term is its own pass with the same
-  mapping (other designs see the series as one operand of its total density); the series operand's
-  traffic and the compute add over terms; the other tensors are reused across terms at and below
-  ``term_reuse`` levels (B in L2, Z in L1: paper Fig. 11), so their traffic above is counted once;
-  the levels below the term loop hold one term at a time (capacity: the largest term).
+* **TASD series** (TTC: a design with a ``term_loop``): the series' term index is a loop dim of
+  the problem (:func:`term_problem`: it indexes the series operand alone) that the mapper places
+  where the design allows (the TASD paper's Fig. 11: innermost in L2, so B's tiles and the partial
+  sums stay in L1 while the terms stream past). Reuse across terms, the partial sums re-read at
+  each term after the first, and capacity (a level holds every term its tile spans) all follow
+  from the loop's position in the dataflow; each term's own model drives its share of the sparse
+  step (each action's dense words split evenly over the terms). Other designs see a series as one
+  operand of its total density.
 * **Extra energy**: ``accumulation_energy`` per effectual MAC (DSTC's accumulation buffer),
-  ``tasd_unit_energy`` per element decomposed at run time (TASD-A: a B series).
+  ``tasd_unit_energy`` per element of B the TASD units decompose at run time (TASD-A: any
+  structured B on a design with the units, each element once, as it streams into shared memory).
 
 Bandwidth-bound cycles use actual + gated + metadata words (compressed traffic); see
 :func:`tasder.hw.microarch.cost`. Leader metadata reads are part of the leader's format traffic.
-Not modelled: per-term mappings of a series; imbalance across PEs above the last fan-out (their work
-sums many tiles, so it stays close to the mean).
+Not modelled: per-term loop nests (every term runs the same loops below the term loop); imbalance
+across PEs above the last fan-out (their work sums many tiles, so it stays close to the mean).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ import numpy as np
 
 from tasder.hw.density import DenseModel, DensityModel, SeriesModel, StructuredModel, UniformModel, density_model
 from tasder.hw.formats import Format, parse_format
-from tasder.hw.spec import SpecError, check_keys, get_float, get_str
+from tasder.hw.spec import SpecError, check_keys, get_float, get_int, get_str
 from tasder.sparsity.notation import expand_ranges
 from tasder.sparsity.patterns import GH, HSS, Rank, implies
 
@@ -69,8 +73,19 @@ if TYPE_CHECKING:
     from tasder.hw.dataflow import ActionCounts
     from tasder.hw.workload import Problem
 
-__all__ = ["SAF", "SparseSpec", "compressed_need", "engine_pattern", "executed_models", "operand_models",
-           "parse_sparse_spec", "sparse_step"]
+__all__ = [
+    "SAF",
+    "SparseSpec",
+    "TermLoop",
+    "compressed_need",
+    "engine_pattern",
+    "executed_models",
+    "insert_term_loop",
+    "operand_models",
+    "parse_sparse_spec",
+    "sparse_step",
+    "term_problem",
+]
 
 _TENSORS = ("A", "B", "Z")
 
@@ -91,6 +106,22 @@ class SAF:
 
 
 @dataclass(frozen=True)
+class TermLoop:
+    """Where a TASD-enabled design runs a series' term loop (``sparse_optimizations.term_loop``).
+
+    The term index of the series operand is a loop dim (docs/design.md §4.6) that the mapper
+    places; a design fixes where. ``level``: the storage level among whose temporal loops it runs
+    (None: any level); ``innermost``: inside every other loop of that level (the TASD paper's
+    Fig. 11: the other operand's tile and the partial sums stay put while the terms stream past);
+    ``max_terms``: the longest series the engine runs (its "order", TASD paper Table 2/3; None: any).
+    """
+
+    level: str | None = None
+    innermost: bool = True
+    max_terms: int | None = None
+
+
+@dataclass(frozen=True)
 class SparseSpec:
     """A design's sparse acceleration features (Sparseloop's ``sparse_optimizations``)."""
 
@@ -100,7 +131,8 @@ class SparseSpec:
     gated_energy_ratio: float = 0.1
     accumulation_energy: float = 0.0
     tasd_unit_energy: float = 0.0
-    term_reuse: dict[str, str] = field(default_factory=dict)
+    #: Term-by-term execution of a TASD series (a TTC); None: a series is one operand of its total density.
+    term_loop: TermLoop | None = None
 
 
 def _ranks_of(model: DensityModel) -> tuple[tuple[int, int], ...] | None:
@@ -113,7 +145,7 @@ def _ranks_of(model: DensityModel) -> tuple[tuple[int, int], ...] | None:
 def parse_sparse_spec(node: Any, level_names: list[str], compute_name: str) -> SparseSpec:
     """Parse ``sparse_optimizations`` (see docs/hw_spec.md) with line-numbered errors."""
     check_keys(node, ("targets", "structured_support", "gated_energy_ratio", "accumulation_energy",
-                      "tasd_unit_energy", "term_reuse"))
+                      "tasd_unit_energy", "term_loop", "term_reuse"))
     names = [*level_names, compute_name]
     formats: dict[tuple[str, str], Format] = {}
     safs: list[SAF] = []
@@ -171,16 +203,49 @@ def parse_sparse_spec(node: Any, level_names: list[str], compute_name: str) -> S
                         raise SpecError(f"{sup.where(t)}: {text!r} is not a structured pattern")
                     out.append(r)
             support[t] = tuple(out)
-    reuse = node.get("term_reuse") or {}
-    if reuse:
-        check_keys(reuse, _TENSORS)
-        for t in reuse:
-            get_str(reuse, t, choices=level_names)
+    term_loop = _parse_term_loop(node, level_names, support)
     return SparseSpec(formats=formats, safs=tuple(safs), structured_support=support,
                       gated_energy_ratio=get_float(node, "gated_energy_ratio", 0.1, allow_zero=True),
                       accumulation_energy=get_float(node, "accumulation_energy", 0.0, allow_zero=True),
                       tasd_unit_energy=get_float(node, "tasd_unit_energy", 0.0, allow_zero=True),
-                      term_reuse=dict(reuse))
+                      term_loop=term_loop)
+
+
+def _parse_term_loop(node: Any, level_names: list[str], support: dict[str, Any]) -> TermLoop | None:
+    """``term_loop: {level, innermost, max_terms}``; the older ``term_reuse: {Z: level, ...}`` reads
+    as a term loop innermost in the parent of Z's level (Z stays there across terms)."""
+    if node.get("term_loop") is not None and node.get("term_reuse") is not None:
+        raise SpecError(f"{node.where('term_reuse')}: sparse_optimizations gives both term_loop and term_reuse "
+                        f"(its older form); keep term_loop")
+    if node.get("term_reuse") is not None:
+        reuse = node["term_reuse"]
+        if not isinstance(reuse, dict):
+            raise SpecError(f"{node.where('term_reuse')}: sparse_optimizations.term_reuse must map tensors to levels")
+        check_keys(reuse, _TENSORS)
+        for t in reuse:
+            get_str(reuse, t, choices=level_names)
+        z = reuse.get("Z")
+        level = None if z is None or level_names.index(z) == 0 else level_names[level_names.index(z) - 1]
+        loop = TermLoop(level=level)
+        where = node.where("term_reuse")
+    elif node.get("term_loop") is not None:
+        tl = node["term_loop"]
+        if not isinstance(tl, dict):
+            raise SpecError(f"{node.where('term_loop')}: sparse_optimizations.term_loop must be a mapping "
+                            f"(level, innermost, max_terms)")
+        check_keys(tl, ("level", "innermost", "max_terms"))
+        innermost = tl.get("innermost", True)
+        if not isinstance(innermost, bool):
+            raise SpecError(f"{tl.where('innermost')}: term_loop.innermost must be true or false; got {innermost!r}")
+        loop = TermLoop(level=get_str(tl, "level", None, choices=level_names), innermost=innermost,
+                        max_terms=get_int(tl, "max_terms", None, maximum=64, why="no engine runs longer series"))
+        where = node.where("term_loop")
+    else:
+        return None
+    if not support:
+        raise SpecError(f"{where}: a term loop needs an engine that runs series term by term, and this design "
+                        f"lists no structured_support (its patterns); without one a series is one operand")
+    return loop
 
 
 def operand_models(problem: Problem) -> dict[str, DensityModel]:
@@ -262,21 +327,116 @@ def _granularity(value: int | str, model: DensityModel) -> int:
 
 def _tile(problem: Problem, ext: np.ndarray, t: str) -> tuple[np.ndarray, np.ndarray]:
     """(rows, k) of operand ``t``'s tile for extents (..., D): ``k`` along its density dims (K; a
-    convolution's input channels), ``rows`` the rest of its footprint."""
-    assert problem.shape is not None
-    return problem.shape.rows_k(ext, _TENSORS.index(t))
+    convolution's input channels), ``rows`` the rest of its footprint — of one term, when ``t`` is
+    a series indexed by the problem's term dim (its terms are separate tensors of the same shape)."""
+    shape = problem.shape
+    assert shape is not None
+    ti = _TENSORS.index(t)
+    rows, k = shape.rows_k(ext, ti)
+    tix = shape.term_index
+    if tix is not None and shape.rel[ti, tix]:
+        rows = rows / ext[..., tix]
+    return rows, k
+
+
+def series_operand(arch: Architecture, problem: Problem) -> tuple[str, int] | None:
+    """(operand, terms) of the TASD series ``arch`` runs term by term for ``problem``, if any.
+
+    Raises:
+        MappingError: both operands are series, or the series is longer than the design's
+            ``term_loop.max_terms``.
+    """
+    spec: SparseSpec | None = getattr(arch, "sparse", None)
+    if spec is None or spec.term_loop is None:
+        return None
+    models, active = executed_models(arch, problem)
+    series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t]]
+    if not series:
+        return None
+    from tasder.hw.mapping import MappingError  # mapping imports the architecture, which imports this module
+
+    if len(series) > 1:
+        raise MappingError(f"{problem.name}: A ({models['A']}) and B ({models['B']}) are both TASD series, but "
+                           f"{arch.name}'s term loop runs the terms of one operand (sparse_optimizations.term_loop)")
+    s = series[0]
+    n = len(models[s].terms)
+    most = spec.term_loop.max_terms
+    if most is not None and n > most:
+        raise MappingError(f"{problem.name}: {s} = {models[s]} has {n} terms, but {arch.name} runs series of at most "
+                           f"{most} term(s) (sparse_optimizations.term_loop.max_terms = {most})")
+    return s, n
+
+
+def term_problem(arch: Architecture, problem: Problem) -> Problem:
+    """``problem`` as ``arch`` runs it: with a term dim when the design runs a TASD series term
+    by term (docs/design.md §4.6), else ``problem`` itself (a single term changes nothing)."""
+    if problem.shape is not None and problem.shape.term_dim is not None:
+        return problem
+    so = series_operand(arch, problem)
+    return problem if so is None else problem.with_terms(*so)
+
+
+def term_level(arch: Architecture) -> int:
+    """The level whose temporal loops hold the term loop when a mapping does not place it: the
+    design's ``term_loop.level`` (else the outermost level, reusing nothing across terms)."""
+    tl = arch.sparse.term_loop if arch.sparse is not None else None
+    return 0 if tl is None or tl.level is None else arch.level_index(tl.level)
+
+
+def insert_term_loop(arch: Architecture, problem: Problem, batch: Any) -> Any:
+    """``batch`` (a :class:`~tasder.hw.mapping.MappingBatch` over ``problem``'s dims less its term
+    dim) with the term loop placed as the design places it: among :func:`term_level`'s temporal
+    loops, innermost there when ``term_loop.innermost`` (the TASD paper's Fig. 11), outermost
+    elsewhere (factor 1). ``batch`` itself when it has the term dim or the problem has none."""
+    from tasder.hw.mapping import MappingBatch, MappingError
+
+    shape = problem.shape
+    assert shape is not None
+    td = shape.term_dim
+    if td is None or td in batch.dims:
+        return batch
+    base = tuple(d for d in problem.dims if d != td)
+    if tuple(batch.dims) != base:
+        raise MappingError(f"the mappings' dims ({', '.join(batch.dims)}) are not the dims of {problem.name} "
+                           f"({', '.join(base)}, and its term dim {td})")
+    tix = shape.term_index
+    assert tix == 0  # with_term_dim puts the term dim first
+    lvl = term_level(arch)
+    tf = np.insert(batch.temporal, 0, 1, axis=2)
+    tf[:, lvl, 0] = problem.terms
+    sf = np.insert(batch.spatial, 0, 1, axis=2)
+    shifted = batch.order + 1
+    zero = np.zeros((*shifted.shape[:2], 1), dtype=shifted.dtype)
+    order = np.concatenate([zero, shifted], axis=2)
+    tl = arch.sparse.term_loop if arch.sparse is not None else None
+    if tl is not None and tl.innermost:
+        order[:, lvl] = np.concatenate([shifted[:, lvl], zero[:, lvl]], axis=1)
+    return MappingBatch(temporal=tf, spatial=sf, order=order, dims=problem.dims)
 
 
 def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: float = 0.99) -> np.ndarray | None:
-    """(B, L) words each level needs at occupancy quantile ``q`` with its formats (None = all dense)."""
+    """(B, L) words each level needs at occupancy quantile ``q`` with its formats (None = all dense).
+
+    A series run term by term (a term dim) holds at each level the terms its tile spans: all of
+    them (their words add) where the term loop is at or below the level, one at a time (the largest
+    one's need) below it. ``ext`` without the term dim (a problem given without it) places the term
+    loop as :func:`insert_term_loop` does."""
     spec = arch.sparse
     if spec is None or not spec.formats:
         return None
-    models, active = executed_models(arch, problem)
-    one_term = _one_term_levels(arch, spec, models, active)
-    need = np.zeros(ext.shape[:2])
     shape = problem.shape
     assert shape is not None
+    if shape.term_dim is None:
+        tp = term_problem(arch, problem)
+        if tp is not problem:
+            t_ext = np.ones((*ext.shape[:2], 1))
+            t_ext[:, : term_level(arch) + 1] = tp.terms
+            ext = np.concatenate([t_ext, ext], axis=2)
+            problem, shape = tp, tp.shape
+            assert shape is not None
+    models, active = executed_models(arch, problem)
+    tix = shape.term_index
+    need = np.zeros(ext.shape[:2])
     for i, lv in enumerate(arch.levels):
         for t in lv.keep:
             e = ext[:, i]
@@ -285,38 +445,27 @@ def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: fl
                 need[:, i] += shape.footprint(e, _TENSORS.index(t))
                 continue
             rows, k = _tile(problem, e, t)
-            # Below the term loop a TTC holds one term of a series at a time (the largest one).
-            terms = models[t].terms if (t, i) in one_term else (models[t],)
-            need[:, i] += np.max([np.add(*fmt.tile_words(m, rows, k, lv.word_bits, q)) for m in terms], axis=0)
+            if tix is not None and shape.rel[_TENSORS.index(t), tix]:
+                words = np.array([np.add(*fmt.tile_words(m, rows, k, lv.word_bits, q)) for m in models[t].terms])
+                need[:, i] += np.where(e[:, tix] > 1, words.sum(axis=0), words.max(axis=0))
+            else:
+                need[:, i] += np.add(*fmt.tile_words(models[t], rows, k, lv.word_bits, q))
     return need
 
 
-def _series_operand(spec: SparseSpec, models: dict[str, DensityModel], active: dict[str, bool]) -> str | None:
-    """The operand a term-by-term design (``term_reuse``) executes as a TASD series, if any."""
-    if not spec.term_reuse:
-        return None
-    series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t]]
-    return series[0] if len(series) == 1 else None
-
-
-def _one_term_levels(arch: Architecture, spec: SparseSpec, models: dict[str, DensityModel],
-                     active: dict[str, bool]) -> set[tuple[str, int]]:
-    """(series operand, level index) pairs below the term loop: the term loop sits where the other
-    operand is reused (its tile there outlives the terms, TASD Fig. 11), so the levels under it
-    hold one term's tile at a time."""
-    s = _series_operand(spec, models, active)
-    other = "B" if s == "A" else "A"
-    if s is None or other not in spec.term_reuse:
-        return set()
-    r = arch.level_index(spec.term_reuse[other])
-    return {(s, i) for i in range(r + 1, len(arch.levels))}
-
-
 def _one_pass(arch: Architecture, problem: Problem, spec: SparseSpec, counts: ActionCounts,
-              models: dict[str, DensityModel], active: dict[str, bool]) -> dict[str, np.ndarray]:
-    """Actual/gated/skipped/metadata words of one pass (one set of operand models)."""
+              models: dict[str, DensityModel], active: dict[str, bool],
+              whole: DensityModel | None = None) -> dict[str, np.ndarray]:
+    """Actual/gated/skipped/metadata words of one pass (one set of operand models).
+
+    With a term dim, ``models`` holds one term of the series operand and ``whole`` the series: a
+    leader tile that spans the term loop (a tile resident across it) is empty only when every
+    term is there (the series' model), one inside it when this term is."""
     nb, nl = counts.reads.shape[:2]
     ext = counts.extents
+    shape = problem.shape
+    assert shape is not None
+    tix = shape.term_index
     words = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)  # (B, L, 3, 3)
     names = [lv.name for lv in arch.levels]
     # Per-level elimination fractions of each target. Per leader, a level eliminates what it or any
@@ -336,11 +485,17 @@ def _one_pass(arch: Architecture, problem: Problem, spec: SparseSpec, counts: Ac
                 i = names.index(saf.level)
                 if saf.granularity is None:
                     # The leader region one read of t meets below (its reuse in the child, thesis 4.6.4).
-                    rows, k = _tile(problem, counts.co_extents[:, i, ti] if counts.co_extents is not None
-                                    else ext[:, i + 1], s)
+                    region = counts.co_extents[:, i, ti] if counts.co_extents is not None else ext[:, i + 1]
+                    rows, k = _tile(problem, region, s)
+                    pe = models[s].prob_empty(rows, k)
+                    if whole is not None and tix is not None and shape.rel[_TENSORS.index(s), tix]:
+                        span = region[:, tix] > 1  # the region spans the terms: every term's tile is in it
+                        if span.any():
+                            pe = np.where(span, whole.prob_empty(rows, k), pe)
                 else:
                     rows, k = np.ones(nb), np.full(nb, float(_granularity(saf.granularity, models[s])))
-                p[saf.kind][:, i] = np.maximum(p[saf.kind][:, i], models[s].prob_empty(rows, k))
+                    pe = models[s].prob_empty(rows, k)
+                p[saf.kind][:, i] = np.maximum(p[saf.kind][:, i], pe)
             p_skip = np.maximum.accumulate(p["skipping"], axis=1)
             p_any = np.maximum(p_skip, np.maximum.accumulate(p["gating"], axis=1))
             keep_skip *= 1.0 - p_skip
@@ -434,39 +589,36 @@ def _imbalance(problem: Problem, spec: SparseSpec, counts: ActionCounts, models:
 
 
 def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> ActionCounts:
-    """Filter dense counts through the design's SAFs for the problem's operand densities (see module doc)."""
+    """Filter dense counts through the design's SAFs for the problem's operand densities (see module doc).
+
+    A problem with a term dim (:func:`term_problem`) has counts over every term: each term's pass
+    filters them with that term's model and the passes are averaged (every term is one iteration
+    of the term loop, so each action's dense words split evenly over the terms)."""
     spec: SparseSpec | None = getattr(arch, "sparse", None)
     if spec is None or counts.extents is None:
         return counts
     models, active = executed_models(arch, problem)
-    # Term-by-term execution is a TTC feature (term_reuse); other designs see a series as its sum.
-    series = [t for t in ("A", "B") if isinstance(models[t], SeriesModel) and active[t] and spec.term_reuse]
-    if len(series) > 1:
-        raise ValueError(f"{problem.name}: only one operand may be a TASD series on {arch.name}")
-    passes = []
-    if series:
-        s = series[0]
-        for term in models[s].terms:
-            passes.append(_one_pass(arch, problem, spec, counts, {**models, s: term}, active))
+    shape = problem.shape
+    assert shape is not None
+    if shape.term_dim is None and spec.term_loop is not None and series_operand(arch, problem) is not None:
+        raise ValueError(f"{problem.name}: {arch.name} runs its TASD series term by term; analyse "
+                         f"term_problem(arch, problem) (the problem with its term loop), as evaluate_batch does")
+    if shape.term_dim is not None:
+        s = "A" if shape.rel[0, shape.term_index] else "B"
+        whole = models[s]
+        terms = whole.terms
+        if len(terms) != problem.terms:
+            raise ValueError(f"{problem.name}: {s} = {whole} has {len(terms)} term(s) on {arch.name} but the term "
+                             f"dim has bound {problem.terms}")
+        passes = [_one_pass(arch, problem, spec, counts, {**models, s: term}, active, whole) for term in terms]
+        out = {k: sum(p[k] for p in passes) / len(passes) for k in passes[0]}
     else:
-        passes.append(_one_pass(arch, problem, spec, counts, models, active))
-    out = {k: sum(p[k] for p in passes) for k in passes[0]}
-    if len(passes) > 1:
-        names = [lv.name for lv in arch.levels]
-        for t, level in spec.term_reuse.items():
-            if t == series[0]:
-                continue
-            ti, r = _TENSORS.index(t), names.index(level)
-            for key in ("actual", "gated", "skipped", "metadata"):
-                out[key][:, :r, ti] = passes[0][key][:, :r, ti]
-                out[key][:, r, ti, 1] = passes[0][key][:, r, ti, 1]  # fills into the reuse level: once
-            # Drains above the reuse level happen once; at and below it once per term (the known
-            # double count of term reuse, docs/design.md §4.6; its fix belongs to the term loop).
-            out["drains"][:, :r, ti] = passes[0]["drains"][:, :r, ti]
+        out = _one_pass(arch, problem, spec, counts, models, active)
     extra = out["macs"] * spec.accumulation_energy
     if spec.tasd_unit_energy and active["B"] and models["B"].structured:
-        # TASD-A: every B element entering the chip is decomposed once (by the units next to L2).
-        extra = extra + counts.fills[:, min(1, len(arch.levels) - 1), 1] * spec.tasd_unit_energy
+        # TASD-A: the TASD units decompose each element of B once, as the previous layer's outputs
+        # stream past them into shared memory (TASD paper §4.4); refills of B read the stored terms.
+        extra = extra + float(problem.without_terms().tensor_size("B")) * spec.tasd_unit_energy
     dense = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)
     return replace(counts, reads=out["actual"][..., 0], fills=out["actual"][..., 1], updates=out["actual"][..., 2],
                    gated=out["gated"], skipped=out["skipped"], metadata=out["metadata"], drains=out["drains"],

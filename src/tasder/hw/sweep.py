@@ -735,7 +735,7 @@ def tasd_series(native: Sequence[tuple[int, int]], density: float, max_terms: in
 
 
 def _has_tasd_units(arch: Architecture) -> bool:
-    return arch.sparse is not None and (bool(arch.sparse.term_reuse) or arch.sparse.tasd_unit_energy > 0)
+    return arch.sparse is not None and (arch.sparse.term_loop is not None or arch.sparse.tasd_unit_energy > 0)
 
 
 def workload_layers(w: SweepWorkload, point: DesignPoint) -> list[Problem]:

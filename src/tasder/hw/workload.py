@@ -105,6 +105,10 @@ class ProblemShape:
             not index Z, of its one-dim ranks.
         tensor_names: what each tensor is called (``Weights``/``Inputs``/``Outputs`` for a
             convolution, as Timeloop names them); reports and exporters use them.
+        term_dim: the **term index** of a TASD series operand (docs/design.md §4.6), or None: a
+            dim that indexes that operand alone, as its outermost rank (the series' terms are
+            separate tensors; the other operand and Z do not depend on it), whose bound is the
+            number of terms. :meth:`with_term_dim` adds it, :meth:`without_term_dim` removes it.
     """
 
     name: str
@@ -113,6 +117,7 @@ class ProblemShape:
     coefficients: tuple[tuple[str, int], ...] = ()
     density_dims: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     tensor_names: tuple[str, str, str] = ("A", "B", "Z")
+    term_dim: str | None = None
 
     def __post_init__(self) -> None:
         dims = tuple(self.dims)
@@ -168,12 +173,44 @@ class ProblemShape:
             simple = {r[0][0] for r in proj[ti] if len(r) == 1}
             if not given:
                 z_dims = {d for r in proj[2] for d, _ in r}
-                given = tuple(d for d in dims if d in simple and d not in z_dims)
+                given = tuple(d for d in dims if d in simple and d not in z_dims and d != self.term_dim)
             for d in given:
                 if d not in simple:
                     raise _bad(f"problem shape {self.name!r}: density dim {d!r} of {t} must be a one-dim rank of {t}")
             dd.append(given)
         object.__setattr__(self, "density_dims", (dd[0], dd[1]))
+        if self.term_dim is not None:
+            users = [t for t, ranks in zip(TENSORS, proj, strict=True) if any(d == self.term_dim for r in ranks
+                                                                               for d, _ in r)]
+            if (self.term_dim not in dims or users not in (["A"], ["B"])
+                    or proj[TENSORS.index(users[0])][0] != ((self.term_dim, None),)):
+                raise _bad(f"problem shape {self.name!r}: term dim {self.term_dim!r} must be a dim that indexes "
+                           f"A or B alone, as its outermost rank (the term index of a TASD series)")
+
+    def with_term_dim(self, tensor: str) -> ProblemShape:
+        """This shape with a term dim (``T``, or the first free letter after it) indexing ``tensor``
+        (A or B) as its outermost rank: the loop over a TASD series' terms (docs/design.md §4.6)."""
+        if self.term_dim is not None:
+            return self
+        name = next(c for c in "TUVWXYZABCDEFGHIJKLMNOPQRS" if c not in self.dims)
+        ti = TENSORS.index(tensor)
+        proj = list(self.projections)
+        proj[ti] = (((name, None),), *proj[ti])
+        return ProblemShape(self.name, (name, *self.dims), (proj[0], proj[1], proj[2]), self.coefficients,
+                            self.density_dims, self.tensor_names, term_dim=name)
+
+    def without_term_dim(self) -> ProblemShape:
+        """The shape without its term dim (itself when it has none)."""
+        if self.term_dim is None:
+            return self
+        proj = tuple(tuple(r for r in ranks if r != ((self.term_dim, None),)) for ranks in self.projections)
+        return ProblemShape(self.name, tuple(d for d in self.dims if d != self.term_dim),
+                            (proj[0], proj[1], proj[2]), self.coefficients, self.density_dims, self.tensor_names)
+
+    @cached_property
+    def term_index(self) -> int | None:
+        """Index of the term dim in :attr:`dims` (None without one)."""
+        return None if self.term_dim is None else self.dims.index(self.term_dim)
 
     # -- compiled forms for the vectorized model ------------------------------------------------
 
@@ -589,8 +626,40 @@ class Problem:
 
     @property
     def macs(self) -> int:
-        """MACs of one instance (not multiplied by ``repeat``): the product of the bounds."""
-        return math.prod(self.sizes)
+        """MACs of one instance (not multiplied by ``repeat``): the product of the bounds, less the
+        term dim's (a TASD series' term loop runs the layer's MACs once per term; the layer's MACs
+        stay M·K·N)."""
+        t = self.shape.term_index  # type: ignore[union-attr]
+        return math.prod(n for i, n in enumerate(self.sizes) if i != t)
+
+    @property
+    def terms(self) -> int:
+        """The bound of the term dim (1 without one)."""
+        t = self.shape.term_index  # type: ignore[union-attr]
+        return 1 if t is None else self.sizes[t]
+
+    def with_terms(self, tensor: str, terms: int) -> Problem:
+        """This problem with a term dim of bound ``terms`` indexing ``tensor`` (A or B): a TASD
+        series of that many terms run as a loop (docs/design.md §4.6). Itself when ``terms`` is 1."""
+        if terms == 1 or self.shape.term_dim is not None:  # type: ignore[union-attr]
+            return self
+        shape = self.shape.with_term_dim(tensor)  # type: ignore[union-attr]
+        return Problem(self.name, repeat=self.repeat, word_bits=self.word_bits, a_density=self.a_density,
+                       b_density=self.b_density, shape=shape, bounds=(terms, *self.sizes))
+
+    def without_terms(self) -> Problem:
+        """The problem without its term dim (itself when it has none)."""
+        shape = self.shape
+        assert shape is not None
+        if shape.term_dim is None:
+            return self
+        base = shape.without_term_dim()
+        sizes = tuple(n for i, n in enumerate(self.sizes) if i != shape.term_index)
+        if base == GEMM:
+            return Problem(self.name, M=sizes[0], K=sizes[1], N=sizes[2], repeat=self.repeat,
+                           word_bits=self.word_bits, a_density=self.a_density, b_density=self.b_density)
+        return Problem(self.name, repeat=self.repeat, word_bits=self.word_bits, a_density=self.a_density,
+                       b_density=self.b_density, shape=base, bounds=sizes)
 
     def tensor_size(self, tensor: str) -> int:
         """Words of ``tensor`` (A, B or Z): its footprint over the whole problem (a convolution's
@@ -604,6 +673,8 @@ class Problem:
         width); None for any other shape."""
         shape = self.shape
         assert shape is not None
+        if shape.term_dim is not None:
+            return self.without_terms().geometry()
         if shape.dims != CONV_DIMS or not shape.name.startswith("CNN-Layer"):
             return None
         out: dict[str, Any] = dict(zip(self.dims, self.sizes, strict=True))
@@ -616,6 +687,8 @@ class Problem:
     def label(self) -> str:
         """A short description of the loop nest: ``64-576-3136`` (M-K-N) for a GEMM,
         ``conv 3x3/2 C64 M128 28x28`` for a convolution (``/2`` the stride, ``d2`` a dilation, ``N4`` a batch)."""
+        if self.shape.term_dim is not None:  # type: ignore[union-attr]
+            return f"{self.without_terms().label} ({self.terms} terms)"
         g = self.geometry()
         if g is None:
             if self.is_gemm:
