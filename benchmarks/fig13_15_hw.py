@@ -18,9 +18,13 @@ docstring), on the paper's Table 3 designs:
   leakage), as a share of TC's total. Paper: −55 %.
 * ``--sensitivity`` — TTC-VEGETA-M8's EDP change vs TC on the four workloads when one modelling
   choice is switched: the term loop placed by the mapper anywhere (no Fig. 11 constraint), the
-  term loop innermost at DRAM (B and Z reused in L2 only), DRAM's per-access energies halved
-  in both designs (the 45 nm Horowitz table's DRAM share), and L2's capacity doubled in both
-  (buffer sizes: the paper gives none; ours are tc.yaml's).
+  term loop innermost at DRAM (B and Z reused in L2 only), DRAM at the Sparseloop artifact's
+  energy in both designs (LPDDR4, 512 pJ per 64-bit access = 8 pJ/bit, the Accelergy ERT of the
+  artifact's TC/STC/DSTC case study that TASD Table 3 says its TC and DSTC follow; ours is
+  Horowitz's 1.3–2.6 nJ midpoint, 30.5 pJ/bit), and L2's capacity doubled in both (buffer sizes:
+  the paper gives none; ours are tc.yaml's). Then Fig. 13's two orderings under the choices that
+  move them: the mapper's objective (EDP, as shipped, or energy: Fig. 13 plots each design's
+  energy, the paper does not say at which mappings) and the artifact's DRAM energy.
 
 Run: ``python benchmarks/fig13_15_hw.py [--budget N] [--executor ...] [--sensitivity]``.
 """
@@ -61,10 +65,24 @@ def vegeta_m16(tmp: Path) -> Architecture:
     return load_architecture(path)
 
 
-def run(pairs: list[tuple[Architecture, Problem]], budget: int, executor: str) -> list:
+#: DRAM energy per bit of the Sparseloop artifact's ERT (micro22-sparseloop-artifact,
+#: fig15_stc_related_setup/.../ert_art/int8/{TC,STC,DSTC}-RF2x-24-bandwidth/ERT_summary.yaml: LPDDR4,
+#: 64-bit wide, 512 pJ per read or write).
+ARTIFACT_DRAM_PJ_PER_BIT = 512 / 64
+
+
+def artifact_dram(arch: Architecture) -> Architecture:
+    """``arch`` with its DRAM at the Sparseloop artifact's LPDDR4 energy (per access: block bits × 8 pJ)."""
+    d = arch.levels[0]
+    e = ARTIFACT_DRAM_PJ_PER_BIT * d.block_size * d.word_bits
+    d2 = replace(d, read_energy=e, write_energy=e, update_energy=e)
+    return replace(arch, name=arch.name + "-lpddr4", levels=(d2, *arch.levels[1:]))
+
+
+def run(pairs: list[tuple[Architecture, Problem]], budget: int, executor: str, objective: str = "edp") -> list:
     ex = make_executor(executor)
     try:
-        results, _ = run_problems(pairs, MapperSettings(budget=budget, seed=0), executor=ex)
+        results, _ = run_problems(pairs, MapperSettings(budget=budget, seed=0, objective=objective), executor=ex)
     finally:
         if ex is not None:
             ex.close()
@@ -77,7 +95,7 @@ def layers(workload: str, a: str, b: str) -> list[Problem]:
 
 
 def totals(archs: dict[str, Architecture], cases: dict[tuple[str, str], tuple[str, str, str]], budget: int,
-           executor: str) -> dict[tuple[str, str], tuple[float, float, float]]:
+           executor: str, objective: str = "edp") -> dict[tuple[str, str], tuple[float, float, float]]:
     """case key → (cycles, energy pJ, EDP J·s) summed over the workload's layers; a case is
     (design, workload, A, B) keyed by any pair."""
     pairs, owner = [], []
@@ -87,7 +105,7 @@ def totals(archs: dict[str, Architecture], cases: dict[tuple[str, str], tuple[st
             pairs.append((archs[design], p))
             owner.append(key)
     out: dict[tuple[str, str], list[float]] = {}
-    for key, r in zip(owner, run(pairs, budget, executor), strict=True):
+    for key, r in zip(owner, run(pairs, budget, executor, objective), strict=True):
         acc = out.setdefault(key, [0.0, 0.0])
         acc[0] += r.best.cycles
         acc[1] += r.best.energy_pj
@@ -161,12 +179,6 @@ def sensitivity(archs: dict[str, Architecture], budget: int, executor: str) -> N
     spec = ttc.sparse
     assert spec is not None
 
-    def dram_half(arch: Architecture) -> Architecture:
-        d = arch.levels[0]
-        d2 = replace(d, read_energy=d.read_energy / 2, write_energy=d.write_energy / 2,
-                     update_energy=d.update_energy / 2)
-        return replace(arch, name=arch.name + "-dram/2", levels=(d2, *arch.levels[1:]))
-
     def l2_double(arch: Architecture) -> Architecture:
         lv = arch.levels[1]
         assert lv.capacity is not None
@@ -178,7 +190,7 @@ def sensitivity(archs: dict[str, Architecture], budget: int, executor: str) -> N
         "term loop anywhere (mapper's choice)": (tc, replace(ttc, sparse=replace(spec, term_loop=TermLoop()))),
         "term loop innermost at DRAM (reuse in L2 only)": (tc, replace(ttc, sparse=replace(
             spec, term_loop=TermLoop("DRAM", True, 2)))),
-        "DRAM energies halved (both designs)": (dram_half(tc), dram_half(ttc)),
+        "DRAM at the artifact's 8 pJ/bit (both designs)": (artifact_dram(tc), artifact_dram(ttc)),
         "L2 capacity doubled (both designs)": (l2_double(tc), l2_double(ttc)),
     }
     print("Sensitivity: ttc-vegeta-m8's EDP change vs TC in % per workload (paper Fig. 12: "
@@ -191,6 +203,26 @@ def sensitivity(archs: dict[str, Architecture], budget: int, executor: str) -> N
         res = totals(archs2, cases, budget, executor)
         change = [100 * (res[("ttc", w)][2] / res[("tc", w)][2] - 1) for w in WORKLOADS]
         print(f"  {name:50s}" + "".join(f"{x:+7.0f}" for x in change))
+    fig13_orderings(archs, budget, executor)
+
+
+def fig13_orderings(archs: dict[str, Architecture], budget: int, executor: str) -> None:
+    """Fig. 13's two orderings when the mapper's objective and DRAM's energy are switched."""
+    print("Sensitivity of Fig. 13's orderings (energy vs TC: ttc-vegeta-m8 / the lowest other design):")
+    lpddr4 = {d: artifact_dram(a) for d, a in archs.items()}
+    for name, designs, objective in (("as shipped (EDP-best mappings)", archs, "edp"),
+                                     ("energy-best mappings", archs, "energy"),
+                                     ("DRAM at the artifact's 8 pJ/bit", lpddr4, "edp"),
+                                     ("both", lpddr4, "energy")):
+        cases = {(d, w): (d, w, "|".join(operands(d, w))) for d in TABLE3 for w in WORKLOADS}
+        res = totals(designs, cases, budget, executor, objective)
+        cells = []
+        for w in WORKLOADS:
+            rival = min((d for d in TABLE3 if d != "ttc-vegeta-m8"), key=lambda d, w=w: res[(d, w)][1])
+            cells.append(f"{res[('ttc-vegeta-m8', w)][1] / res[('tc', w)][1]:.3f} / "
+                         f"{res[(rival, w)][1] / res[('tc', w)][1]:.3f} {rival}")
+        faster = [w for w in WORKLOADS if res[("dstc", w)][0] < res[("ttc-vegeta-m8", w)][0]]
+        print(f"  {name:31s} " + "; ".join(cells) + f" | DSTC faster on: {', '.join(faster) or 'none'}")
 
 
 def main() -> None:
