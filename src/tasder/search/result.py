@@ -23,6 +23,9 @@ class EvalPoint:
         ok: the metric meets the constraint.
         step: what the method was doing (e.g. ``"greedy fc1 4:8"``, ``"batch k=8"``).
         error: why the evaluation failed (an exception or a NaN), else None.
+        bound: with per-example scores, the lower confidence bound of metric/original (or of
+            metric − original for a ``Drop`` constraint) the acceptance used; else None.
+        seconds: how long the evaluation took (None for a point not timed).
     """
 
     index: int
@@ -32,10 +35,13 @@ class EvalPoint:
     ok: bool
     step: str
     error: str | None = None
+    bound: float | None = None
+    seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "layers": dict(self.layers), "metric": self.metric, "cost": self.cost,
-                "ok": self.ok, "step": self.step, "error": self.error}
+                "ok": self.ok, "step": self.step, "error": self.error, "bound": _finite_or_none(self.bound),
+                "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class HardwareSummary:
         return dict(vars(self))
 
 
+def _finite_or_none(x: float | None) -> float | None:
+    # JSON and YAML have no −inf: an unsupported bound is written as null
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
 def pareto_front(points: list[EvalPoint]) -> list[EvalPoint]:
     """The non-dominated points (higher metric, lower cost), cheapest first; failed ones excluded."""
     valid = sorted((p for p in points if p.metric is not None and math.isfinite(p.metric)),
@@ -102,6 +113,14 @@ class SearchResult:
     ``cost_*`` use the search's cost function (effective MACs by default). ``hardware`` is set by
     callers that model the result on a design and TC too (``tasder search --cost edp``); ``extra``
     holds what the method reports about itself (e.g. paper-threshold's α).
+
+    With per-example scores (docs/design.md §3.4): ``confidence`` of the paired bound, ``bound_final``
+    the chosen config's lower confidence bound on the validation split — of metric/original
+    (``bound_kind == "ratio"``) or of metric − original (``"difference"``, a ``Drop`` constraint) —,
+    ``examples`` the validation split's size; all None for a float-only ``evaluate``.
+    ``slack_examples``: how many examples the constraint lets a config lose (None when unknown);
+    ``skipped``: evaluations the damage/aggressiveness rule saved; ``notes``: warnings the search
+    gave (too little slack, prefix cache turned off).
     """
 
     config: TASDConfig
@@ -126,6 +145,13 @@ class SearchResult:
     failures: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareSummary | None = None
+    confidence: float | None = None
+    bound_final: float | None = None
+    bound_kind: str | None = None
+    examples: int | None = None
+    slack_examples: float | None = None
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def cost_cut(self) -> float:
@@ -158,6 +184,9 @@ class SearchResult:
                        "holdout_original": self.holdout_original, "holdout_final": self.holdout_final,
                        "cost_before": self.cost_before, "cost_after": self.cost_after},
             "evaluations": self.evaluations, "interrupted": self.interrupted,
+            **({} if self.confidence is None else {
+                "acceptance": {"confidence": self.confidence, "bound_kind": self.bound_kind,
+                               "bound_final": _finite_or_none(self.bound_final), "examples": self.examples}}),
         }
 
     def config_with_provenance(self) -> TASDConfig:
@@ -172,4 +201,7 @@ class SearchResult:
             "history": [p.as_dict() for p in self.history], "pareto": [p.index for p in self.pareto],
             "failures": list(self.failures), "extra": dict(self.extra),
             "hardware": None if self.hardware is None else self.hardware.as_dict(),
+            "confidence": self.confidence, "bound_final": _finite_or_none(self.bound_final),
+            "bound_kind": self.bound_kind, "examples": self.examples, "slack_examples": self.slack_examples,
+            "skipped": self.skipped, "notes": list(self.notes),
         }
