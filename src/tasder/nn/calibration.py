@@ -212,9 +212,18 @@ def calibrate_probes(
                 # per probe: Σy², per-channel Σe and Σe², rows
                 acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
                                                   for ps in probes.values() for p in ps}
+                # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
+                # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
+                # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
+                # replaces them (the layers of a transformer with K = its width).
+                by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
+                by_gram = {n: ps for n, ps in by_gram.items()
+                           if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
+                gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
 
                 def measure_hook(name: str) -> Any:
                     conv = isinstance(modules[name], nn.Conv2d)
+                    gram_probes = {id(p) for p in by_gram.get(name, [])}
 
                     def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
                         x = args[0].detach()
@@ -222,7 +231,16 @@ def calibrate_probes(
                         inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
                         exact = out.detach().double()
                         ref = float(exact.pow(2).sum())
+                        if gram_probes:
+                            g = gemm_rows(module, x).double()
+                            ga = gram_acc[name]
+                            ga["h"] = ga["h"] + g.T @ g
+                            ga["sum"] = ga["sum"] + g.sum(0)
+                            ga["n"] += g.shape[0]
+                            ga["ref"] += ref
                         for p in probes[name]:
+                            if id(p) in gram_probes:
+                                continue
                             e = _channels_last(p.forward_uncorrected(x).double() - exact, conv)
                             a = acc[id(p)]
                             a["ref"] += ref
@@ -232,6 +250,17 @@ def calibrate_probes(
                     return hook
 
                 run({n: measure_hook(n) for n in probes})
+                for name, ps in by_gram.items():
+                    ga = gram_acc[name]
+                    if ga["n"] == 0:
+                        continue
+                    w = modules[name].weight.detach().double()
+                    for p in ps:
+                        r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
+                        a = acc[id(p)]
+                        a["ref"], a["n"] = ga["ref"], ga["n"]
+                        a["s1"] = r @ ga["sum"]
+                        a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
                 for ps in probes.values():
                     for p in ps:
                         a = acc[id(p)]

@@ -219,10 +219,12 @@ def candidate_specs(series: Sequence[Series], mode: str, *, permute: bool = Fals
 def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
                    cands: list[Series], mode: str, permute: bool = False,
                    bias_correction: bool = False, score: str = "magnitude",
-                   reconstruct: bool = False) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
+                   reconstruct: bool = False, input_statistics: bool = True,
+                   ) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
-    every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
+    every (layer, candidate) whose options learn from data (one pass of each kind for all).
+    ``input_statistics``: also profile the TASD-A inputs' sparsity (what paper-threshold needs)."""
     macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
     specs = candidate_specs(cands, mode, permute=permute, bias_correction=bias_correction, score=score,
@@ -238,7 +240,8 @@ def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[
 
     from tasder.nn.profile import profile_model
 
-    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} if "A" in _modes(mode) else {}
+    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} \
+        if input_statistics and "A" in _modes(mode) else {}
     errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calibration,
                                       measure=True)
     entries = {}
@@ -689,7 +692,8 @@ def search(
                      f"acceptance is decided by a handful of examples")
 
     options = {"permute": permute, "bias_correction": bias_correction, "score": score, "reconstruct": reconstruct}
-    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options)
+    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options,
+                                                       input_statistics=method == "paper-threshold")
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})

@@ -42,14 +42,17 @@ class PrefixMismatchError(RuntimeError):
 
 
 def resolve_stages(model: nn.Module, stages: Sequence[str]) -> list[str]:
-    """Stage names (globs allowed, expanded in ``named_modules`` order), checked to exist and not to nest."""
+    """Stage names (globs allowed, expanded in ``named_modules`` order; a glob matches names with as many
+    dotted components as itself), checked to exist and not to nest."""
     names = [n for n, _ in model.named_modules() if n]
     out: list[str] = []
     for pattern in stages:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError(f"`stages`: each stage is a module name or glob; got {pattern!r}")
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)] if any(c in pattern for c in "*?[") \
-            else [pattern] if pattern in names else []
+        # a glob matches names of its own depth: "encoder.layer.*" is the layers, not their insides
+        depth = pattern.count(".")
+        hits = [n for n in names if n.count(".") == depth and fnmatch.fnmatchcase(n, pattern)] \
+            if any(c in pattern for c in "*?[") else [pattern] if pattern in names else []
         if not hits:
             raise ValueError(f"`stages`: {pattern!r} names no submodule of the model")
         out += [h for h in hits if h not in out]

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasder.scores import Scores
+
 __all__ = [
     "DEFAULT_PRUNING_RECIPE",
     "DEFAULT_RECIPE",
@@ -41,6 +43,7 @@ __all__ = [
     "DigitsData",
     "DigitsRecipe",
     "PruningRecipe",
+    "correct_per_example",
     "evaluate_accuracy",
     "gradual_prune",
     "load_digits_cnn",
@@ -116,14 +119,25 @@ class DigitsCNN(nn.Module):
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (the mode is restored after)."""
+    return float(_correct(model, x, y, batch_size).mean()) if len(x) else 0.0
+
+
+def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> Scores:
+    """Top-1 accuracy as :class:`tasder.scores.Scores`: 1.0/0.0 per image (what a search's paired
+    confidence bound needs), a float equal to :func:`evaluate_accuracy`."""
+    return Scores(_correct(model, x, y, batch_size))
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / len(x) if len(x) else 0.0
+    try:
+        out = [(model(x[s : s + batch_size]).argmax(dim=1) == y[s : s + batch_size]).double()
+               for s in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------
