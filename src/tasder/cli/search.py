@@ -20,6 +20,7 @@ cost the search minimises; the summary then also shows the chosen config's EDP n
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,12 +150,17 @@ def search_cmd(
     # (auto: every candidate spec carries its own mode, which HardwareCost follows)
     cost_fn, tc_cost = _cost_function(cost, design, target, entry, "W" if mode_u == "auto" else mode_u,
                                       mapper_budget, seed)
-    result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
-                    method,  # type: ignore[arg-type]
-                    holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                    statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
-                    permute=permute, bias_correction=bias_correction, score=score,  # type: ignore[arg-type]
-                    reconstruct=reconstruct, confidence=confidence, stages=entry.metadata.get("stages"))
+    with warnings.catch_warnings():
+        # what the search warns about (too little slack, the prefix cache turned off) is in
+        # result.notes, printed with the summary
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
+                        method,  # type: ignore[arg-type]
+                        holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
+                        statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
+                        permute=permute, bias_correction=bias_correction, score=score,  # type: ignore[arg-type]
+                        reconstruct=reconstruct, confidence=confidence, stages=entry.metadata.get("stages"))
     if tc_cost is not None and cost_fn is not None:
         result.hardware = cost_fn.summarize(result, tc_cost)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
