@@ -24,6 +24,7 @@ from tasder.zoo.digits import (
     DigitsCNN,
     DigitsRecipe,
     PruningRecipe,
+    correct_per_example,
     evaluate_accuracy,
     gradual_prune,
     load_digits_cnn,
@@ -230,6 +231,14 @@ def test_sparse_variant_is_cached_separately_and_exactly_sparse():
 def test_no_progress_output_when_stderr_is_not_a_terminal(capfd, digits):
     train_digits_cnn(digits, TINY, progress=True)
     assert capfd.readouterr().err == ""
+
+
+def test_digits_scores_per_image_average_to_the_accuracy(digits):
+    torch.manual_seed(0)
+    net = DigitsCNN().eval()
+    scores = correct_per_example(net, digits.x_val, digits.y_val, batch_size=100)
+    assert len(scores) == len(digits.x_val) and set(scores.per_example.tolist()) <= {0.0, 1.0}
+    assert float(scores) == evaluate_accuracy(net, digits.x_val, digits.y_val)
 
 
 # ---------------------------------------------------------------------------------------------
