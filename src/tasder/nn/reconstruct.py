@@ -1,7 +1,7 @@
 """TASD-W from calibration activations: an activation-aware score and a reconstruction of the kept weights.
 
 Both are ours (beyond the TASD paper), off by default, and are :class:`~tasder.nn.LayerSpec`
-options (``score: activation``, ``reconstruct: true``). For a layer y = x·Wᵀ with calibration
+options (``score: activation``, ``reconstruct: true``; docs/design.md §3.3). For a layer y = x·Wᵀ with calibration
 inputs X (rows = tokens, or im2col columns of a convolution; K = the reduction dim) they use the
 statistics of X only:
 

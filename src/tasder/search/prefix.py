@@ -1,4 +1,5 @@
-"""Evaluate only what a config changes: replay what an unchanged prefix of the model produced.
+"""Evaluate only what a config changes: replay what an unchanged prefix of the model produced
+(docs/design.md §3.4, "Evaluating less").
 
 A search evaluates configs that differ from the last accepted one in a few layers. When a model
 is a chain of *stages* — BERT: the embeddings, then each encoder layer — every stage before the
