@@ -188,6 +188,11 @@ def main() -> None:
                       f"seconds={r.seconds:.1f} layers={len(r.config.layers)}{''.join(modes_used)} "
                       f"replayed={r.extra.get('prefix_replayed', 0):.2f} load={os.getloadavg()[0]:.2f}",
                       flush=True)
+                # where the search's time went: everything before the first evaluation (the
+                # per-(layer, candidate) measurements), the original, then each evaluation
+                timed = [p.seconds for p in r.history if p.seconds is not None]
+                print(f"  time: setup={r.seconds - sum(timed):.1f}s original={timed[0]:.1f}s "
+                      f"evals={','.join(f'{t:.0f}' for t in timed[1:])}s", flush=True)
         if args.optimum and not minilm:
             for variant in filter(None, variants.split(",")):
                 for conf in (None, args.confidence):

@@ -16,7 +16,7 @@ dropped, whitespace collapsed) and split into
 * the **target**: the rest of the docstring (at least 40 characters).
 
 Pairs whose query or target repeats an earlier one are dropped (inherited or copied docstrings),
-so every query has exactly one correct target. The pool (≈ 5,300 pairs on CPython 3.11 with the
+so every query has exactly one correct target. The pool (4,985 pairs on CPython 3.11.7 with the
 pinned packages; the count depends on the Python and package versions, which the cache key and
 the metadata record, so scores compare only within one environment) is shuffled with a fixed
 seed and cut into disjoint splits (calibration, validation, test: see the ``minilm`` zoo entry).
