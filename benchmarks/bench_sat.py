@@ -8,7 +8,7 @@ FF ``Z = W·X`` (N:M W along K), BP ``dX = Wᵀ·dZ`` (N:M W along C_out: BDWP's
     sat <net> <pattern> <phase>: speedup=<tc cycles / sat cycles> energy_ratio=<sat energy / tc energy>
 
 then the whole step (``total``) and the analytic ideal 3/(2·N/M + 1) (FF and BP at N/M of the
-MACs, WU dense; BDWP digest §3 — the paper measures 1.75x at 2:8 on its FPGA, 87.5 % of 2.0x).
+MACs, WU dense; the BDWP paper (docs/design.md §3.5) measures 1.75x at 2:8 on its FPGA, 87.5 % of 2.0x).
 Activations are taken dense (ReLU zeros are not exploited by SAT). The first layer's BP is not
 computed (nothing needs the input's gradient).
 

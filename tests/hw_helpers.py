@@ -8,14 +8,17 @@ from tasder.hw import Architecture, Evaluation, Mapping, Problem, evaluate, load
 
 
 def two_level(tmp_path: Path, *, capacity: int = 4096, dram_bw: float = 1e9, buf_bw: float = 1e9, macs: int = 1,
-              name: str = "two", sparse: str = "") -> Architecture:
+              name: str = "two", sparse: str = "", latch: str = "[A, B, Z]", drain_reads: bool = True) -> Architecture:
     """DRAM → Buffer → ``macs`` MACs, with unit energies (read=1, write=2, update=3 pJ; MAC=0.5 pJ);
-    ``sparse`` is appended as YAML (a ``sparse_optimizations:`` block)."""
+    ``sparse`` is appended as YAML (a ``sparse_optimizations:`` block). The MACs latch ``latch``
+    (operand_latch; ``"[]"`` for none, Timeloop's default) and drains are charged as reads of the
+    buffer when ``drain_reads`` (as the hand-derived counts of these tests assume)."""
     text = f"""\
 version: 0.1
 architecture:
   name: {name}
   clock_hz: 1.0e+9
+  drain_reads: {str(drain_reads).lower()}
   storage:
     - name: DRAM
       class: DRAM
@@ -28,9 +31,9 @@ architecture:
   compute:
     name: MAC
     instances: {macs}
-    attributes: {{energy_per_mac: 0.5}}
+    attributes: {{energy_per_mac: 0.5, operand_latch: {latch}}}
 """ + sparse
-    path = tmp_path / f"{name}_{capacity}_{dram_bw}_{buf_bw}_{macs}_{abs(hash(sparse))}.yaml"
+    path = tmp_path / f"{name}_{capacity}_{dram_bw}_{buf_bw}_{macs}_{abs(hash((sparse, latch, drain_reads)))}.yaml"
     path.write_text(text)
     return load_architecture(path)
 

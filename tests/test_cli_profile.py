@@ -99,14 +99,17 @@ def test_profile_table(capsys, tiny):
     code, out, err = invoke(capsys, "profile", "tiny", "--candidates", "2:8,4:8+1:8", "-c", "2:16")
     assert code == 0, err
     assert err == ""  # no progress bar off a terminal
-    assert "3 layers profiled on 3 calibration batch(es), 24 samples" in out
-    for text in ("conv1", "conv2", "fc", "3×9=27", "16×9=144", "256", "2:8", "4:8+1:8", "2:16", "pooled",
+    p = profile_model(tiny.model, tiny.calibration, candidates=["2:8"])
+    # MACs per inference (one sample), the calibration's size named; K one way: C·R·S
+    assert (f"3 layers profiled on 3 calibration batch(es) (24 samples); {format_count(p.total_macs / 24)} dense "
+            f"MACs per inference") in out
+    assert format_count(p["conv2"].macs / 24) == "36.9k" and "36.9k" in out
+    for text in ("conv1", "conv2", "fc", "27 = 3·3·3", "144 = 16·3·3", "256", "2:8", "4:8+1:8", "2:16", "pooled",
                  "n/a conv1 (2:8, 4:8+1:8): C=3 per kernel position is smaller than the block size 8",
                  "n/a conv1 (2:16): C=3 per kernel position is smaller than the block size 16"):
         assert text in out
     assert max(len(line) for line in out.splitlines()) <= 100
     # the numbers are the API's
-    p = profile_model(tiny.model, tiny.calibration, candidates=["2:8"])
     c = p["conv2"].candidate("2:8")
     assert f"{c.weight_dropped_nonzeros_pct:.1f}/{c.activation_dropped_nonzeros_pct:.1f}" in out
 
@@ -163,9 +166,10 @@ def test_apply_table_and_json(capsys, tiny, tmp_path):
     doc = json.loads(out)
     assert doc["before"] == 1.0 and doc["metric"] == "agreement"
     assert doc["relative_change"] == pytest.approx(doc["after"] - 1.0)
-    dense = 8 * (16 * 16 * 27 + 16 * 16 * 144 + 256 * 10)  # first calibration batch: 8 samples
-    assert doc["macs"]["dense"] == dense
-    conv2 = 8 * 16 * 16 * 144 * (1 - 0.375)  # 2:8+1:8 keeps 3/8 of conv2's MACs
+    dense = 16 * 16 * 27 + 16 * 16 * 144 + 256 * 10  # per inference; counted on the first batch (8 samples)
+    assert doc["macs"]["dense"] == dense and doc["macs"]["unit"] == "MACs per inference"
+    assert doc["macs"]["counted_on_samples"] == 8 and doc["hardware"] is None
+    conv2 = 16 * 16 * 144 * (1 - 0.375)  # 2:8+1:8 keeps 3/8 of conv2's MACs
     assert doc["macs"]["effective"] <= dense - conv2 + 1e-6
     assert doc["macs"]["reduction"] == pytest.approx(1 - doc["macs"]["effective"] / dense)
     assert set(doc["layers"]) == {"conv2", "fc"} and "conv1" in doc["skipped"]

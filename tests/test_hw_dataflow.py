@@ -31,7 +31,8 @@ def _map(M1: int, M0: int, K: int, N: int, order: str) -> Mapping:  # noqa: N803
                                 {"temporal": {"M": M0, "K": K, "N": N}, "order": order}])
 
 
-# (order at the buffer, A reads, B reads, Z updates, Z reads incl. the MN drained to DRAM) at the Buffer.
+# (order at the buffer, A reads, B reads, Z updates, Z reads incl. the MN drained to DRAM) at the Buffer
+# (the MACs latch A, B and Z; drains are counted apart from reads, and charged as reads here).
 # Derivation: loops above the MACs are m1, then the buffer loops in order. An operand is re-read
 # each time a loop indexing it iterates or any loop outside such a loop does.
 HAND = {
@@ -58,7 +59,8 @@ def test_access_counts_match_hand_formulas(tmp_path, order, M1, M0, K, N):  # no
     assert c.reads[0, BUF, A] == a_reads
     assert c.reads[0, BUF, B] == b_reads
     assert c.updates[0, BUF, Z] == z_updates
-    assert c.reads[0, BUF, Z] == z_reads
+    assert c.drains[0, BUF, Z] == M * N  # every Z word drained to DRAM once
+    assert c.reads[0, BUF, Z] + c.drains[0, BUF, Z] == z_reads
     # DRAM → buffer: the buffer tile is M0×K of A, K×N of B, M0×N of Z; only m1 is above it.
     assert c.tile[0, BUF].tolist() == [M0 * K, K * N, M0 * N]
     assert c.fills[0, BUF].tolist() == [M * K, K * N, 0]  # B is reused across m1; Z never re-read
@@ -180,7 +182,7 @@ def test_mapping_yaml_round_trip_and_errors(tmp_path):
     with pytest.raises(SpecError, match=r"map\.yaml:3: mapping\.DRAM\.temporal\.M must be an integer ≥ 1; got 2\.5"):
         load_mapping(path, arch)
     path.write_text("version: 0.1\nmapping:\n  DRAM: {order: MMK}\n")
-    with pytest.raises(SpecError, match=r"map\.yaml:3: .*order must be one of MKN"):
+    with pytest.raises(SpecError, match=r"map\.yaml:3: .*order 'MMK' misses the dim 'N'"):
         load_mapping(path, arch)
 
 

@@ -1,6 +1,6 @@
 """Part 2 of the accelerator model: density models, formats, the sparse step and the shipped designs.
 
-The "facts" are the public numbers of DESIGN §4 / the issue; each test names its source.
+The "facts" are the public numbers of docs/design.md §4 / the issue; each test names its source.
 """
 
 from __future__ import annotations

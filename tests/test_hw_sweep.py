@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasder.hw import Network, Problem, load_architecture, search_network
+from tasder.hw import Network, Problem, load_architecture, map_network
 from tasder.hw.executor import (
     LayerTask,
     MapperSettings,
@@ -97,7 +97,7 @@ def test_run_network_is_search_network_bit_for_bit():
     net = Network("n", (Problem("a", 32, 64, 16, a_density="C1(2:4)->C0(2:4)", b_density="unstructured(0.5)"),
                         Problem("b", 64, 32, 32, repeat=3), Problem("c", 32, 64, 16, a_density="C1(2:4)->C0(2:4)",
                                                                     b_density="unstructured(0.5)")))
-    ref = search_network(arch, net, budget=150, seed=3)
+    ref = map_network(arch, net, budget=150, seed=3)
     got = run_network(arch, net, MapperSettings(budget=150, seed=3), executor="serial")
     for r, g in zip(ref.layers, got.layers, strict=True):
         assert g.best.problem is not None and g.best.problem.name == r.best.problem.name

@@ -1,4 +1,4 @@
-"""Structured masks (DESIGN.md §3.1) and the satisfies() check."""
+"""Structured masks (docs/design.md §3.1) and the satisfies() check."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ from strategies import (
     unstructured_patterns,
 )
 from tasder import compute_mask, satisfies
-from tasder.sparsity import GH, HSS, Rank, StructuredPattern
+from tasder.sparsity import GH, HSS, Rank, StructuredPattern, scored_mask
+from tasder.sparsity import parse_pattern as parse
+from tasder.sparsity._kernel import PAIRWISE_MAX_H
+
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
 
 
 def _rows(t: torch.Tensor, dim: int) -> list[list[float]]:
@@ -39,35 +43,45 @@ def _top_g(values: list[float], g: int) -> set[int]:
     return set(order[:g])
 
 
-def _reference_mask_row(row: list[float], ranks_lowest_first: tuple[Rank, ...]) -> list[bool]:
-    """DESIGN §3.1 in plain Python: lowest rank by |x|, upper ranks by block score, zero padding.
+def _order_key(v: float) -> tuple[int, float]:
+    """Sort key for "larger first, NaN above everything" (Python's sort is stable: ties keep index order)."""
+    return (0, 0.0) if math.isnan(v) else (1, -v)
 
-    Upper ranks score a block of the rank below by the mean |x| of what it keeps (pruned elements
-    count as zero), written here as the sum (equal-size blocks order the same), summed in index
-    order.
+
+def _top(values: list[float], g: int) -> set[int]:
+    return set(sorted(range(len(values)), key=lambda i: _order_key(values[i]))[:g])
+
+
+def _padded_reference_row(key: list[float], mag: list[float], ranks_lowest_first: tuple[Rank, ...]) -> list[bool]:
+    """docs/design.md §3.1 in plain Python, padding written out as the definition has it.
+
+    The row is padded to a multiple of the outermost block: keys with -inf (below every real
+    key; ties go to the real element, which has the lower index), block scores with 0.0. The
+    lowest rank keeps the G best keys per block; every upper rank scores a child by the sum of
+    what it kept (in index order) and keeps the G best children per group.
     """
-    length = len(row)
+    length = len(key)
     block = math.prod(r.h for r in ranks_lowest_first)
-    padded = row + [0.0] * ((-length) % block)
+    pad = (-length) % block
+    key = key + [-math.inf] * pad
+    mag = mag + [0.0] * pad
     r0 = ranks_lowest_first[0]
-    keep = [False] * len(padded)
-    for b in range(0, len(padded), r0.h):
-        for i in _top_g(padded[b : b + r0.h], r0.g):
+    keep = [False] * len(key)
+    for b in range(0, len(key), r0.h):
+        for i in _top(key[b : b + r0.h], r0.g):
             keep[b + i] = True
-    # block scores of the lowest-rank blocks
     scores = []
-    for b in range(0, len(padded), r0.h):
+    for b in range(0, len(key), r0.h):
         s = 0.0
         for i in range(b, b + r0.h):
-            if keep[i]:
-                s += abs(padded[i])
+            s += mag[i] if keep[i] else 0.0
         scores.append(s)
     alive = [True] * len(scores)  # per lowest-rank block
     children = 1
     for rank in ranks_lowest_first[1:]:
         level_keep = [False] * len(scores)
         for b in range(0, len(scores), rank.h):
-            for i in _top_g(scores[b : b + rank.h], rank.g):
+            for i in _top(scores[b : b + rank.h], rank.g):
                 level_keep[b + i] = True
         for b in range(len(alive)):
             if not level_keep[b // children]:
@@ -76,13 +90,17 @@ def _reference_mask_row(row: list[float], ranks_lowest_first: tuple[Rank, ...]) 
         for b in range(0, len(scores), rank.h):
             s = 0.0
             for q in range(b, b + rank.h):
-                if level_keep[q]:
-                    s += scores[q]
+                s += scores[q] if level_keep[q] else 0.0
             new_scores.append(s)
         scores = new_scores
         children *= rank.h
-    out = [keep[i] and alive[i // r0.h] for i in range(len(padded))]
-    return out[:length]
+    return [keep[i] and alive[i // r0.h] for i in range(length)]
+
+
+def _reference_mask_row(row: list[float], ranks_lowest_first: tuple[Rank, ...]) -> list[bool]:
+    """The |x| ranking: keys and block scores are both |x| (NaN stays NaN, above Inf)."""
+    mags = [abs(v) for v in row]
+    return _padded_reference_row(mags, mags, ranks_lowest_first)
 
 
 # ------------------------------------------------------------------------------ the mask obeys
@@ -177,6 +195,105 @@ def test_hss_keeps_the_best_blocks_by_magnitude_of_what_the_lower_rank_kept() ->
     # block scores count only the kept elements: [3,3,0,0] scores 6, [4,1,1,1] scores 5 (not 7)
     y = torch.tensor([[3.0, 3.0, 0.0, 0.0, 4.0, 1.0, 1.0, 1.0]])
     assert compute_mask(y, "K1(1:2)->K0(2:4)").tolist() == [[True, True, False, False] + [False] * 4]
+
+
+# ------------------------------------------------------------------------------ kernel = reference
+
+
+def _both_backends(x: torch.Tensor, p: StructuredPattern, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return compute_mask(x, p, dim=dim, backend="numba"), compute_mask(x, p, dim=dim, backend="torch")
+
+
+@given(st.data())
+def test_kernel_mask_equals_the_reference_mask(data: st.DataObject) -> None:
+    """Bit-identical selection: same tie rule, NaN above Inf, every dtype, dim, short tail and HSS."""
+    shape, dim = data.draw(shapes_and_dims())
+    x = data.draw(tensors(shape, nonfinite=data.draw(st.booleans(), label="nonfinite")))
+    p = data.draw(structured_patterns())
+    fast, ref = _both_backends(x, p, dim)
+    assert fast.dtype == torch.bool and fast.shape == x.shape
+    assert torch.equal(fast, ref)
+    assert torch.equal(compute_mask(x, p, dim=dim), fast)  # "auto" takes the kernel on CPU
+
+
+@st.composite
+def _long_block_patterns(draw: st.DrawFn) -> StructuredPattern:
+    """H above the kernel's pairwise limit (its sort path), or an HSS whose upper rank sorts its children."""
+    if draw(st.booleans()):
+        h = draw(st.integers(PAIRWISE_MAX_H + 1, 3 * PAIRWISE_MAX_H))
+        return GH(draw(st.integers(1, h)), h)
+    h1 = draw(st.integers(33, 160))
+    h0 = draw(st.integers(1, 3))
+    return HSS((Rank(draw(st.integers(1, h1)), h1), Rank(draw(st.integers(1, h0)), h0)))
+
+
+@given(st.data())
+def test_kernel_mask_equals_the_reference_mask_for_long_blocks(data: st.DataObject) -> None:
+    length = data.draw(st.integers(1, 700), label="length")
+    rows = data.draw(st.integers(1, 3), label="rows")
+    x = data.draw(tensors((rows, length), nonfinite=data.draw(st.booleans(), label="nonfinite")))
+    p = data.draw(_long_block_patterns(), label="pattern")
+    fast, ref = _both_backends(x, p, -1)
+    assert torch.equal(fast, ref)
+    if isinstance(p, HSS):  # and both follow the written-out definition
+        for row, mrow in zip(_rows(x, -1), _mask_rows(fast, -1), strict=True):
+            assert mrow == _reference_mask_row(row, p.ranks_lowest_first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("pattern", ["2:4", "1:8", "3:200", "K1(3:4)->K0(2:4)", "K1(40:100)->K0(1:2)"])
+def test_kernel_mask_equals_the_reference_on_ties_signed_zeros_and_nonfinite(dtype: torch.dtype, pattern: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-3, 4, (5, 411), generator=g).to(dtype)
+    x[1] = -0.0
+    x[2, ::7] = float("nan")
+    x[3, ::5] = float("inf")
+    x[3, 1::5] = -float("inf")
+    x[4] = torch.randn(411, generator=g).to(dtype)
+    for dim in (-1, 0):
+        fast, ref = _both_backends(x, parse(pattern), dim)
+        assert torch.equal(fast, ref)
+
+
+def test_kernel_mask_of_a_non_contiguous_tensor_equals_the_reference() -> None:
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(2)).t()[::2]
+    assert not x.is_contiguous()
+    for pattern in ("2:4", "K1(1:2)->K0(2:4)"):
+        fast, ref = _both_backends(x, parse(pattern), -1)
+        assert torch.equal(fast, ref)
+
+
+@given(st.data())
+def test_user_score_mask_matches_the_padded_definition(data: st.DataObject) -> None:
+    """The reference ranks a short block without materialising its padding; with a user score
+    (negative values included) that must still equal the padded definition."""
+    shape, dim = data.draw(shapes_and_dims(max_numel=400))
+    x = data.draw(tensors(shape))
+    score = data.draw(tensors(shape, torch.float64, allow_noncontiguous=False))
+    p = data.draw(structured_patterns())
+    got = _mask_rows(compute_mask(x, p, dim=dim, score=score), dim)
+    for srow, mrow in zip(_rows(score, dim), got, strict=True):
+        assert mrow == _padded_reference_row(srow, srow, p.ranks_lowest_first)
+
+
+def test_scored_mask_needs_block_scores_for_hss() -> None:
+    with pytest.raises(ValueError, match=r"needs `block_score`"):
+        scored_mask(torch.ones(8), "K1(1:2)->K0(2:4)")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"score": torch.ones(2, 8), "backend": "numba"}, r"backend='numba' cannot compute a '2:4' mask.*\|x\| score"),
+        ({"pattern": "unstructured(0.5)", "backend": "numba"}, r"backend='numba'.*G:H or HSS"),
+        ({"pattern": "dense", "backend": "numba"}, r"backend='numba'"),
+        ({"backend": "fast"}, r"`backend` must be 'auto', 'numba' or 'torch'; got 'fast'"),
+    ],
+)
+def test_compute_mask_backend_errors(kwargs: dict, match: str) -> None:  # type: ignore[type-arg]
+    args = {"x": torch.ones(2, 8), "pattern": "2:4", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        compute_mask(**args)
 
 
 # ------------------------------------------------------------------------------ satisfies()

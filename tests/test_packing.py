@@ -14,6 +14,8 @@ import tasder
 from tasder.sparsity import parse_pattern, satisfies
 from tasder.tasd import PackedTensor, pack, packed_nbytes, unpack
 
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
+
 PATTERNS = ["2:4", "1:8", "4:16", "3:7", "K1(3:4)->K0(2:4)", "C2(1:2)->C1(2:3)->C0(1:2)"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from strategies import gh_patterns, hss_patterns, structured_patterns
 from tasder.sparsity import GH, HSS, Rank, compute_mask, implies, parse_pattern, satisfies
 
+pytestmark = pytest.mark.usefixtures("numba_kernels")  # kernel compilation is session set-up
+
 
 def _rows_obeying(ranks_lowest_first: list[tuple[int, int]], rows: np.ndarray) -> np.ndarray:
     """Which 0/1 rows (n, L) obey the rule (L padded with zeros to a whole block), vectorized."""

@@ -6,9 +6,8 @@ import math
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
-from strategies import gh_patterns, hss_patterns, patterns, series
+from strategies import hss_patterns, patterns, series
 from tasder.sparsity import (
     GH,
     HSS,
@@ -129,16 +128,27 @@ def test_dense_is_the_identity_configuration() -> None:
     assert s.approximated_sparsity == 0.0
 
 
-@given(st.lists(st.one_of(gh_patterns(), hss_patterns()), min_size=1, max_size=3))
-def test_series_effective_density_is_the_sum_of_term_densities(terms) -> None:  # type: ignore[no-untyped-def]
-    s = Series(tuple(terms))
-    total = sum(t.density for t in terms)
+@given(series(max_terms=3))
+def test_series_effective_density_is_the_sum_of_term_densities(s: Series) -> None:
+    total = sum(t.density for t in s.terms)
     assert s.effective_density == pytest.approx(total)
     assert s.approximated_sparsity == pytest.approx(1.0 - total)
+    assert s.effective_density <= 1.0
 
 
-def test_effective_density_above_one_is_not_capped() -> None:
-    assert parse_series("3:4+3:4").effective_density == 1.5
+@pytest.mark.parametrize("text", ["2:4+2:4", "1:3+2:3", "3:4+1:8+1:8", "unstructured(0.7)+unstructured(0.3)",
+                                  "K1(1:2)->K0(2:4)+3:4"])
+def test_a_series_of_density_exactly_one_is_allowed(text: str) -> None:
+    assert parse_series(text).effective_density == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text", ["2:4+2:4+2:4", "3:4+3:4", "3:4+1:8+1:8+1:64", "unstructured(0.7)+unstructured(0.4)"])
+def test_a_series_whose_terms_cannot_add_anything_is_refused(text: str) -> None:
+    """Effective density above 1: the later terms could only hold zeros, yet cost MACs (issue 14)."""
+    with pytest.raises(ValueError, match=r"effective density .* > 1.*drop terms or use sparser ones"):
+        parse_series(text)
+    with pytest.raises(ValueError, match=r"> 1"):
+        Series(tuple(parse_pattern(t) for t in text.split("+")))
 
 
 def test_one_rank_hss_parses_to_the_gh_pattern() -> None:
@@ -223,3 +233,40 @@ def test_parse_pattern_rejects_a_series() -> None:
 def test_parse_series_rejects_non_strings() -> None:
     with pytest.raises(ValueError, match=r"got int"):
         parse_series(24)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ import cost
+
+_IMPORT_PROBE = """
+import sys
+import tasder.sparsity
+from tasder.sparsity import expand_ranges, implies, parse_series
+assert parse_series("2:8+1:8").effective_density == 0.375 and implies("2:4", "4:8") and expand_ranges("2:{4..5}")
+print(",".join(m for m in ("torch", "numba", "numpy") if m in sys.modules) or "none")
+"""
+
+
+def test_importing_the_pattern_parser_loads_neither_torch_nor_numba() -> None:
+    """tasder.hw and `tasder --help` need patterns and the notation only (issue 13)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    run = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": src}, check=True)
+    assert run.stdout.strip() == "none", run.stdout
+
+
+def test_the_lazy_names_are_listed_and_resolve() -> None:
+    """compute_mask & co. load torch on first use (PEP 562) and still appear in dir() and __all__."""
+    import tasder.sparsity as sp
+    from tasder.sparsity import compute_mask, masks
+
+    assert compute_mask is masks.compute_mask
+
+    for name in sp.__all__:
+        assert name in dir(sp)
+        assert getattr(sp, name) is not None
+    with pytest.raises(AttributeError, match=r"has no attribute 'nope'"):
+        sp.nope  # noqa: B018

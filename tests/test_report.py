@@ -512,3 +512,59 @@ def test_the_paired_bound_is_reported_next_to_the_ratio() -> None:
     for out in (page, text):
         assert "(≥ 99.31 % at 90 % confidence)" in out
         assert "90 % confidence over the 1500 validation examples" in out
+
+
+def test_headline_table_opens_both_reports(written: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """The CLI's summary rows are the first table of report.html and report.md, before any section."""
+    doc, paths = written
+    from tasder.report._content import summary_rows
+
+    rows = summary_rows(doc)
+    assert [r["model"] for r in rows] == [m["model"] for m in doc["models"]]
+    md = Path(paths["markdown"]).read_text(encoding="utf-8")
+    first_table = md[md.index("| model | TASD |"):md.index("## ")]
+    assert first_table.index("| model | TASD |") < md.index("**command:**")
+    assert "| digits-cnn-sparse-95 | TASD-W | 99.46 % | 80.5 % | 0.185 | 0.185 | TTC-VEGETA-m8+TASD |" in first_table
+    page = Path(paths["html"]).read_text(encoding="utf-8")
+    assert page.index("<table>") < page.index('<dl class="facts">') < page.index("<h2")
+
+
+def test_search_figure_is_normalised_to_tc_like_the_tables() -> None:
+    """Figure 1's x axis: × TC running the original model (the tables' normalisation), when given."""
+    doc = make_doc()
+    model = doc["models"][0]
+    tc = next(d["edp_js"] for d in model["designs"] if d["design"] == "tc")
+    model["search"]["cost_reference"] = tc
+    fig, _, _, caption = figures_module._search_figure(model)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "modelled EDP on TTC-VEGETA-m8 (× TC running the original model)"
+    assert "× TC running the original model" in caption
+    chosen = model["search"]["history"][model["search"]["chosen"]]["cost"]
+    star = next(t for t in ax.get_legend().get_texts() if t.get_text().startswith("chosen")).get_text()
+    assert star.startswith(f"chosen (#7): {chosen / tc:.3g},")
+
+
+def test_layer_table_shows_k_and_macs_per_inference(written: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    _, paths = written
+    md = Path(paths["markdown"]).read_text(encoding="utf-8")
+    assert "| layer | kind | K | dense MACs per inference |" in md
+    assert "Conv2d: C·R·S" in md and "one inference (batch 1)" in md
+
+
+def test_no_caption_holds_a_literal_backtick() -> None:
+    doc = make_doc()
+    doc["models"][0]["error_curve"]["permuted_points"] = doc["models"][0]["error_curve"]["points"][:3]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures_module, "_png", _layout_only)
+        figures = make_figures(doc)
+    assert figures and not [f.filename for f in figures if "`" in f.caption + f.title + f.alt]
+
+
+def test_a_held_out_break_is_said_at_the_top() -> None:
+    doc = make_doc()
+    doc["models"][1]["holdout"] = {"threshold": 0.9300, "meets_constraint": False}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures_module, "_png", _layout_only)
+        md = render_markdown_report(doc)
+    note = md[: md.index("## ")]
+    assert "breaks the constraint (≥ 0.99 × original) on the test split: 0.9250 → 0.9200, below 0.9300" in note

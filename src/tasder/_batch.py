@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Batch", "call_with_batch"]
+__all__ = ["Batch", "batch_size", "call_with_batch"]
 
 #: A calibration batch: a tensor (``model(batch)``), a mapping (``model(**batch)``) or a tuple/list
 #: of positional arguments (``model(*batch)``). A string, so that importing this costs no torch.
@@ -29,3 +29,17 @@ def call_with_batch(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in ``batch``: dim 0 of its tensor (of a mapping's or tuple's first tensor with a dim),
+    1 when it holds none — what "per inference" divides a batch's totals by."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim():
+            return int(v.shape[0])
+    return 1

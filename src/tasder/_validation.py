@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["FLOAT_DTYPES", "check_dim", "check_float_tensor", "check_score"]
+__all__ = ["FLOAT_DTYPES", "check_dim", "check_float_tensor", "check_has_data", "check_score"]
 
 #: Floating dtypes the decomposition supports.
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -43,6 +43,14 @@ def check_float_tensor(x: object, name: str = "x", *, allow_nonfinite: bool = Tr
     if not allow_nonfinite:
         check_finite(x, name)
     return x
+
+
+def check_has_data(x: torch.Tensor, name: str = "x") -> None:
+    """Refuse a tensor without values (the ``meta`` device): masks and decompositions read values."""
+    if x.is_meta:
+        raise ValueError(f"`{name}` is on the meta device (a shape without values); masks and TASD need a tensor "
+                         f"with data on cpu (compiled kernel) or another device such as cuda (PyTorch path): "
+                         f"materialise it first, e.g. torch.empty_like(x, device='cpu')")
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> None:

@@ -17,6 +17,7 @@ and the tests all read the same numbers, and the renderer can be tested without 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -27,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from tasder._threads import single_thread
 
 __all__ = ["DEMO_DESIGNS", "DEMO_FLOWS", "DEMO_TARGET", "DemoCase", "run_demo"]
 
@@ -48,6 +51,10 @@ class DemoCase:
     mode: Literal["W", "A"]
     permute: bool = True
     bias_correction: bool = True
+    #: Run on one torch thread: a digits batch is too small for threads to pay (on a busy 2-core
+    #: machine two threads made the calibration passes several times slower), and one thread gives
+    #: every floating-point reduction one order on every machine.
+    one_thread: bool = True
 
     @property
     def options(self) -> list[str]:
@@ -59,7 +66,7 @@ DEMO_FLOWS: dict[str, tuple[DemoCase, ...]] = {
     "digits": (DemoCase("digits-cnn-sparse-95", "W"), DemoCase("digits-cnn", "A")),
     # No permutation on MiniLM: choosing one per (layer, series) over 1,536 channels takes minutes and
     # cuts the dropped magnitude of its GELU inputs by only 1–2 points (20.8 → 19.3 % at 4:8).
-    "minilm": (DemoCase("minilm", "A", permute=False),),
+    "minilm": (DemoCase("minilm", "A", permute=False, one_thread=False),),
 }
 
 
@@ -74,20 +81,10 @@ class _Settings:
 def _settings(quick: bool, seed: int) -> _Settings:
     # --quick: a capped search and a smaller mapper budget, so the test suite can run the whole
     # flow in under a minute; the numbers are then a smoke test, and the report says so.
-    return _Settings(mapper_budget=400 if quick else 3000, max_evals=6 if quick else None, constraint=0.99,
-                     seed=seed)
+    from tasder.search.cost import DEFAULT_MAPPER_BUDGET
 
-
-def _batch_size(batch: Any) -> int:
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    for v in values:
-        if isinstance(v, torch.Tensor) and v.dim():
-            return int(v.shape[0])
-    return 1
+    return _Settings(mapper_budget=400 if quick else DEFAULT_MAPPER_BUDGET, max_evals=6 if quick else None,
+                     constraint=0.99, seed=seed)
 
 
 def _energy_by_level_action(result: Any) -> dict[str, dict[str, float]]:
@@ -111,14 +108,14 @@ def _compare_designs(hc: Any, config: Mapping[str, Any], designs: Sequence[str],
     rows: list[dict[str, Any]] = []
     for design in dict.fromkeys(["tc", *designs]):
         model = HardwareCost(design, hc.problems, hc.mode, metric="edp", budget=settings.mapper_budget,
-                             seed=settings.seed)
+                             seed=settings.seed, cache_dir=hc.cache_dir)
         workloads = [("original", {})]
         if design == DEMO_TARGET:
             workloads.append(("TASD config", config))
         for workload, cfg in workloads:
             r = model.evaluate(cfg)
             rows.append({"design": design, "label": _LABELS.get(design, design), "workload": workload,
-                         "cycles": r.cycles, "energy_pj": r.energy_pj, "edp_js": r.edp(model.arch.clock_hz),
+                         "cycles": r.cycles, "energy_pj": r.energy_pj, "edp_js": r.edp,
                          "seconds": r.cycles / model.arch.clock_hz,
                          "energy_breakdown_pj": _energy_by_level_action(r)})
     base = rows[0]
@@ -150,8 +147,9 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
         raise ValueError(f"zoo model {case.model_id!r} has no validation evaluator (metadata['evaluate_val'])")
     calibration = list(entry.calibration)
     log(f"{case.model_id}: tracing the model for {DEMO_TARGET} (modelled EDP is the search's cost)")
+    # Mapper searches are kept on disk (content-keyed): a second demo reads them back, bit for bit.
     hc = HardwareCost.for_model(entry.model, calibration[0], DEMO_TARGET, case.mode, metric="edp",
-                                budget=settings.mapper_budget, seed=settings.seed)
+                                budget=settings.mapper_budget, seed=settings.seed, cache_dir=True)
     extra = "".join(f" + {o.replace('_', ' ')}" for o in case.options)
     log(f"{case.model_id}: TASDER cost-aware{extra} search, TASD-{case.mode}, constraint {settings.constraint}")
     result = search(entry.model, DEMO_TARGET, evaluate_val, calibration, case.mode, settings.constraint, "cost-aware",
@@ -164,22 +162,29 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
 
     log(f"{case.model_id}: profiling layers and comparing designs")
     series = [s for s in (str(c) for c in candidate_series(DEMO_TARGET)) if s != "dense"]
-    prof = profile_model(entry.model, calibration, candidates=series, layers=[r.name for r in result.layers])
+    # The sparsities every searched layer needs, then what each series drops on the one layer the
+    # error curve shows (decomposing every layer's activations for every series was the demo's
+    # single largest cost, and only one layer's numbers were used).
+    prof = profile_model(entry.model, calibration, candidates=[], layers=[r.name for r in result.layers])
+    curve_layer = _curve_layer(prof, [r.name for r in result.layers], series)
+    curve_prof = (profile_model(entry.model, calibration, candidates=series, layers=[curve_layer])
+                  if curve_layer is not None else None)
+    # MACs per inference: the calibration batch's count divided by its size (the search counted on it).
+    per = result.samples
     layer_rows = []
     for row in result.layers:
         p = prof[row.name]
         density = 1.0 if row.series == "dense" else _series_density(row.series)
-        layer_rows.append({"name": row.name, "kind": row.kind, "dense_macs": row.dense_macs, "series": row.series,
-                           "density": density, "executed": row.fraction, "weight_sparsity": p.weight_sparsity,
-                           "activation_sparsity": p.activation_sparsity_mean, "damage": _finite(row.damage)})
+        layer_rows.append({"name": row.name, "kind": row.kind, "k": row.k_text, "dense_macs": row.dense_macs / per,
+                           "series": row.series, "density": density, "executed": row.fraction,
+                           "weight_sparsity": p.weight_sparsity, "activation_sparsity": p.activation_sparsity_mean,
+                           "damage": _finite(row.damage)})
     designs = _compare_designs(hc, result.config.layers, DEMO_DESIGNS, settings)
 
-    # MACs per inference: the calibration batch's count divided by its size.
-    per = _batch_size(calibration[0])
-    dense_total = count_macs(entry.model, calibration[0]).total_dense / per
+    dense_total = count_macs(entry.model, calibration[0]).dense_per_inference
     saved = sum(r.dense_macs * (1.0 - r.fraction) for r in result.layers) / per
     chosen = next((p.index for p in result.history if p.ok and p.cost == result.cost_after), 0)
-    curve = _error_curve(prof, [r.name for r in result.layers], case.mode)
+    curve = _error_curve(curve_prof, [curve_layer], case.mode) if curve_prof is not None and curve_layer else None
     if curve is not None and case.permute:
         curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calibration,
                                                     [p["series"] for p in curve["points"]])
@@ -192,10 +197,13 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
         "scores": {"validation": {"original": result.metric_original, "transformed": result.metric_final},
                    "test": {"original": result.holdout_original, "transformed": result.holdout_final}},
         "macs": {"dense": dense_total, "transformed": dense_total - saved, "unit": "MACs per inference"},
+        "holdout": {"threshold": result.holdout_threshold, "meets_constraint": result.holdout_meets_constraint},
         "search": {"evaluations": result.evaluations, "cache_hits": result.cache_hits,
                    "seconds": result.seconds, "interrupted": result.interrupted,
                    "history": [p.as_dict() for p in result.history], "pareto": [p.index for p in result.pareto],
                    "chosen": chosen, "cost_unit": hc.unit, "cost_baseline": result.cost_before,
+                   # The report's one EDP normalisation: TC running the original model (designs[0]).
+                   "cost_reference": designs[0]["edp_js"], "cost_reference_label": "TC running the original model",
                    "failures": list(result.failures),
                    **({} if result.confidence is None else {"acceptance": {
                        "confidence": result.confidence, "bound_kind": result.bound_kind,
@@ -212,6 +220,18 @@ def _series_density(text: str) -> float:
     from tasder.sparsity import parse_series
 
     return float(parse_series(text).effective_density)
+
+
+def _curve_layer(prof: Any, searched: Sequence[str], series: Sequence[str]) -> str | None:
+    """The searched layer the error curve shows: the one with the most MACs where some series applies
+    (its reduction dim holds at least one block), as :func:`_error_curve` picks among profiled ones."""
+    from tasder.sparsity import parse_series
+    from tasder.sparsity.patterns import StructuredPattern
+
+    smallest = min((max((t.block_size for t in parse_series(s).terms if isinstance(t, StructuredPattern)),
+                        default=1) for s in series), default=1)
+    layers = [prof[n] for n in searched if prof[n].k >= smallest]
+    return max(layers, key=lambda p: p.macs).name if layers else None
 
 
 def _error_curve(prof: Any, searched: Sequence[str], mode: str) -> dict[str, Any] | None:
@@ -303,7 +323,11 @@ def run_demo(model: str = "digits", *, out_dir: str | os.PathLike[str] = "tasder
     out = Path(out_dir)
     # Everything goes to a hidden folder next to `out` and moves into place at the end: a run that
     # fails, fills the disk or is interrupted leaves `out` (and any earlier report in it) as it was.
-    with staged_folder(out) as stage:
+    from tasder.tasd.permutation import permutation_store
+    from tasder.zoo.cache import cache_dir
+
+    # Permutations and mapper searches are kept on disk, content-keyed: a second demo reads them back.
+    with staged_folder(out) as stage, permutation_store(cache_dir() / "permutations"):
         doc, written = _run_flow(model, stage, quick, seed, progress, log)
     doc["paths"] = {k: (str(out / Path(v).relative_to(stage)) if not isinstance(v, list)
                         else [str(out / Path(x).relative_to(stage)) for x in v])
@@ -316,11 +340,22 @@ def _run_flow(model: str, out: Path, quick: bool, seed: int, progress: bool,
     """The demo's work, writing into ``out``; returns the document and :func:`write_report`'s paths."""
     from tasder import __version__
     from tasder.report import write_report
+    from tasder.report.figures import BackgroundFigures, figure_stems
 
     say = log or (lambda _msg: None)
     settings = _settings(quick, seed)
     t0 = time.perf_counter()
-    models = [_run_case(case, settings, out, progress, say) for case in DEMO_FLOWS[model]]
+    models: list[dict[str, Any]] = []
+    # Each model's plots are drawn in worker processes as soon as it is done, while the next one runs.
+    drawer = BackgroundFigures(workers=min(2, os.cpu_count() or 1))
+    try:
+        for case in DEMO_FLOWS[model]:
+            with single_thread() if case.one_thread else contextlib.nullcontext():
+                models.append(_run_case(case, settings, out, progress, say))
+            drawer.submit(models[-1], len(models) - 1, figure_stems([m["model"] for m in models])[-1])
+    except BaseException:
+        drawer.close()
+        raise
     doc: dict[str, Any] = {
         "title": "tasder demo report",
         "tasder_version": __version__,
@@ -351,7 +386,7 @@ def _run_flow(model: str, out: Path, quick: bool, seed: int, progress: bool,
     }
     doc["seconds"] = time.perf_counter() - t0
     say("writing the report")
-    return doc, write_report(doc, out)
+    return doc, write_report(doc, out, drawer.result())
 
 
 

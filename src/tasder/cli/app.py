@@ -15,6 +15,7 @@ their command functions, so ``tasder --help`` loads neither torch nor numba.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -88,11 +89,29 @@ def _reserve_std_fds() -> None:
                 os.close(new)
 
 
+def _flags_take_no_value(command: object) -> None:
+    """Show on/off options as bare flags in ``--help`` (``--quick``, not ``--quick <bool>``).
+
+    Why: typer's rich help prints every option's type, a flag's too, which reads as if it took a
+    value (``--quick true``) that click then rejects. An empty metavar leaves the type column blank.
+    """
+    help_option = None
+    # --help itself: click makes it on first use and caches it on the command (another click: left as is)
+    with contextlib.suppress(Exception):
+        help_option = command.get_help_option(command.context_class(command))  # type: ignore[attr-defined]
+    for param in [*getattr(command, "params", ()), *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_take_no_value(sub)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code:
     0 success, 2 bad usage or input, 1 any other failure, 130 interrupted."""
     _reserve_std_fds()
     command = typer.main.get_command(app)
+    _flags_take_no_value(command)
     try:
         rv = command.main(args=None if argv is None else list(argv), prog_name="tasder",
                           standalone_mode=False)

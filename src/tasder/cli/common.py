@@ -46,6 +46,7 @@ from rich.table import Table
 
 __all__ = [
     "DEBUG_ENV",
+    "DEFAULT_MAPPER_BUDGET",
     "REPORT_WIDTH",
     "JsonOption",
     "ModelArgument",
@@ -67,6 +68,7 @@ __all__ = [
     "stdout_console",
     "table",
     "text_width",
+    "user_caches",
     "warn",
     "with_examples",
     "wrap_dotted",
@@ -77,6 +79,11 @@ REPORT_WIDTH = 100
 
 #: Environment variable that makes an internal error (exit code 1) show its traceback.
 DEBUG_ENV = "TASDER_DEBUG"
+
+#: The mapper budget of every modelled EDP the CLI prints for a model (``tasder search --cost``, ``tasder
+#: apply --design``), as in ``tasder demo``: :data:`tasder.search.cost.DEFAULT_MAPPER_BUDGET` (one budget,
+#: so one config gets one number everywhere; a literal so that ``tasder --help`` loads no torch).
+DEFAULT_MAPPER_BUDGET = 3000
 
 
 def with_examples(help_text: str, *examples: str) -> str:
@@ -217,8 +224,10 @@ OutputOption = Annotated[
     typer.Option("--output", "-o", metavar="FILE", show_default=False,
                  help="Write the report to FILE instead of stdout."),
 ]
-#: ``MODEL``: a zoo model to run (``profile``, ``apply``, ``search``).
-ModelArgument = Annotated[str, typer.Argument(help="A zoo model name (see `tasder models`).", show_default=False)]
+#: ``MODEL``: a zoo model to run (``profile``, ``apply``, ``search``), or your own (``FILE.py:FACTORY``).
+ModelArgument = Annotated[str, typer.Argument(
+    help="A zoo model name (see `tasder models`), or your own: FILE.py:FACTORY or MODULE:FACTORY, a function "
+         "returning a tasder.zoo.ZooModel (see examples/my_model.py).", show_default=False, metavar="MODEL")]
 #: ``--objective``: what the mapper minimises (``hw eval``, ``hw compare``).
 ObjectiveOption = Annotated[str, typer.Option("--objective", help="What the mapper minimises: edp, energy or cycles.")]
 #: ``--seed`` of the mapper (``hw eval``, ``hw compare``).
@@ -306,7 +315,8 @@ def emit(render: Callable[[Console], None] | None, json_doc: object | None, outp
 
 
 def load_zoo_model(name: str) -> Any:
-    """The zoo entry ``name`` with a model to run (a shape-only entry is a ValueError)."""
+    """The zoo entry ``name`` — or the :class:`~tasder.zoo.ZooModel` a ``FILE.py:FACTORY`` /
+    ``MODULE:FACTORY`` spec returns — with a model to run (a shape-only entry is a ValueError)."""
     from tasder import zoo
 
     try:
@@ -316,6 +326,18 @@ def load_zoo_model(name: str) -> Any:
     if entry.model is None:
         raise ValueError(f"zoo entry {name!r} is shape-only (no model to run); pick one with weights")
     return entry
+
+
+@contextmanager
+def user_caches() -> Iterator[None]:
+    """TASD permutations kept on disk in the user cache (``$TASDER_CACHE_DIR`` or ``~/.cache/tasder``,
+    ``permutations/``) while a command runs, so ``tasder apply`` after ``tasder search`` (or a second
+    ``tasder demo``) reads them instead of searching again. Content-keyed: never stale."""
+    from tasder.tasd.permutation import permutation_store
+    from tasder.zoo.cache import cache_dir
+
+    with permutation_store(cache_dir() / "permutations"):
+        yield
 
 
 def error_message(exc: BaseException) -> str:

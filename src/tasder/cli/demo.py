@@ -16,28 +16,25 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tasder.cli.common import JsonOption, emit, interactive, stderr_console, table, with_examples
+from tasder.cli.common import JsonOption, emit, interactive, stderr_console, table, warn, with_examples
 
 __all__ = ["demo_cmd", "register", "summary_rows"]
 
 
 def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model: what the summary table shows (also the ``--json`` output's ``summary``)."""
-    rows = []
-    for m in doc["models"]:
-        val, test = m["scores"]["validation"], m["scores"]["test"]
-        ttc = next(d for d in m["designs"] if d["design"] == m["design"] and d["workload"] == "TASD config")
-        best = min(m["designs"], key=lambda d: d["edp_norm"])
-        rows.append({
-            "model": m["model"], "mode": m["mode"], "metric": m["metric_name"],
-            "validation": (val["original"], val["transformed"]), "test": (test["original"], test["transformed"]),
-            "mac_cut": 1.0 - m["macs"]["transformed"] / m["macs"]["dense"],
-            "ttc_edp_vs_tc": ttc["edp_norm"],
-            "best_design": best["label"] + ("+TASD" if best["workload"] != "original" else ""),
-            "best_edp_vs_tc": best["edp_norm"], "evaluations": m["search"]["evaluations"],
-            "config": m["config_file"],
-        })
-    return rows
+    """One row per model: the summary table (and ``--json``'s ``summary``); the report's headline is the
+    same rows (:func:`tasder.report._content.summary_rows`, imported here lazily: matplotlib)."""
+    from tasder.report._content import summary_rows as rows
+
+    return rows(doc)
+
+
+def _cut(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _norm(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _ratio(pair: tuple[float | None, float | None]) -> str:
@@ -86,6 +83,7 @@ def demo_cmd(
     html = doc["paths"]["html"]
     if json_out:
         emit(None, {"summary": rows, "report": doc["paths"], "seconds": doc["seconds"]}, None)
+        _warn_holdout(doc)
         return
 
     def render(console: Console) -> None:
@@ -93,16 +91,27 @@ def demo_cmd(
         for col in ("model", "TASD", "test", "MACs cut", "EDP/TC (TTC)", "best EDP/TC", "by"):
             t.add_column(col, justify="left" if col in ("model", "TASD", "by") else "right")
         for r in rows:
-            t.add_row(r["model"], r["mode"], _ratio(r["test"]), f"{100 * r['mac_cut']:.1f} %",
-                      f"{r['ttc_edp_vs_tc']:.3f}", f"{r['best_edp_vs_tc']:.3f}", r["best_design"])
+            t.add_row(r["model"], r["mode"], _ratio(r["test"]), _cut(r["mac_cut"]), _norm(r["ttc_edp_vs_tc"]),
+                      _norm(r["best_edp_vs_tc"]), r["best_design"])
         console.print(t)
         console.print("test: the transformed model's test metric as % of the original's (searched on the validation "
-                      "split); MACs cut vs dense; EDP modelled for one inference, × TC running the original model.",
+                      "split); MACs cut: effective MACs per inference vs dense; EDP: modelled for one inference, × TC "
+                      "running the original model.",
                       markup=False, highlight=False)
         console.print(f"{'quick run (capped search): ' if quick else ''}{doc['seconds']:.0f} s; "
                       f"report: {html}", markup=False, highlight=False)
 
     emit(render, None, None)
+    _warn_holdout(doc)
+
+
+def _warn_holdout(doc: dict[str, Any]) -> None:
+    from tasder.report._content import holdout_breaks
+
+    for m in doc["models"]:
+        text = holdout_breaks(m)
+        if text:
+            warn(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@
 ::
 
     tasder hw eval --arch tc|ARCH.yaml --workload resnet50|bert-base|deit-small|MODEL|WORKLOAD.yaml
-                   [--mapper-budget N] [--objective edp|energy|cycles] [--seed S] [--json] [-o FILE]
+                   [--im2col] [--counts] [--mapper-budget N] [--objective edp|energy|cycles] [--seed S]
+                   [--json] [-o FILE]
                    [--executor auto|serial|process|ray] [--workers N] [--address HOST:PORT] [--cache-dir DIR]
 
     tasder hw compare --designs tc,stc,dstc,highlight,ttc-vegeta-m8
@@ -11,11 +12,15 @@
                       [--mapper-budget N] [--objective edp|energy|cycles] [--json] [--plot FILE] [-o FILE]
 
 ``eval`` is a thin layer over :func:`tasder.hw.map_network`: every layer gets its own best mapping, totals
-weight layers by their repeat count. The searches run through :mod:`tasder.hw.executor` (every core once
-the job is big enough, or a Ray cluster; cached with ``--cache-dir``); ``tasder hw sweep`` (cli/sweep.py)
-explores design spaces. The workload loads with :func:`tasder.workloads.load_network`: a zoo MODEL
-without a shape table (e.g. digits-cnn) is traced on its first calibration batch. Bad specs end with
-exit code 2 and one ``error:`` line naming the file, line and key.
+weight layers by their repeat count. ``--counts`` prints, per layer, level and tensor, the counters
+Timeloop's ``stats.txt`` prints (reads, fills, updates: algorithmic / actual / gated / skipped, and
+metadata; drains apart), totals over every utilized instance, so numbers compare line by line;
+``--json`` always carries them (``layers[i].counts``). Convolutions are native unless ``--im2col``.
+The searches run through :mod:`tasder.hw.executor` (every core once the job is big enough, or a
+Ray cluster; cached with ``--cache-dir``); ``tasder hw sweep`` (cli/sweep.py) explores design spaces.
+The workload loads with :func:`tasder.workloads.load_network`: a zoo MODEL without a shape table
+(e.g. digits-cnn) is traced on its first calibration batch. Bad specs end with exit code 2 and one
+``error:`` line naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from tasder.cli.common import (
 __all__ = [
     "compare_cmd",
     "compare_rows",
+    "counts_rows",
     "eval_cmd",
     "hw_app",
     "map_network_with_progress",
@@ -86,7 +92,7 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
 
     return {
         "architecture": arch.name, "workload": result.network.name, **area_breakdown(arch).to_dict(),
-        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp(arch.clock_hz),
+        "total": {"cycles": result.cycles, "energy_pj": result.energy_pj, "edp_js": result.edp,
                   "utilization": result.utilization(arch.compute.instances),
                   "seconds": result.cycles / arch.clock_hz},
         "energy_breakdown_pj": breakdown,
@@ -96,12 +102,12 @@ def network_report(arch: Any, result: Any) -> dict[str, Any]:
     }
 
 
-def _render(doc: dict[str, Any], console: Console) -> None:
+def _render(doc: dict[str, Any], console: Console, counts: bool = False) -> None:
     t = table(f"{doc['workload']} on {doc['architecture']}")
-    for col in ("layer", "M-K-N", "×", "cycles", "energy µJ", "EDP J·s", "util"):
+    for col in ("layer", "shape (M-K-N)", "×", "cycles", "energy µJ", "EDP J·s", "util"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for layer in doc["layers"]:
-        t.add_row(layer["layer"], f"{layer['M']}-{layer['K']}-{layer['N']}", str(layer["repeat"]),
+        t.add_row(layer["layer"], layer["label"], str(layer["repeat"]),
                   f"{layer['cycles']:,.0f}", f"{layer['energy_pj'] / 1e6:,.2f}", f"{layer['edp']:.3e}",
                   f"{layer['utilization']:.1%}")
     tot = doc["total"]
@@ -111,7 +117,7 @@ def _render(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
     console.print()
     b = table("energy by level and action (µJ, all layers × repeat)")
-    actions = ("read", "write", "update", "leakage", "mac")
+    actions = ("read", "write", "update", "drain", "leakage", "mac")
     b.add_column("level")
     for a in (*actions, "total"):
         b.add_column(a, justify="right")
@@ -121,6 +127,40 @@ def _render(doc: dict[str, Any], console: Console) -> None:
     for layer in doc["layers"]:
         console.print(f"\n[bold]{layer['layer']}[/bold] mapping:", highlight=False)
         console.print(layer["loop_nest"], markup=False, highlight=False)
+        if counts:
+            _render_counts(layer, console)
+
+
+def counts_rows(counts: dict[str, Any]) -> list[list[str]]:
+    """The rows of the ``--counts`` table of one layer: per level, tensor and action the algorithmic,
+    actual, gated, skipped and metadata words (totals over the utilized instances), a drains row
+    per level keeping Z, and the compute."""
+    rows = []
+    for level, lv in counts["levels"].items():
+        inst = lv["utilized_instances"]
+        for t, row in lv["tensors"].items():
+            for action in ("reads", "fills", "updates"):
+                a = row[action]
+                rows.append([level, f"{t} {row['name']}" if row["name"] != t else t, action, f"{inst:g}",
+                             f"{row['tile']:,.0f}", *(f"{a[k]:,.6g}" for k in
+                                                      ("algorithmic", "actual", "gated", "skipped", "metadata"))])
+            if t == "Z":
+                rows.append([level, f"{t} {row['name']}" if row["name"] != t else t, "drains", f"{inst:g}",
+                             f"{row['tile']:,.0f}", "", f"{row['drains']:,.6g}", "", "", ""])
+    c = counts["compute"]
+    rows.append([c["name"], "", "computes", f"{c['utilized_instances']:g}", "",
+                 *(f"{c[k]:,.6g}" for k in ("algorithmic", "actual", "gated", "skipped")), ""])
+    return rows
+
+
+def _render_counts(layer: dict[str, Any], console: Console) -> None:
+    t = table(f"{layer['layer']}: counts (totals over utilized instances; Timeloop prints per instance)")
+    for col in ("level", "tensor", "action", "instances", "tile", "algorithmic", "actual", "gated", "skipped",
+                "metadata"):
+        t.add_column(col, justify="left" if col in ("level", "tensor", "action") else "right")
+    for row in counts_rows(layer["counts"]):
+        t.add_row(*row)
+    console.print(t)
 
 
 def map_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, objective: str = "edp",
@@ -142,6 +182,7 @@ def map_network_with_progress(arch: Any, network: Any, *, budget: int = 5000, ob
     "tasder hw eval --arch tc --workload resnet50",
     "tasder hw eval --arch stc --workload bert-base --mapper-budget 2000 --objective energy",
     "tasder hw eval --arch my_design.yaml --workload workload.yaml --json -o eval.json",
+    "tasder hw eval --arch tc --workload resnet50 --counts --mapper-budget 500",
 ))
 def eval_cmd(
     arch: Annotated[str, typer.Option("--arch", show_default=False,
@@ -152,6 +193,11 @@ def eval_cmd(
     mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="Mappings tried per layer.")] = 5000,
     objective: ObjectiveOption = "edp",
     seed: SeedOption = 0,
+    counts: Annotated[bool, typer.Option(
+        "--counts", help="Also print Timeloop's counters per layer, level and tensor (reads, fills, updates: "
+                         "algorithmic/actual/gated/skipped, metadata; drains apart).")] = False,
+    im2col: Annotated[bool, typer.Option(
+        "--im2col", help="Lower the zoo's convolutions to im2col GEMMs (default: native convolutions).")] = False,
     as_json: JsonOption = False,
     output: OutputOption = None,
     executor: ExecutorOption = "auto",
@@ -164,7 +210,7 @@ def eval_cmd(
 
     ex = run_executor(executor, workers, address)
     architecture = load_architecture(arch)
-    network = load_network(workload)
+    network = load_network(workload, im2col=im2col)
     try:
         result = map_network_with_progress(architecture, network, budget=mapper_budget, objective=objective,
                                            seed=seed, executor=ex, cache=make_cache(cache_dir, default=False),
@@ -176,7 +222,7 @@ def eval_cmd(
     if as_json:
         emit(None, doc, output)
     else:
-        emit(lambda console: _render(doc, console), None, output)
+        emit(lambda console: _render(doc, console, counts), None, output)
 
 
 def parse_gemm_workload(text: str) -> Any:
@@ -223,16 +269,27 @@ def compare_rows(designs: list[str], problems: list[Any], *, budget: int = 3000,
     results, _ = run_problems(pairs, MapperSettings(budget=budget, objective=objective, seed=seed),
                               executor=executor, cache=cache, progress=progress, warn=warn, workers=workers)
     found = {(id(a), id(p)): r.best for (a, p), r in zip(pairs, results, strict=True)}
+    labels = design_labels(designs, {d: archs[d].name for d in designs})
     rows = []
     for p in problems:
         base = found[(id(archs["tc"]), id(p))]
         for d in designs:
             e = found[(id(archs[d]), id(p))]
-            rows.append({"design": d, "workload": p.name, "cycles": e.cycles, "energy_pj": e.energy_pj,
-                         "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
+            rows.append({"design": labels[d], "source": d, "workload": p.name, "cycles": e.cycles,
+                         "energy_pj": e.energy_pj, "edp": e.edp, "cycles_norm": e.cycles / base.cycles,
                          "energy_norm": e.energy_pj / base.energy_pj, "edp_norm": e.edp / base.edp,
-                         "area_mm2": area_mm2(archs[d])})
+                         "area_mm2": area_mm2(archs[d]), "baseline": {"design": "tc", "cycles": base.cycles,
+                                                                     "energy_pj": base.energy_pj, "edp": base.edp}})
     return rows
+
+
+def design_labels(designs: list[str], names: dict[str, str]) -> dict[str, str]:
+    """Each ``--designs`` entry → the ``name:`` its spec gives (``my-stc.yaml`` → ``my-stc``); a name two
+    entries share keeps its source in brackets so the rows stay apart."""
+    counts: dict[str, int] = {}
+    for d in designs:
+        counts[names[d]] = counts.get(names[d], 0) + 1
+    return {d: names[d] if counts[names[d]] == 1 or names[d] == d else f"{names[d]} ({d})" for d in designs}
 
 
 class _CallbackProgress:
@@ -248,6 +305,13 @@ class _CallbackProgress:
     def advance(self, n: int) -> None:
         for _ in range(n):
             self._on_search()
+
+
+def _tc_area() -> float:
+    from tasder.hw import load_architecture
+    from tasder.hw.area import area_mm2
+
+    return float(area_mm2(load_architecture("tc")))
 
 
 def _save_plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -331,16 +395,25 @@ def compare_cmd(
         emit(None, rows, output)
         return
 
+    tc_listed = "tc" in names
+
     def render(console: Console) -> None:
         for w in dict.fromkeys(r["workload"] for r in rows):
-            t = table(f"{w} (normalized to TC; each design at its best mapping)")
+            mine = [r for r in rows if r["workload"] == w]
+            title = ("normalized to TC; each design at its best mapping" if tc_listed else
+                     "normalized to TC, the baseline, which is not among --designs: its row is shown for "
+                     "reference; each design at its best mapping")
+            t = table(f"{w} ({title})")
             for col in ("design", "cycles", "energy µJ", "EDP J·s", "cycles/TC", "energy/TC", "EDP/TC", "area mm²"):
                 t.add_column(col, justify="left" if col == "design" else "right")
-            for r in rows:
-                if r["workload"] == w:
-                    t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
-                              f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}",
-                              f"{r['area_mm2']:.2f}")
+            if not tc_listed:
+                b = mine[0]["baseline"]
+                t.add_row("tc (baseline)", f"{b['cycles']:,.0f}", f"{b['energy_pj'] / 1e6:,.2f}", f"{b['edp']:.3e}",
+                          "1.000", "1.000", "1.000", f"{_tc_area():.2f}", style="dim")
+            for r in mine:
+                t.add_row(r["design"], f"{r['cycles']:,.0f}", f"{r['energy_pj'] / 1e6:,.2f}", f"{r['edp']:.3e}",
+                          f"{r['cycles_norm']:.3f}", f"{r['energy_norm']:.3f}", f"{r['edp_norm']:.3f}",
+                          f"{r['area_mm2']:.2f}")
             console.print(t)
 
     emit(render, None, output)

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from tasder.cli.common import (
+    DEFAULT_MAPPER_BUDGET,
     JsonOption,
     ModelArgument,
     OutputOption,
+    SeedOption,
     emit,
     format_count,
     load_zoo_model,
     progress_bar,
     table,
+    user_caches,
     with_examples,
     wrap_dotted,
 )
@@ -78,21 +81,21 @@ def _pct(value: float | None, digits: int = 1) -> str:
 def render_profile(console: Console, name: str, description: str, p: ModelProfile) -> None:
     """Two tables: per-layer statistics, then dropped nonzeros % (weights / activations) per
     candidate — one wide table would not fit ~120 columns with six candidates."""
-    samples = p.layers[0].samples if p.layers else 0
     console.print(f"{name}: {description}", markup=False)
     console.print(
-        f"{len(p)} layers profiled on {p.batches} calibration batch(es), {samples:,} samples at the first "
-        f"layer; {format_count(p.total_macs)} dense MACs", markup=False)
+        f"{len(p)} layers profiled on {p.batches} calibration batch(es) ({p.samples:,} samples); "
+        f"{format_count(p.macs_per_inference)} dense MACs per inference", markup=False)
     console.print()
 
     console.print("Layer statistics", markup=False, style="bold")
     stats = table()
-    headers = ["weight", "K", "MACs", "weight\nsparsity", "act. sp.\nmean", "act. sp.\np99", "pseudo-\ndensity"]
+    headers = ["weight", "K", "MACs per\ninference", "weight\nsparsity", "act. sp.\nmean", "act. sp.\np99",
+               "pseudo-\ndensity"]
     rows = []
     for layer in p:
-        k = str(layer.k) if layer.kind == "linear" else f"{layer.k}×{layer.kernel_positions}={layer.k_total}"
         rows.append([
-            "×".join(map(str, layer.weight_shape)), k, format_count(layer.macs), _pct(layer.weight_sparsity),
+            "×".join(map(str, layer.weight_shape)), layer.k_text, format_count(p.layer_macs_per_inference(layer)),
+            _pct(layer.weight_sparsity),
             _pct(layer.activation_sparsity_mean), _pct(layer.activation_sparsity_p99), _pct(layer.pseudo_density),
         ])
     fixed = [max(len(h.split("\n")[-1]) if "\n" in h else len(h), *(len(r[i]) for r in rows))
@@ -106,7 +109,7 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
         stats.add_row(wrap_dotted(layer.name, name_width), layer.module_type, *cells)
     console.print(stats)
     for note in (
-        "K: length of the dim TASD groups run along (Linear: in_features; Conv2d: C, × R·S positions)",
+        "K: the GEMM reduction length (Linear: in_features; Conv2d: C·R·S, groups along C at each kernel position)",
         "act. sp.: fraction of zero inputs per calibration sample, mean and 99th percentile over samples",
         "pseudo-density: share of a sample's inputs holding 99% of its Σ|x|, mean over samples (§3.4)",
     ):
@@ -150,9 +153,10 @@ def render_profile(console: Console, name: str, description: str, p: ModelProfil
 
 
 PROFILE_HELP = with_examples(
-    """Per-layer sparsity profile of a zoo MODEL on its calibration data, and what each candidate
-    TASD series would drop from every layer's weights and input activations.""",
+    """Per-layer sparsity profile of MODEL (a zoo name or your own FILE.py:FACTORY) on its calibration data,
+    and what each candidate TASD series would drop from every layer's weights and input activations.""",
     "tasder profile digits-cnn",
+    "tasder profile examples/my_model.py:make",
     "tasder profile minilm --series 2:8,4:8+1:8 --batches 2",
     "tasder profile digits-cnn --json -o profile.json",
 )
@@ -184,13 +188,13 @@ def profile_cmd(
     if batches is not None:
         calibration = calibration[:batches]
     if not calibration:
-        raise ValueError(f"zoo model {model!r} has no calibration batches to profile with")
-    with progress_bar(f"profiling {model}", len(calibration)) as advance:
+        raise ValueError(f"model {model!r} has no calibration batches to profile with")
+    with progress_bar(f"profiling {entry.name}", len(calibration)) as advance:
         result = profile_model(entry.model, calibration, candidates=parsed, on_batch=lambda _: advance())
     if as_json:
-        emit(None, {"model": model, "description": entry.description, **result.as_dict()}, output)
+        emit(None, {"model": entry.name, "description": entry.description, **result.as_dict()}, output)
         return
-    emit(lambda console: render_profile(console, model, entry.description, result), None, output)
+    emit(lambda console: render_profile(console, entry.name, entry.description, result), None, output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,32 +210,61 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
 
 
 APPLY_HELP = with_examples(
-    "Apply a TASD config to a zoo MODEL: its metric before and after, and the MACs it saves.",
+    """Apply a TASD config to MODEL (a zoo name or your own FILE.py:FACTORY): its metric before and after,
+    the MACs per inference it saves and, with --design, the modelled EDP of one inference × TC running the
+    original model.""",
     "tasder apply digits-cnn --config config.yaml",
-    "tasder apply digits-cnn-sparse-95 --config config.yaml --json -o apply.json",
+    "tasder apply digits-cnn-sparse-95 --config cfg.yaml --design ttc-vegeta-m8",
+    "tasder apply examples/my_model.py:make --config my-config.yaml --json -o apply.json",
 )
+
+
+def _modelled_edp(entry: Any, config: Any, design: str, budget: int, seed: int) -> dict[str, Any]:
+    """The config's modelled EDP on ``design`` next to the original's, both × TC running the original
+    model (one inference; the search's cost model and mapper settings, so the numbers match ``tasder
+    search --cost edp`` and the demo)."""
+    from tasder.search import HardwareCost
+    from tasder.search.cost import edp_vs_tc
+
+    modes = {spec.mode for spec in config.layers.values() if not spec.is_dense}
+    cost = HardwareCost.for_model(entry.model, entry.calibration[0], design, "A" if modes == {"A"} else "W",
+                                  metric="edp", budget=budget, seed=seed)
+    return {"design": cost.design, **edp_vs_tc(cost, config.layers), "mapper_budget": budget, "seed": seed}
 
 
 def apply_cmd(
     model: ModelArgument,
     config: Annotated[Path, typer.Option("--config", help="A TASD config YAML (version: 1, layers: ...), "
                                          "e.g. written by `tasder search`.", show_default=False)],
+    design: Annotated[str | None, typer.Option("--design", show_default=False,
+                                               help="Also model one inference on this accelerator design: EDP "
+                                               "before and after, × TC running the original model.")] = None,
+    mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1, help="Mappings tried per distinct layer "
+                                               "with --design.")] = DEFAULT_MAPPER_BUDGET,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
     output: OutputOption = None,
 ) -> None:
-    from tasder.nn import apply_tasd, count_macs
+    from tasder.nn import TASDConfig, apply_tasd, count_macs
     from tasder.nn.transform import tasd_report
 
+    if design is not None:
+        from tasder.hw import list_designs
+
+        if design not in list_designs() and not Path(design).is_file():
+            raise ValueError(f"--design {design!r}: not a shipped design ({', '.join(list_designs())}) or a file")
+    cfg = TASDConfig.coerce(config)
     entry = load_zoo_model(model)
     calibration = list(entry.calibration)
     if not calibration:
-        raise ValueError(f"zoo model {model!r} has no calibration batch to count MACs with")
+        raise ValueError(f"model {model!r} has no calibration batch to count MACs with")
     # A converted copy (entry.model is unchanged); configs with bias_correction or a TASD-A permutation
-    # are calibrated on the zoo entry's calibration batches, as the search that found them was.
-    transformed = apply_tasd(entry.model, config, calibration=calibration)
+    # are calibrated on the entry's calibration batches, as the search that found them was.
+    with user_caches():
+        transformed = apply_tasd(entry.model, cfg, calibration=calibration)
     report = tasd_report(transformed)
     before = after = None
-    with progress_bar(f"evaluating {model}", 3 if entry.evaluate is not None else 1) as advance:
+    with progress_bar(f"evaluating {entry.name}", 3 if entry.evaluate is not None else 1) as advance:
         if entry.evaluate is not None:
             before = float(entry.evaluate(entry.model))
             advance()
@@ -239,20 +272,25 @@ def apply_cmd(
             advance()
         macs = count_macs(transformed, calibration[0])
         advance()
+    hardware = _modelled_edp(entry, cfg, design, mapper_budget, seed) if design is not None else None
     change = _relative_change(before, after)
-    dense, effective = macs.total_dense, macs.total_effective
+    dense, effective = macs.dense_per_inference, macs.effective_per_inference
     reduction = 1.0 - effective / dense if dense else None
+    per = max(macs.samples, 1)
 
     if as_json:
         doc = {
-            "model": model,
+            "model": entry.name,
             "config": str(config),
             "metric": entry.metric,
             "before": before,
             "after": after,
             "relative_change": change,
-            "macs": {"dense": dense, "effective": effective, "reduction": reduction,
-                     "layers": macs.to_rows()[:-1]},
+            "macs": {"unit": "MACs per inference", "counted_on_samples": macs.samples, "dense": dense,
+                     "effective": effective, "reduction": reduction,
+                     "layers": [{**row, "dense_macs": row["dense_macs"] / per,
+                                 "effective_macs": row["effective_macs"] / per} for row in macs.to_rows()[:-1]]},
+            "hardware": hardware,
             "layers": {name: spec.to_dict() for name, spec in report.layers.items()},
             "skipped": dict(report.skipped),
             "dense": list(report.dense),
@@ -261,33 +299,39 @@ def apply_cmd(
         return
 
     def render(console: Console) -> None:
-        console.print(f"{model}: {entry.description}", markup=False)
+        console.print(f"{entry.name}: {entry.description}", markup=False)
         console.print(f"config: {config}", markup=False)
         console.print(f"{len(report.layers)} layer(s) converted, {len(report.skipped)} skipped, "
                       f"{len(report.dense)} left dense by the config", markup=False)
         console.print()
         if before is None:
-            console.print(f"{entry.metric}: the zoo entry has no evaluation function", markup=False)
+            console.print(f"{entry.metric}: the model has no test evaluation function", markup=False)
         else:
             delta = "" if change is None else f" ({100.0 * change:+.2f}% relative)"
             console.print(f"{entry.metric}: {before:.4f} before → {after:.4f} after{delta}", markup=False)
         saved = "" if reduction is None else f": {100.0 * reduction:.1f}% fewer"
         speedup = f" ({dense / effective:.2f}×)" if effective else ""
-        console.print(f"MACs (first calibration batch): {dense:,} dense → {effective:,.0f} effective"
-                      f"{saved}{speedup}", markup=False)
+        console.print(f"MACs per inference: {format_count(dense)} dense → {format_count(effective)} effective"
+                      f"{saved}{speedup} (counted on a calibration batch of {macs.samples})", markup=False)
+        if hardware is not None:
+            console.print(f"modelled EDP on {hardware['design']}, one inference: original "
+                          f"{hardware['before_vs_tc']:.3f} → config {hardware['after_vs_tc']:.3f} × TC running the "
+                          f"original model "
+                          f"(TC: {hardware['tc_original']:.3g} J·s; mapper budget {mapper_budget})", markup=False)
         console.print()
         layers_table = table()
         layers_table.add_column("layer", overflow="fold", max_width=max(16, console.width - 60))
         layers_table.add_column("type", no_wrap=True)
         layers_table.add_column("TASD", no_wrap=True)
-        layers_table.add_column("dense MACs", justify="right", no_wrap=True)
-        layers_table.add_column("effective MACs", justify="right", no_wrap=True)
+        layers_table.add_column("dense MACs/inf.", justify="right", no_wrap=True)
+        layers_table.add_column("effective MACs/inf.", justify="right", no_wrap=True)
         layers_table.add_column("density", justify="right", no_wrap=True)
         for layer in macs.layers:
             tasd = "dense" if layer.mode == "dense" else f"{layer.series} ({layer.mode})"
             density = "-" if not layer.dense_macs else f"{layer.density:.3f}"
             layers_table.add_row(wrap_dotted(layer.name, max(16, console.width - 60)), layer.kind, tasd,
-                                 format_count(layer.dense_macs), format_count(layer.effective_macs), density)
+                                 format_count(layer.dense_macs / per), format_count(layer.effective_macs / per),
+                                 density)
         layers_table.add_section()
         layers_table.add_row("total", "", "", format_count(dense), format_count(effective),
                              "-" if not dense else f"{effective / dense:.3f}", style="bold")

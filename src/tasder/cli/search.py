@@ -28,6 +28,7 @@ import typer
 from rich.console import Console
 
 from tasder.cli.common import (
+    DEFAULT_MAPPER_BUDGET,
     JsonOption,
     ModelArgument,
     emit,
@@ -36,6 +37,8 @@ from tasder.cli.common import (
     load_zoo_model,
     status,
     table,
+    user_caches,
+    warn,
     with_examples,
 )
 from tasder.targets import DEFAULT_TARGET
@@ -69,10 +72,12 @@ def _cost_function(cost: str, design: str | None, target: str, entry: Any, mode:
 
 
 SEARCH_HELP = with_examples(
-    """Search a per-layer TASD configuration of a zoo MODEL that keeps the validation metric under the
-    constraint and minimises effective MACs or a modelled hardware cost; print a summary, re-score the
-    chosen config on the test split, optionally write the config (YAML) and a markdown report.""",
+    """Search a per-layer TASD configuration of MODEL (a zoo name or your own FILE.py:FACTORY) that keeps the
+    validation metric under the constraint and minimises effective MACs or a modelled hardware cost; print a
+    summary, re-score the chosen config on the test split (a note when it breaks the constraint there),
+    optionally write the config (YAML) and a markdown report.""",
     "tasder search digits-cnn-sparse-95 --mode W -o config.yaml",
+    "tasder search examples/my_model.py:make --mode W --cost edp --design ttc-vegeta-m8",
     "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
     "tasder search digits-cnn-sparse-95 --mode W --permute --bias-correction -o config.yaml",
     "tasder search minilm --mode A --method paper-threshold --json",
@@ -107,7 +112,8 @@ def search_cmd(
                                                "the target's name when it is a shipped design).",
                                                show_default=False)] = None,
     mapper_budget: Annotated[int, typer.Option("--mapper-budget", min=1,
-                                               help="Mappings tried per distinct layer for a modelled cost.")] = 2000,
+                                               help="Mappings tried per distinct layer for a modelled cost "
+                                               "(the demo's and tasder apply's).")] = DEFAULT_MAPPER_BUDGET,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch and the mapper (results are repeatable).")] = 0,
     permute: Annotated[bool, typer.Option("--permute", help="Decompose in a permuted order of each layer's "
                                           "reduction dim that drops less (ours; TASD-W from the weight, TASD-A "
@@ -142,15 +148,17 @@ def search_cmd(
         if path is not None:
             check_writable(path)
     entry = load_zoo_model(model)
+    name = entry.name  # a zoo name, or what your factory calls its model
     evaluate = entry.metadata.get("evaluate_val")
     if evaluate is None:
-        raise ValueError(f"zoo model {model!r} has no validation split evaluator (metadata['evaluate_val'])")
+        raise ValueError(f"model {model!r} has no validation split evaluator (metadata['evaluate_val']; "
+                         f"tasder.zoo.make_entry sets it)")
     mode_u = "auto" if mode.strip().lower() == "auto" else mode.strip().upper()
-    chosen_layers = layers if layers else default_layers(model, mode_u)
+    chosen_layers = layers if layers else default_layers(name, mode_u)
     # (auto: every candidate spec carries its own mode, which HardwareCost follows)
     cost_fn, tc_cost = _cost_function(cost, design, target, entry, "W" if mode_u == "auto" else mode_u,
                                       mapper_budget, seed)
-    with warnings.catch_warnings():
+    with user_caches(), warnings.catch_warnings():
         # what the search warns about (too little slack, the prefix cache turned off) is in
         # result.notes, printed with the summary
         warnings.simplefilter("ignore", UserWarning)
@@ -158,7 +166,8 @@ def search_cmd(
         result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                         method,  # type: ignore[arg-type]
                         holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
-                        statistic=statistic, model_id=model, progress=interactive(), cost=cost_fn,  # type: ignore[arg-type]
+                        statistic=statistic, model_id=name, progress=interactive(),
+                        cost=cost_fn,  # type: ignore[arg-type]
                         permute=permute, bias_correction=bias_correction, score=score,  # type: ignore[arg-type]
                         reconstruct=reconstruct, confidence=confidence, stages=entry.metadata.get("stages"))
     if tc_cost is not None and cost_fn is not None:
@@ -172,7 +181,7 @@ def search_cmd(
 
     def render(console: Console) -> None:
         r = result
-        console.print(f"{model} on {r.target}: TASD-{r.mode}, {r.method}, constraint {r.constraint}", markup=False)
+        console.print(f"{name} on {r.target}: TASD-{r.mode}, {r.method}, constraint {r.constraint}", markup=False)
         hold = r.holdout_ratio
         bound = ""
         if r.confidence is not None and r.bound_final is not None:
@@ -183,23 +192,26 @@ def search_cmd(
                       f"({100 * r.metric_ratio:.2f} %{bound})", markup=False)
         if r.holdout_original is not None and r.holdout_final is not None:
             console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
-                          + ("" if hold is None else f" ({100 * hold:.2f} %)"), markup=False)
+                          + ("" if hold is None else f" ({100 * hold:.2f} %)")
+                          + (" — breaks the constraint on this split" if r.holdout_meets_constraint is False else ""),
+                          markup=False)
         hw = r.hardware
+        tail = f"; {r.evaluations} evaluations, {r.seconds:.1f} s" + (" — interrupted, best so far" if r.interrupted
+                                                                       else "")
         if hw is None:
-            console.print(f"effective MACs: {format_count(r.cost_before)} → {format_count(r.cost_after)} "
-                          f"({100 * r.cost_cut:.1f} % cut); {r.evaluations} evaluations, {r.seconds:.1f} s"
-                          + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
+            console.print(f"effective MACs per inference: {format_count(r.cost_per_inference(r.cost_before))} → "
+                          f"{format_count(r.cost_per_inference(r.cost_after))} ({100 * r.cost_cut:.1f} % cut; "
+                          f"counted on a calibration batch of {r.samples}){tail}", markup=False)
         else:
-            console.print(f"modelled {hw.metric} on {hw.design}: {r.cost_before:.4g} → {r.cost_after:.4g} "
-                          f"{hw.unit} ({100 * r.cost_cut:.1f} % cut; {hw.after_vs_tc:.3f} × TC running the "
-                          f"original model); {r.evaluations} evaluations, {r.seconds:.1f} s"
-                          + (" — interrupted, best so far" if r.interrupted else ""), markup=False)
+            console.print(f"modelled {hw.metric} on {hw.design}, one inference: original {hw.before_vs_tc:.3f} → "
+                          f"config {hw.after_vs_tc:.3f} × TC running the original model ({100 * r.cost_cut:.1f} % "
+                          f"cut; {r.cost_before:.3g} → {r.cost_after:.3g} {hw.unit}){tail}", markup=False)
         t = table()
-        for col in ("layer", "series", "mode", "dense MACs", "executed", "output rel. err."):
+        for col in ("layer", "K", "series", "mode", "dense MACs/inf.", "executed", "output rel. err."):
             t.add_column(col, justify="left" if col in ("layer", "series", "mode") else "right")
         for row in r.layers:
-            t.add_row(row.name, row.series, row.mode, format_count(row.dense_macs), f"{row.fraction:.3f}",
-                          "-" if row.damage is None else f"{row.damage:.3f}")
+            t.add_row(row.name, row.k_text, row.series, row.mode, format_count(r.cost_per_inference(row.dense_macs)),
+                      f"{row.fraction:.3f}", "-" if row.damage is None else f"{row.damage:.3f}")
         console.print(t)
         for f in r.failures:
             console.print(f"failed evaluation: {f}", markup=False)
@@ -210,6 +222,9 @@ def search_cmd(
         emit(None, result.as_dict(), None)
     else:
         emit(render, None, None)
+    warning = result.holdout_warning(test_name)
+    if warning is not None:
+        warn(warning)
     for path, what in ((out, "config"), (report, "report")):
         if path is not None:
             status(f"wrote {what}: {path}")

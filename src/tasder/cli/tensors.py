@@ -241,13 +241,21 @@ def patterns_cmd(as_json: JsonOption = False, output: OutputOption = None) -> No
 
 
 SWEEP_HELP = with_examples(
-    f"""TASD of a built-in tensor workload with several series: a table per tensor and a pooled total.
+    f"""TASD of a built-in tensor workload with several series: the pooled total per series and the
+    dropped nonzeros per kind of matrix (layers pooled); --verbose adds a table per matrix, --json every number.
 
     The default workload is the real all-MiniLM-L6-v2 encoder (36 Linear weight matrices), decomposed
     with every series of the {DEFAULT_TARGET} target.""",
     "tasder sweep",
-    "tasder sweep minilm-weights -s 2:8 -s 4:8+2:8 --json",
+    "tasder sweep minilm-weights -s 2:8 -s 4:8+2:8 --verbose",
+    "tasder sweep --json -o sweep.json",
 )
+
+
+def matrix_kind(name: str) -> str:
+    """``encoder.layer.3.attention.self.query`` → ``encoder.layer.*.attention.self.query``: a name with
+    its all-digit parts (layer indices) as ``*``, so the same matrix of every layer pools into one row."""
+    return ".".join("*" if part.isdigit() else part for part in name.split("."))
 
 
 def sweep_cmd(
@@ -259,6 +267,8 @@ def sweep_cmd(
                      help=f"A TASD series to try (repeat the option); default: every series of the "
                      f"{DEFAULT_TARGET} target (its YAML lists the patterns)."),
     ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also a table per matrix (every series).")]
+    = False,
     as_json: JsonOption = False,
     output: OutputOption = None,
 ) -> None:
@@ -312,10 +322,30 @@ def sweep_cmd(
         emit(None, doc, output)
         return
 
+    kinds: dict[str, dict[str, DecompositionSums]] = {}
+    for name, rows in per_matrix.items():
+        pooled = kinds.setdefault(matrix_kind(name), {})
+        for key, sums in rows:
+            pooled[key] = pooled[key] + sums if key in pooled else sums
+
     def render(console: Console) -> None:
         console.print(header, markup=False)
         console.print()
-        for name, rows in per_matrix.items():
+        if not verbose:
+            by_kind = table(f"Dropped nonzeros / dropped |x|, % per matrix kind ({len(kinds)} kinds; layers pooled "
+                            f"as *)", caption="--verbose: a table per matrix; --json: every number")
+            name_width = max(16, console.width - 11 * len(parsed) - 1)
+            by_kind.add_column("matrix", overflow="fold", max_width=name_width)
+            for key in parsed:
+                by_kind.add_column(key, justify="right", no_wrap=True)
+            for kind, pooled in kinds.items():
+                count = sum(1 for name in per_matrix if matrix_kind(name) == kind)
+                by_kind.add_row(wrap_dotted(f"{kind} (×{count})" if count > 1 else kind, name_width),
+                                *(f"{pooled[key].dropped_nonzeros_pct:.1f}/{pooled[key].dropped_magnitude_pct:.1f}"
+                                  for key in parsed))
+            console.print(by_kind)
+            console.print()
+        for name, rows in per_matrix.items() if verbose else ():
             w = weights[name]
             per = _series_table(f"{name} ({_shape(w)}, {human_bytes(w.numel() * w.element_size())} dense)")
             for key, sums in rows:

@@ -2,7 +2,8 @@
 
 Specs are data (YAML → frozen dataclasses); the model is stages over plain data:
 
-* :mod:`~tasder.hw.workload` — GEMM layers (:class:`Problem`) and networks, workload YAML files;
+* :mod:`~tasder.hw.workload` — layers (:class:`Problem`: GEMMs, native convolutions, any loop nest with
+  per-tensor projections) and networks, workload YAML files;
 * :mod:`~tasder.hw.architecture` — storage hierarchy + MAC array, energies from :mod:`~tasder.hw.energy`;
 * :mod:`~tasder.hw.mapping` — loop factors/orders per level, validated;
 * :mod:`~tasder.hw.dataflow` — dense loop analysis → ``ActionCounts``;

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from tasder.hw.energy import DATATYPES, EnergyTable, default_energy_table
 from tasder.hw.sparse import SparseSpec, parse_sparse_spec
-from tasder.hw.spec import SpecError, SpecMap, check_keys, check_version, get_float, get_int, get_str, load_yaml
+from tasder.hw.spec import (
+    SpecError,
+    SpecMap,
+    check_keys,
+    check_version,
+    get_bool,
+    get_float,
+    get_int,
+    get_str,
+    load_yaml,
+)
 from tasder.hw.workload import TENSORS
 
 __all__ = ["Architecture", "ComputeLevel", "StorageLevel", "architecture_from_doc", "design_path", "list_designs",
@@ -33,7 +43,7 @@ _STORAGE_KEYS = ("name", "class", "instances", "attributes", "constraints")
 _STORAGE_ATTRS = ("capacity", "read_bandwidth", "write_bandwidth", "block_size", "word_bits",
                   "read_energy", "write_energy", "update_energy", "leakage_power")
 _COMPUTE_KEYS = ("name", "class", "instances", "attributes")
-_COMPUTE_ATTRS = ("datatype", "accumulator", "energy_per_mac")
+_COMPUTE_ATTRS = ("datatype", "accumulator", "energy_per_mac", "operand_latch")
 
 
 @dataclass(frozen=True)
@@ -61,13 +71,22 @@ class StorageLevel:
 
 @dataclass(frozen=True)
 class ComputeLevel:
-    """The MAC array: ``instances`` MACs, each one MAC per cycle."""
+    """The MAC array: ``instances`` MACs, each one MAC per cycle.
+
+    ``latch`` lists the tensors each MAC holds one word of between MACs (``operand_latch`` in the
+    spec): an operand latch keeps A or B while the loops inside its innermost relevant loop run,
+    an accumulator keeps the partial sum of Z while a reduction loop runs innermost. Without it
+    (the default, as Timeloop v3.0.3's arithmetic level, which stores nothing) every MAC reads
+    its operands from, and updates Z in, the innermost storage level that keeps them
+    (docs/design.md §4.4).
+    """
 
     name: str
     instances: int
     energy_per_mac: float
     datatype: str = "fp16"
     accumulator: str = "fp32"
+    latch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,10 @@ class Architecture:
     #: order, and level → dims that may be spatial. User constraints override per level.
     mapper_orders: tuple[tuple[str, str], ...] = ()
     mapper_spatial: tuple[tuple[str, str], ...] = ()
+    #: How a Z tile drained up to its parent is charged at the level it leaves: False (the
+    #: default, Timeloop v3.0.3) counts it (``drain``) but charges only the parent's update; True
+    #: charges it as a read of the level it leaves (its read energy and read-port time).
+    drain_reads: bool = False
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -102,6 +125,10 @@ class Architecture:
                                  f"multiple of {names[i]}'s {counts[i]}; the fan-out must be a whole number")
         if len(set(names)) != len(names):
             raise ValueError(f"architecture {self.name!r}: level names must be unique; got {names}")
+        bad = [t for t in self.compute.latch if t not in TENSORS]
+        if bad:
+            raise ValueError(f"architecture {self.name!r}: the operand latch holds tensors of {', '.join(TENSORS)}; "
+                             f"got {bad[0]!r}")
 
     @property
     def fanouts(self) -> tuple[int, ...]:
@@ -194,7 +221,7 @@ def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None,
     arch = doc["architecture"]
     if not isinstance(arch, dict):
         raise SpecError(f"{doc.where('architecture')}: architecture must be a mapping")
-    check_keys(arch, ("name", "technology_nm", "clock_hz", "word_bits", "storage", "compute"),
+    check_keys(arch, ("name", "technology_nm", "clock_hz", "word_bits", "drain_reads", "storage", "compute"),
                required=("storage", "compute"))
     table = energy_table or default_energy_table()
     node_nm = get_float(arch, "technology_nm", table.technology_nm)
@@ -214,11 +241,15 @@ def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None,
     check_keys(cattrs, _COMPUTE_ATTRS)
     dtype = get_str(cattrs, "datatype", "fp16", choices=DATATYPES)
     acc = get_str(cattrs, "accumulator", "fp32", choices=DATATYPES)
+    latch = cattrs.get("operand_latch") or []
+    if not isinstance(latch, list) or any(t not in TENSORS for t in latch) or len(set(latch)) != len(latch):
+        raise SpecError(f"{cattrs.where('operand_latch')}: compute.attributes.operand_latch must list tensors from "
+                        f"{', '.join(TENSORS)} (each once); got {latch!r}")
     compute = ComputeLevel(name=get_str(comp, "name"), instances=get_int(comp, "instances", maximum=MAX_INSTANCES,
                                                                                 why=_WHY_INSTANCES),
                            energy_per_mac=get_float(cattrs, "energy_per_mac", table.mac(dtype, acc, node_nm),
                                                     allow_zero=True),
-                           datatype=dtype, accumulator=acc)
+                           datatype=dtype, accumulator=acc, latch=tuple(t for t in TENSORS if t in latch))
     sparse = None
     if doc.get("sparse_optimizations") is not None:
         node = doc["sparse_optimizations"]
@@ -249,7 +280,8 @@ def architecture_from_doc(doc: SpecMap, energy_table: EnergyTable | None = None,
     name = get_str(arch, "name", name)
     try:
         return Architecture(name=name, levels=levels, compute=compute, clock_hz=clock_hz, technology_nm=node_nm,
-                            sparse=sparse, mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()))
+                            sparse=sparse, mapper_orders=tuple(orders.items()), mapper_spatial=tuple(spatial.items()),
+                            drain_reads=get_bool(arch, "drain_reads", False))
     except ValueError as exc:
         raise SpecError(f"{arch.where()}: {exc}") from None
 

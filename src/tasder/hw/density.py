@@ -1,4 +1,4 @@
-"""Density models of the operands (Sparseloop's statistical density models, thesis ch. 4.5).
+"""Density models of the operands (Sparseloop's statistical density models, thesis 4.6.2).
 
 Why statistics rather than data: the sparse step must price *thousands* of mappings per NumPy
 call, and every mapping tiles the operands differently. A density model answers, for a batch of

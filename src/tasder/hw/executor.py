@@ -44,7 +44,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: Version of the cache entry layout (the folder name under the cache root).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Executor names accepted by :func:`make_executor` (``auto``: serial for small jobs, else process).
 EXECUTORS: tuple[str, ...] = ("auto", "serial", "process", "ray")
 #: ``auto`` runs in-process below this many candidate mappings to search (≈ a few seconds on one
@@ -183,8 +183,8 @@ def task_key(task: LayerTask) -> str:
         "format": CACHE_FORMAT,
         "model": model_version(),
         "arch": _canon(arch),
-        "problem": {"M": p.M, "K": p.K, "N": p.N, "word_bits": p.word_bits, "a": _density_key(p.a_density),
-                    "b": _density_key(p.b_density)},
+        "problem": {"shape": _canon(p.shape), "bounds": list(p.sizes), "word_bits": p.word_bits,
+                    "a": _density_key(p.a_density), "b": _density_key(p.b_density)},
         "mapper": _canon(task.settings),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -204,11 +204,13 @@ def _map_layer(arch: Architecture, problem: Problem, settings: MapperSettings) -
 
 
 def _mapping_data(m: Mapping) -> list[list[Any]]:
+    """A mapping as JSON-able lists: per level [temporal factors, order, spatial factors] in the
+    mapping's dims order (the dims are the problem's: the order names them)."""
     return [[list(lv.temporal), lv.order, list(lv.spatial)] for lv in m.levels]
 
 
-def _mapping_from(data: list[list[Any]]) -> Mapping:
-    return Mapping(tuple(LevelMapping(tuple(t), o, tuple(s)) for t, o, s in data))
+def _mapping_from(data: list[list[Any]], dims: tuple[str, ...]) -> Mapping:
+    return Mapping(tuple(LevelMapping(tuple(t), o, tuple(s)) for t, o, s in data), dims)
 
 
 def _record(arch: Architecture, r: MapperResult) -> dict[str, Any]:
@@ -229,8 +231,7 @@ def _run_one(task: LayerTask) -> dict[str, Any]:
     p = task.problem
     # A neutral name: the result (and a no-valid-mapping message) must not depend on which of the
     # same-shaped layers happened to be computed first, since they share one cache entry.
-    probe = Problem(f"gemm {p.M}x{p.K}x{p.N}", M=p.M, K=p.K, N=p.N, word_bits=p.word_bits,
-                    a_density=p.a_density, b_density=p.b_density)
+    probe = replace(p, name=f"gemm {p.M}x{p.K}x{p.N}" if p.is_gemm else p.label, repeat=1)
     try:
         return _record(task.arch, _map_layer(task.arch, probe, task.settings))
     except NoValidMappingError as exc:
@@ -687,9 +688,9 @@ def result_from_record(arch: Architecture, problem: Problem, record: dict[str, A
     ``problem`` (one mapping: milliseconds; bit-identical to the mapper's own final evaluation)."""
     if not record.get("ok"):
         raise NoValidMappingError(f"{problem.name}: {record.get('error')}")
-    best = _mapping_from(record["mapping"])
+    best = _mapping_from(record["mapping"], problem.dims)
     counts, costs = evaluate_batch(arch, problem, best.to_batch())
-    top = tuple((_mapping_from(m), float(s)) for m, s in record["top"])
+    top = tuple((_mapping_from(m, problem.dims), float(s)) for m, s in record["top"])
     return MapperResult(best=Evaluation(arch, problem, best, counts, costs), top=top, objective=record["objective"],
                         candidates=record["candidates"], valid=record["valid"], exhaustive=record["exhaustive"])
 

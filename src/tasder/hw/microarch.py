@@ -5,8 +5,13 @@
   ``read words / (read_bandwidth · active instances)`` and likewise for writes (fills + updates;
   separate read and write ports). The total is the bottleneck: the maximum of all of these, i.e.
   perfect overlap by double-buffering (Timeloop's assumption too).
-* **Energy** (pJ): level × tensor × action (read, write = fill, update) accesses × per-access
-  energy, plus MACs × energy per MAC, plus leakage (pJ/cycle/instance × instances × cycles).
+* **Energy** (pJ): level × tensor × action (read, write = fill, update, drain) accesses ×
+  per-access energy, plus MACs × energy per MAC, plus leakage (pJ/cycle/instance × instances ×
+  cycles).
+* **Drains** (Z tiles sent up to the parent) are their own action. By default they cost nothing
+  at the level they leave and use none of its ports — Timeloop v3.0.3 counts only the parent's
+  update (docs/design.md §4.12). A design with ``drain_reads: true`` charges them as reads of
+  that level (its read energy and read-port time), as the physical buffer is read out.
 * **EDP**: energy (J) × delay (s), delay = cycles / clock.
 * **Sparse actions** (after :func:`tasder.hw.sparse.sparse_step`): metadata words cost like data;
   gated words and MACs keep their port/MAC cycles at ``gated_energy_ratio`` of the energy; skipped
@@ -25,7 +30,7 @@ from tasder.hw.dataflow import ActionCounts
 __all__ = ["ACTIONS", "Costs", "cost"]
 
 #: Per-level actions, in the order of :attr:`Costs.energy`'s last axis.
-ACTIONS: tuple[str, ...] = ("read", "write", "update")
+ACTIONS: tuple[str, ...] = ("read", "write", "update", "drain")
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class Costs:
         cycles: (B,) total cycles (the bottleneck).
         compute_cycles: (B,) cycles the MACs alone need.
         level_cycles: (B, L) cycles each storage level's bandwidth alone needs.
-        energy: (B, L, 3 tensors, 3 actions) storage energy in pJ.
+        energy: (B, L, 3 tensors, 4 actions: :data:`ACTIONS`) storage energy in pJ.
         compute_energy: (B,) MAC energy in pJ.
         leakage_energy: (B, L) leakage in pJ.
         total_energy: (B,) pJ.
@@ -67,11 +72,14 @@ def cost(arch: Architecture, counts: ActionCounts) -> Costs:
         words = words + counts.metadata + counts.gated * gated_ratio
         busy = busy + counts.metadata + counts.gated
     accesses = words / block[..., None]
-    energy = accesses * e_action[None, :, None, :]
+    drains = counts.drains if counts.drains is not None else np.zeros(counts.reads.shape)
+    e_drain = np.array([x.read_energy if arch.drain_reads else 0.0 for x in lv])[None, :, None]
+    energy = np.concatenate([accesses * e_action[None, :, None, :], (drains / block * e_drain)[..., None]], axis=-1)
     active = counts.active[:, : len(lv)]
     rbw = np.array([x.read_bandwidth for x in lv])[None, :]
     wbw = np.array([x.write_bandwidth for x in lv])[None, :]
-    read_cycles = busy[..., 0].sum(axis=2) / (rbw * active)
+    read_words = busy[..., 0] + drains if arch.drain_reads else busy[..., 0]
+    read_cycles = read_words.sum(axis=2) / (rbw * active)
     write_cycles = (busy[..., 1] + busy[..., 2]).sum(axis=2) / (wbw * active)
     level_cycles = np.maximum(read_cycles, write_cycles)
     cycles = np.maximum(counts.steps, level_cycles.max(axis=1))

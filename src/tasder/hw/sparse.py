@@ -73,7 +73,6 @@ __all__ = ["SAF", "SparseSpec", "compressed_need", "engine_pattern", "executed_m
            "parse_sparse_spec", "sparse_step"]
 
 _TENSORS = ("A", "B", "Z")
-_ROWS_DIM = {"A": 0, "B": 2}  # the non-K dim of each operand (MKN order); K is dim 1
 
 
 @dataclass(frozen=True)
@@ -261,9 +260,11 @@ def _granularity(value: int | str, model: DensityModel) -> int:
     return model.ranks[0][1] if isinstance(model, StructuredModel) else 1
 
 
-def _tile(ext: np.ndarray, t: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, k) of operand ``t``'s tile for extents (..., 3)."""
-    return ext[..., _ROWS_DIM[t]], ext[..., 1]
+def _tile(problem: Problem, ext: np.ndarray, t: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, k) of operand ``t``'s tile for extents (..., D): ``k`` along its density dims (K; a
+    convolution's input channels), ``rows`` the rest of its footprint."""
+    assert problem.shape is not None
+    return problem.shape.rows_k(ext, _TENSORS.index(t))
 
 
 def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: float = 0.99) -> np.ndarray | None:
@@ -274,14 +275,16 @@ def compressed_need(arch: Architecture, problem: Problem, ext: np.ndarray, q: fl
     models, active = executed_models(arch, problem)
     one_term = _one_term_levels(arch, spec, models, active)
     need = np.zeros(ext.shape[:2])
+    shape = problem.shape
+    assert shape is not None
     for i, lv in enumerate(arch.levels):
         for t in lv.keep:
             e = ext[:, i]
             fmt = spec.formats.get((lv.name, t))
             if t == "Z" or fmt is None or not active[t]:
-                need[:, i] += np.prod(e[:, [d for d, name in enumerate("MKN") if name in _DIMS[t]]], axis=1)
+                need[:, i] += shape.footprint(e, _TENSORS.index(t))
                 continue
-            rows, k = _tile(e, t)
+            rows, k = _tile(problem, e, t)
             # Below the term loop a TTC holds one term of a series at a time (the largest one).
             terms = models[t].terms if (t, i) in one_term else (models[t],)
             need[:, i] += np.max([np.add(*fmt.tile_words(m, rows, k, lv.word_bits, q)) for m in terms], axis=0)
@@ -309,11 +312,8 @@ def _one_term_levels(arch: Architecture, spec: SparseSpec, models: dict[str, Den
     return {(s, i) for i in range(r + 1, len(arch.levels))}
 
 
-_DIMS = {"A": "MK", "B": "KN", "Z": "MN"}
-
-
-def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models: dict[str, DensityModel],
-              active: dict[str, bool]) -> dict[str, np.ndarray]:
+def _one_pass(arch: Architecture, problem: Problem, spec: SparseSpec, counts: ActionCounts,
+              models: dict[str, DensityModel], active: dict[str, bool]) -> dict[str, np.ndarray]:
     """Actual/gated/skipped/metadata words of one pass (one set of operand models)."""
     nb, nl = counts.reads.shape[:2]
     ext = counts.extents
@@ -336,7 +336,7 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
                 i = names.index(saf.level)
                 if saf.granularity is None:
                     # The leader region one read of t meets below (its reuse in the child, thesis 4.6.4).
-                    rows, k = _tile(counts.co_extents[:, i, ti] if counts.co_extents is not None
+                    rows, k = _tile(problem, counts.co_extents[:, i, ti] if counts.co_extents is not None
                                     else ext[:, i + 1], s)
                 else:
                     rows, k = np.ones(nb), np.full(nb, float(_granularity(saf.granularity, models[s])))
@@ -353,7 +353,7 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
         for ti, t in enumerate(_TENSORS):
             fmt = spec.formats.get((lv.name, t)) if t != "Z" and active.get(t, False) else None
             if fmt is not None and t in lv.keep:
-                rows, k = _tile(ext[:, i], t)
+                rows, k = _tile(problem, ext[:, i], t)
                 data, md = fmt.tile_words(models[t], rows, k, lv.word_bits)
                 dense = np.maximum(rows * k, 1.0)
                 ratio[:, i, ti], meta_ratio[:, i, ti] = data / dense, md / dense
@@ -363,15 +363,13 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
     s_fill[:, 1:], g_fill[:, 1:] = skip_lv[:, :-1], gate_lv[:, :-1]
     s_act = np.stack([skip_lv, s_fill, skip_lv], axis=-1)  # (B, L, 3, 3)
     g_act = np.stack([gate_lv, g_fill, gate_lv], axis=-1)
-    # Z tiles drained up to the parent are write-backs, not reads a leader can eliminate.
-    kept = np.zeros_like(words)
-    if counts.drains is not None:
-        kept[..., 0] = counts.drains
-    w = (words - kept) * ratio[..., None]
-    actual = w * np.clip(1.0 - s_act - g_act, 0.0, None) + kept * ratio[..., None]
+    # Z tiles drained up to the parent are write-backs, not reads a leader can eliminate: they are
+    # counted apart (counts.drains) and pass through unchanged.
+    w = words * ratio[..., None]
+    actual = w * np.clip(1.0 - s_act - g_act, 0.0, None)
     gated = w * g_act
     skipped = w * s_act
-    meta = ((words - kept) * (1.0 - s_act) + kept) * meta_ratio[..., None]
+    meta = words * (1.0 - s_act) * meta_ratio[..., None]
     # Compute: a MAC is ineffectual when any listed (active) leader operand is zero.
     lead: dict[str, set[str]] = {"skipping": set(), "gating": set()}
     for saf in spec.safs:
@@ -383,13 +381,14 @@ def _one_pass(arch: Architecture, spec: SparseSpec, counts: ActionCounts, models
 
     mac_skip = np.full(nb, ineffectual(lead["skipping"]))
     mac_gate = np.full(nb, ineffectual(lead["skipping"] | lead["gating"])) - mac_skip
-    steps = counts.steps * (1.0 - mac_skip) * _imbalance(spec, counts, models, lead["skipping"])
-    return {"actual": actual, "gated": gated, "skipped": skipped, "metadata": meta,
+    steps = counts.steps * (1.0 - mac_skip) * _imbalance(problem, spec, counts, models, lead["skipping"])
+    drains = counts.drains if counts.drains is not None else np.zeros(counts.reads.shape)
+    return {"actual": actual, "gated": gated, "skipped": skipped, "metadata": meta, "drains": drains.copy(),
             "macs": counts.macs * (1.0 - mac_skip - mac_gate), "mac_gated": counts.macs * mac_gate,
             "mac_skipped": counts.macs * mac_skip, "steps": steps}
 
 
-def _imbalance(spec: SparseSpec, counts: ActionCounts, models: dict[str, DensityModel],
+def _imbalance(problem: Problem, spec: SparseSpec, counts: ActionCounts, models: dict[str, DensityModel],
                leaders: set[str]) -> np.ndarray:
     """(B,) factor ≥ 1 on the compute steps of skipping unstructured leaders (position-space tiling).
 
@@ -398,26 +397,32 @@ def _imbalance(spec: SparseSpec, counts: ActionCounts, models: dict[str, Density
     operands, thesis 4.9.1 / 6.4.2: "not all compute units are active") deals the nonzeros of the
     innermost storage tile out among the MACs in position space, as the Sparseloop artifact models
     DSTC (position-skipping over the exact spatial fan-out): along each spatial dim ``d`` only that
-    leader indexes, a fiber of the innermost tile (extent ``L``) with ``X`` nonzeros over ``s``
-    lanes takes ``ceil(X / s)`` steps instead of the ideal ``X / s``. Along K, when it is spatial,
-    the lanes hold the effectual pairs of all such leaders (independent, so binomial at the product
-    of their densities). The factor is E[steps] / (ideal steps) per dim, multiplied over dims.
+    leader indexes (M for A; N, and a convolution's P, Q for B), a fiber of the innermost tile
+    (extent ``L``) with ``X`` nonzeros over ``s`` lanes takes ``ceil(X / s)`` steps instead of the
+    ideal ``X / s``. Along the reduction dims (K; C, R, S), when spatial, the lanes hold the
+    effectual pairs of all such leaders (independent, so binomial at the product of their
+    densities). The factor is E[steps] / (ideal steps) per dim, multiplied over dims.
     """
     nb = len(counts.steps)
     out = np.ones(nb)
     imb = sorted(s for s in leaders if s not in spec.structured_support and models[s].density < 1.0)
     if not imb or counts.spatial is None or counts.extents is None:
         return out
-    lanes = counts.spatial[:, -1].astype(np.float64)  # (B, 3) fan-out from the innermost level to the MACs
-    ext = counts.extents[:, -2]  # (B, 3) the innermost level's tile extents
+    shape = problem.shape
+    assert shape is not None
+    lanes = counts.spatial[:, -1].astype(np.float64)  # (B, D) fan-out from the innermost level to the MACs
+    ext = counts.extents[:, -2]  # (B, D) the innermost level's tile extents
+    rel = shape.rel
     for s in imb:
-        d = _ROWS_DIM[s]
-        n, length = lanes[:, d], ext[:, d]
-        on = n > 1
-        if on.any():
-            steps = models[s].expected_steps(length[on], np.ones(int(on.sum())), n[on])
-            out[on] *= steps * n[on] / (length[on] * models[s].density)
-    n, length = lanes[:, 1], ext[:, 1]
+        si, other = _TENSORS.index(s), 1 - _TENSORS.index(s)
+        for d in np.flatnonzero(rel[si] & ~rel[other]):
+            n, length = lanes[:, d], ext[:, d]
+            on = n > 1
+            if on.any():
+                steps = models[s].expected_steps(length[on], np.ones(int(on.sum())), n[on])
+                out[on] *= steps * n[on] / (length[on] * models[s].density)
+    red = np.flatnonzero(rel[0] & rel[1])  # the reduction dims both operands index
+    n, length = np.prod(lanes[:, red], axis=1), np.prod(ext[:, red], axis=1)
     on = n > 1
     if on.any():
         joint = imb[0] if len(imb) == 1 else None
@@ -442,9 +447,9 @@ def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> A
     if series:
         s = series[0]
         for term in models[s].terms:
-            passes.append(_one_pass(arch, spec, counts, {**models, s: term}, active))
+            passes.append(_one_pass(arch, problem, spec, counts, {**models, s: term}, active))
     else:
-        passes.append(_one_pass(arch, spec, counts, models, active))
+        passes.append(_one_pass(arch, problem, spec, counts, models, active))
     out = {k: sum(p[k] for p in passes) for k in passes[0]}
     if len(passes) > 1:
         names = [lv.name for lv in arch.levels]
@@ -455,11 +460,15 @@ def sparse_step(arch: Architecture, problem: Problem, counts: ActionCounts) -> A
             for key in ("actual", "gated", "skipped", "metadata"):
                 out[key][:, :r, ti] = passes[0][key][:, :r, ti]
                 out[key][:, r, ti, 1] = passes[0][key][:, r, ti, 1]  # fills into the reuse level: once
+            # Drains above the reuse level happen once; at and below it once per term (the known
+            # double count of term reuse, docs/design.md §4.6; its fix belongs to the term loop).
+            out["drains"][:, :r, ti] = passes[0]["drains"][:, :r, ti]
     extra = out["macs"] * spec.accumulation_energy
     if spec.tasd_unit_energy and active["B"] and models["B"].structured:
         # TASD-A: every B element entering the chip is decomposed once (by the units next to L2).
         extra = extra + counts.fills[:, min(1, len(arch.levels) - 1), 1] * spec.tasd_unit_energy
+    dense = np.stack([counts.reads, counts.fills, counts.updates], axis=-1)
     return replace(counts, reads=out["actual"][..., 0], fills=out["actual"][..., 1], updates=out["actual"][..., 2],
-                   gated=out["gated"], skipped=out["skipped"], metadata=out["metadata"], macs=out["macs"],
-                   mac_gated=out["mac_gated"], mac_skipped=out["mac_skipped"], steps=out["steps"],
-                   extra_energy=extra, dense_macs=counts.macs)
+                   gated=out["gated"], skipped=out["skipped"], metadata=out["metadata"], drains=out["drains"],
+                   algorithmic=dense, macs=out["macs"], mac_gated=out["mac_gated"], mac_skipped=out["mac_skipped"],
+                   steps=out["steps"], extra_energy=extra, dense_macs=counts.macs)

@@ -1,7 +1,7 @@
 """YAML loading that keeps line numbers, and the checks every spec node shares.
 
 Why our own loader: a spec error is only useful if it says *where* (file, line, key path) and
-what is allowed there (STYLE §4 "unknown keys give errors that teach"). ``yaml.safe_load`` throws
+what is allowed there ("unknown keys give errors that teach", as timeloopfe does). ``yaml.safe_load`` throws
 the positions away, so we compose the node tree and build plain values ourselves, remembering
 each mapping's and each key's line.
 """

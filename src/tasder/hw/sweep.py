@@ -27,7 +27,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -384,8 +384,7 @@ def _workload(node: Any, i: int, where: str, spec_dir: Path, resolve_network: Ca
             except ValueError as exc:
                 raise SpecError(f"{node.where(key)}: workloads[{i}].{key}: {exc}") from None
             dens[key] = text
-    layers = [Problem(p.name, M=p.M, K=p.K, N=p.N, repeat=p.repeat, word_bits=p.word_bits,
-                      a_density=dens.get("a", p.a_density), b_density=dens.get("b", p.b_density))
+    layers = [replace(p, a_density=dens.get("a", p.a_density), b_density=dens.get("b", p.b_density))
               for p in net.layers]
     if "config" in node:
         if resolve_config is None:
@@ -404,8 +403,7 @@ def _workload(node: Any, i: int, where: str, spec_dir: Path, resolve_network: Ca
                 continue
             series, mode = hit
             matched += 1
-            layers[j] = Problem(p.name, M=p.M, K=p.K, N=p.N, repeat=p.repeat, word_bits=p.word_bits,
-                                a_density=series if mode == "W" else p.a_density,
+            layers[j] = replace(p, a_density=series if mode == "W" else p.a_density,
                                 b_density=series if mode == "A" else p.b_density)
         if not matched:
             raise SpecError(f"{node.where('config')}: workloads[{i}]: the config {str(cpath)!r} gives no layer of "
@@ -768,8 +766,7 @@ def workload_layers(w: SweepWorkload, point: DesignPoint) -> list[Problem]:
         if series is None:
             out.append(p)
             continue
-        out.append(Problem(p.name, M=p.M, K=p.K, N=p.N, repeat=p.repeat, word_bits=p.word_bits,
-                           a_density=series if rule.operand == "A" else p.a_density,
+        out.append(replace(p, a_density=series if rule.operand == "A" else p.a_density,
                            b_density=series if rule.operand == "B" else p.b_density))
     return out
 

@@ -6,12 +6,12 @@ A = W, B = X) one training step runs three GEMMs of equal MAC count:
 * **FF** ``Z = W·X`` — A = W (M×K), reduction over K = C_in·R·S; SAT runs W's N:M mask along K.
 * **BP** ``dX = Wᵀ·dZ`` — A = Wᵀ (K×M), B = dZ (M×N), reduction over **M = C_out**.
 * **WU** ``dW = dZ·Xᵀ`` — A = dZ (M×N), B = Xᵀ (N×K), reduction over N: **dense** (no weight mask
-  can shrink it, and the dense gradient updates the dense master weights; BDWP digest §2).
+  can shrink it, and the dense gradient updates the dense master weights; docs/design.md §3.5).
 
 BP transposes W, and an N:M engine only skips along its GEMM's reduction dim. A mask along K (the
 FF mask) says nothing about groups along C_out: Wᵀ then holds a fraction N/M of nonzeros but no
 N:M rule, so SAT would run BP dense. BDWP ("bidirectional weight pruning") therefore prunes W a
-second time, along C_out, for BP (the BDWP digest, §2; whether that mask is taken from the dense W
+second time, along C_out, for BP (docs/design.md §3.5; whether that mask is taken from the dense W
 or from the FF-pruned W is not resolved there — the model does not care: it only needs that BP's
 A obeys N:M along its reduction dim). ``bp_mask`` selects what is modelled:
 
@@ -19,6 +19,13 @@ A obeys N:M along its reduction dim). ``bp_mask`` selects what is modelled:
 * ``"forward"`` (one mask, SR-STE/SAT without BDWP): BP's A is ``unstructured(N/M)`` — a structured
   engine runs it dense.
 * ``"dense"``: BP's A is dense.
+
+A native convolution (:func:`~tasder.hw.workload.conv_problem`) gives three convolutions over the
+same 7-dim loop nest (:func:`~tasder.hw.workload.conv_shape`): FF as it is; BP with A = W (its
+pattern along the output channels M, BP's reduction dim), B = dZ and Z = dX, whose sliding window
+makes the overlapping partial sums of neighbouring outputs add up in place (col2im without the
+im2col matrix); WU with A = dZ, B = X (sliding) and Z = dW, reducing over N, P, Q. Their GEMM
+views are the im2col GEMMs above (M·K·N equal to the layer's MACs).
 
 Activations: X's density (``problem.b_density``) is kept in FF, and in WU only when it has no
 direction (dense or unstructured): a structured pattern along K of X is not one along N of Xᵀ.
@@ -42,7 +49,7 @@ from typing import Any
 from tasder.hw.architecture import Architecture
 from tasder.hw.density import ActualModel, DenseModel, DensityModel, UniformModel, density_model
 from tasder.hw.mapper import NetworkResult, map_network
-from tasder.hw.workload import Network, Problem
+from tasder.hw.workload import Network, Problem, conv_shape
 
 __all__ = ["BP_MASKS", "PHASES", "TrainingResult", "map_training", "training_gemms", "training_network"]
 
@@ -67,7 +74,7 @@ def training_gemms(problem: Problem, w_pattern: Any = None, *, bp_mask: str = "b
     if bp_mask not in BP_MASKS:
         raise ValueError(f"bp_mask={bp_mask!r} must be one of {', '.join(BP_MASKS)}")
     w = problem.a_density if w_pattern is None else w_pattern
-    model = density_model(w, problem.M * problem.K)
+    model = density_model(w, problem.tensor_size("A"))
     if bp_mask == "dense" or isinstance(model, DenseModel):
         w_bp = None
     elif isinstance(model, ActualModel):  # a measured W: BP reads it transposed
@@ -77,6 +84,16 @@ def training_gemms(problem: Problem, w_pattern: Any = None, *, bp_mask: str = "b
     else:  # bidirectional, or a directionless W (unstructured stays unstructured when transposed)
         w_bp = w
     base = {"repeat": problem.repeat, "word_bits": problem.word_bits}
+    g = problem.geometry()
+    if g is not None and problem.shape.name == "CNN-Layer":  # type: ignore[union-attr]
+        bounds = {d: g[d] for d in ("R", "S", "P", "Q", "C", "M", "N")}
+
+        def conv(phase: str, a: Any, b: Any) -> Problem:
+            return Problem(f"{problem.name}.{phase}", a_density=a, b_density=b,
+                           shape=conv_shape(g["stride"], g["dilation"], phase), bounds=bounds, **base)
+
+        return {"FF": conv("FF", w, problem.b_density), "BP": conv("BP", w_bp, None),
+                "WU": conv("WU", None, _directionless(problem.b_density))}
     return {
         "FF": Problem(f"{problem.name}.FF", M=problem.M, K=problem.K, N=problem.N, a_density=w,
                       b_density=problem.b_density, **base),

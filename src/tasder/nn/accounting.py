@@ -16,8 +16,11 @@ Per layer (every ``nn.Linear`` and ``nn.Conv2d``, plain or TASD):
 >>> import torch
 >>> from torch import nn
 >>> report = count_macs(nn.Linear(8, 4), torch.randn(3, 8))
->>> report.total_dense, report.total_effective
-(96, 96.0)
+>>> report.total_dense, report.total_effective, report.samples, report.dense_per_inference
+(96, 96.0, 3, 32.0)
+
+Counts are totals over the example's samples (its batch); ``samples`` and the ``*_per_inference``
+properties give MACs per inference (one sample), the unit tasder prints everywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasder._batch import batch_size
 from tasder.nn.layers import TASDLayer
 from tasder.nn.trace import GemmCall, trace_gemms
 
@@ -65,9 +69,25 @@ class LayerMACs:
 
 @dataclass
 class MACReport:
-    """Per-layer and total MACs of one forward pass (:func:`count_macs`)."""
+    """Per-layer and total MACs of one forward pass (:func:`count_macs`).
+
+    Attributes:
+        layers: per layer, MACs summed over the pass (all ``samples`` of the example).
+        samples: samples in the counted example (its batch size): divide by it for one inference.
+    """
 
     layers: list[LayerMACs] = field(default_factory=list)
+    samples: int = 1
+
+    @property
+    def dense_per_inference(self) -> float:
+        """Dense MACs of one inference (one sample): :attr:`total_dense` / :attr:`samples`."""
+        return self.total_dense / max(self.samples, 1)
+
+    @property
+    def effective_per_inference(self) -> float:
+        """Effective MACs of one inference (one sample)."""
+        return self.total_effective / max(self.samples, 1)
 
     @property
     def total_dense(self) -> int:
@@ -113,14 +133,17 @@ class MACReport:
         return rows
 
     def to_table(self) -> str:
-        """A plain-text table of :meth:`to_rows`."""
+        """A plain-text table of :meth:`to_rows`, in MACs per inference (the batch is named above it)."""
         rows = self.to_rows()
+        n = max(self.samples, 1)
         width = max([len("layer")] + [len(r["layer"]) for r in rows])
-        lines = [f"{'layer':<{width}}  {'kind':<6} {'mode':<5} {'series':<12} {'dense MACs':>14} "
+        lines = [f"MACs per inference (one sample; counted on a batch of {n}): {self.dense_per_inference:,.0f} dense, "
+                 f"{self.effective_per_inference:,.0f} effective ({self.density:.4f} of dense)",
+                 f"{'layer':<{width}}  {'kind':<6} {'mode':<5} {'series':<12} {'dense MACs':>14} "
                  f"{'effective MACs':>16} {'density':>8}"]
         for r in rows:
             lines.append(f"{r['layer']:<{width}}  {r['kind']:<6} {r['mode']:<5} {r['series']:<12} "
-                         f"{r['dense_macs']:>14,} {r['effective_macs']:>16,.0f} {r['density']:>8.4f}")
+                         f"{r['dense_macs'] / n:>14,.0f} {r['effective_macs'] / n:>16,.0f} {r['density']:>8.4f}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -189,4 +212,4 @@ def count_macs(
     finally:
         for module, flag in tracked:
             module.track_stats = flag
-    return MACReport(layers=[entry for entry in entries.values() if entry.calls])
+    return MACReport(layers=[entry for entry in entries.values() if entry.calls], samples=batch_size(example))

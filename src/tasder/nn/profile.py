@@ -17,15 +17,17 @@ sample (its sparsity, for the percentile).
 >>> from tasder.nn.profile import profile_model
 >>> model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
 >>> p = profile_model(model, [torch.randn(5, 16)], candidates=["2:8"])
->>> [layer.name for layer in p], p.layers[0].macs
-(['0', '2'], 640)
+>>> [layer.name for layer in p], p.layers[0].macs, p.samples, p.macs_per_inference
+(['0', '2'], 640, 5, 160.0)
+
+``print(p)`` gives the per-layer table; MAC counts there are per inference (one sample).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasder._batch import Batch, call_with_batch
+from tasder._batch import Batch, batch_size, call_with_batch
+from tasder._text import count_text, text_table
 from tasder.sparsity import Series, StructuredPattern, parse_series
 from tasder.targets import DEFAULT_TARGET, target_series
 from tasder.tasd import DecompositionSums, decompose, tensor_sums
@@ -44,6 +47,7 @@ __all__ = [
     "LayerProfile",
     "ModelProfile",
     "profile_model",
+    "reduction_text",
 ]
 
 #: Pseudo-density keeps this share of Σ|x| (docs/design.md §3.4: "99 % of the Σ|x| of the activation").
@@ -53,6 +57,20 @@ PSEUDO_DENSITY_KEEP = 0.99
 SPARSITY_PERCENTILE = 99.0
 
 LayerKind = Literal["linear", "conv2d"]
+
+
+def reduction_text(k: int, kernel: Sequence[int] = ()) -> str:
+    """The GEMM reduction length K as every tasder table writes it: ``"144 = 16·3·3"`` for a
+    convolution (C·R·S: the groups run along C at each of the R·S kernel positions), ``"128"``
+    for a Linear (``kernel`` empty or all ones).
+
+    >>> reduction_text(16, (3, 3)), reduction_text(128)
+    ('144 = 16·3·3', '128')
+    """
+    sizes = [int(x) for x in kernel]
+    if math.prod(sizes) <= 1:
+        return str(k)
+    return f"{k * math.prod(sizes)} = {k}·{'·'.join(map(str, sizes))}"
 
 
 
@@ -147,6 +165,11 @@ class LayerProfile:
     pseudo_density: float | None
     candidates: tuple[CandidateProfile, ...]
 
+    @property
+    def k_text(self) -> str:
+        """K as tables show it (:func:`reduction_text`): ``"144 = 16·3·3"``, ``"128"``."""
+        return reduction_text(self.k, self.weight_shape[2:])
+
     def candidate(self, series: str | Series) -> CandidateProfile:
         """The :class:`CandidateProfile` of ``series`` (any spelling that parses to it)."""
         key = str(parse_series(series))
@@ -186,12 +209,15 @@ class ModelProfile:
         batches: calibration batches run.
         skipped: ``(name, reason)`` of Linear/Conv2d-like layers that are not profiled
             (grouped or depthwise convolutions).
+        samples: samples in those batches (Σ of each batch's size): MAC totals divided by it are
+            per inference.
     """
 
     layers: tuple[LayerProfile, ...]
     candidates: tuple[str, ...]
     batches: int
     skipped: tuple[tuple[str, str], ...] = field(default=())
+    samples: int = 0
 
     def __iter__(self) -> Iterator[LayerProfile]:
         return iter(self.layers)
@@ -210,8 +236,41 @@ class ModelProfile:
 
     @property
     def total_macs(self) -> int:
-        """Dense MACs of all profiled layers on the calibration data."""
+        """Dense MACs of all profiled layers on the calibration data (all :attr:`samples`)."""
         return sum(layer.macs for layer in self.layers)
+
+    @property
+    def macs_per_inference(self) -> float:
+        """Dense MACs of one inference (one sample): :attr:`total_macs` / :attr:`samples`."""
+        return self.total_macs / self.samples if self.samples else float("nan")
+
+    def layer_macs_per_inference(self, layer: LayerProfile) -> float:
+        """``layer``'s dense MACs per inference (its calls per sample included)."""
+        return layer.macs / self.samples if self.samples else float("nan")
+
+    def __str__(self) -> str:
+        """The per-layer table (MACs per inference) and, per candidate, the pooled dropped nonzeros."""
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+        rows = [[layer.name, layer.module_type, "×".join(map(str, layer.weight_shape)), layer.k_text,
+                 count_text(self.layer_macs_per_inference(layer)), pct(layer.weight_sparsity),
+                 pct(layer.activation_sparsity_mean), pct(layer.pseudo_density)] for layer in self]
+        head = (f"{len(self)} layers profiled on {self.batches} calibration batch(es) ({self.samples} samples); "
+                f"{count_text(self.macs_per_inference)} dense MACs per inference")
+        table = text_table(["layer", "type", "weight", "K", "MACs/inference", "weight sp.", "act. sp.",
+                            "pseudo-density"], rows, [False, False, False, True, True, True, True, True])
+        lines = [head, table, "K: GEMM reduction length (Linear: in_features; Conv2d: C·R·S); sp.: share of zeros"]
+        if self.candidates:
+            drops = []
+            for series in self.candidates:
+                w, a = self.totals(series)
+                drops.append([series, "n/a" if not w.numel else f"{w.dropped_nonzeros_pct:.1f}%",
+                              "n/a" if not a.numel else f"{a.dropped_nonzeros_pct:.1f}%"])
+            lines += ["", text_table(["series", "weights dropped", "activations dropped"], drops, [False, True, True]),
+                      "dropped nonzeros pooled over the layers where the series applies"]
+        return "\n".join(lines)
 
     def totals(self, series: str | Series) -> tuple[DecompositionSums, DecompositionSums]:
         """``(weights, activations)`` sums of ``series`` pooled over the layers where it applies."""
@@ -232,8 +291,10 @@ class ModelProfile:
             totals.append({"series": s, "weight": w.summary(), "activation": a.summary()})
         return {
             "batches": self.batches,
+            "samples": self.samples,
             "candidates": list(self.candidates),
             "total_macs": self.total_macs,
+            "macs_per_inference": self.macs_per_inference if self.samples else None,
             "layers": [layer.as_dict() for layer in self.layers],
             "totals": totals,
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
@@ -449,12 +510,13 @@ def profile_model(
 
     modes = [(m, m.training) for m in model.modules()]
     handles = [layer.module.register_forward_hook(make_hook(layer), with_kwargs=True) for layer in stats]
-    count = 0
+    count = samples = 0
     try:
         model.eval()
         with torch.no_grad():
             for index, batch in enumerate(calibration):
                 _check_batch(batch, index)
+                samples += batch_size(batch)
                 try:
                     call_with_batch(model, batch)
                 except _LayerError as exc:
@@ -477,5 +539,6 @@ def profile_model(
         candidates=tuple(parsed),
         batches=count,
         skipped=tuple(skipped),
+        samples=samples,
     )
 

@@ -15,7 +15,8 @@ from tasder.report._format import DASH, count, num, pct, sci, slug, times
 from tasder.report._schema import finite
 from tasder.report.figures import ReportFigure, constraint_ratio, design_label
 
-__all__ = ["Block", "Box", "Facts", "FigureRef", "Heading", "Paragraph", "Table", "build_blocks"]
+__all__ = ["Block", "Box", "Facts", "FigureRef", "Heading", "Paragraph", "Table", "build_blocks", "holdout_breaks",
+           "summary_rows"]
 
 #: The one-sentence description of tasder at the top of every report.
 ABOUT = (
@@ -104,6 +105,65 @@ def _search_rows(model: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Ma
     return original, transformed
 
 
+def summary_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per model: the headline the CLI prints and the report opens with (also ``tasder demo
+    --json``'s ``summary``). EDPs are × TC running the original model, MACs per inference."""
+    rows = []
+    for m in doc["models"]:
+        val, test = m["scores"]["validation"], m["scores"]["test"]
+        ttc = next((d for d in m["designs"] if d["design"] == m["design"] and d["workload"] != "original"), None)
+        best = min(m["designs"], key=lambda d: finite(d["edp_norm"]) if finite(d["edp_norm"]) is not None
+                   else float("inf"))
+        dense, transformed = finite(m["macs"]["dense"]), finite(m["macs"]["transformed"])
+        rows.append({
+            "model": m["model"], "mode": m["mode"], "metric": m["metric_name"],
+            "validation": (val["original"], val["transformed"]), "test": (test["original"], test["transformed"]),
+            "mac_cut": 1.0 - transformed / dense if dense and transformed is not None else None,
+            "ttc_edp_vs_tc": None if ttc is None else ttc["edp_norm"],
+            "best_design": best["label"] + ("+TASD" if best["workload"] != "original" else ""),
+            "best_edp_vs_tc": best["edp_norm"], "evaluations": m["search"]["evaluations"],
+            "config": m.get("config_file"),
+            "test_meets_constraint": m.get("holdout", {}).get("meets_constraint"),
+        })
+    return rows
+
+
+def holdout_breaks(model: Mapping[str, Any]) -> str | None:
+    """A sentence when the chosen config breaks the constraint on the test split, else None."""
+    holdout = model.get("holdout") or {}
+    if holdout.get("meets_constraint") is not False:
+        return None
+    test = model["scores"]["test"]
+    return (f"{model['model']}: the chosen config breaks the constraint ({model['constraint']}) on the test split: "
+            f"{num(test['original'])} → {num(test['transformed'])}, below {num(holdout.get('threshold'))}; the "
+            f"search decided on the validation split.")
+
+
+def _share(new: object, old: object) -> str:
+    a, b = finite(old), finite(new)
+    return DASH if a is None or b is None or a == 0 else f"{100 * b / a:.2f} %"
+
+
+def _headline_table(doc: Mapping[str, Any]) -> Table:
+    rows = []
+    for r in summary_rows(doc):
+        cut = r["mac_cut"]
+        rows.append((r["model"], f"TASD-{r['mode']}", _share(r["test"][1], r["test"][0]),
+                     DASH if cut is None else f"{100 * cut:.1f} %", num(r["ttc_edp_vs_tc"], 3),
+                     num(r["best_edp_vs_tc"], 3), r["best_design"]))
+    design = design_label(doc["models"][0], doc["models"][0]["design"])
+    return Table(
+        caption=(f"Headline (what tasder demo prints): test metric of the chosen config as % of the original's "
+                 f"(searched on the validation split); effective MACs per inference cut vs dense; modelled EDP of one "
+                 f"inference on {design} running the config, and the lowest of every design, × TC running the "
+                 f"original model."),
+        columns=("model", "TASD", "test (% of original)", "MACs cut", f"EDP on {design} (× TC)", "best EDP (× TC)",
+                 "best design"),
+        numeric=(False, False, True, True, True, True, False),
+        rows=tuple(rows),
+    )
+
+
 def _summary_table(model: Mapping[str, Any]) -> Table:
     metric = model["metric_name"]
     rows: list[tuple[str, ...]] = []
@@ -141,6 +201,7 @@ def _summary_table(model: Mapping[str, Any]) -> Table:
 
 
 def _designs_table(model: Mapping[str, Any]) -> Table:
+    """Every design's modelled cost of one inference (batch 1)."""
     rows = []
     for row in model["designs"]:
         cycles, energy = finite(row["cycles"]), finite(row["energy_pj"])
@@ -156,7 +217,8 @@ def _designs_table(model: Mapping[str, Any]) -> Table:
             )
         )
     return Table(
-        caption="Modelled cost of each design and workload; the last three columns are normalised to TC (× TC).",
+        caption=("Modelled cost of one inference (batch 1) on each design and workload; the last three columns are "
+                 "normalised to TC running the original model (× TC)."),
         columns=(
             "design",
             "workload",
@@ -179,6 +241,7 @@ def _layers_table(model: Mapping[str, Any]) -> Table:
             (
                 str(layer["name"]),
                 str(layer["kind"]),
+                str(layer.get("k", DASH)),
                 count(layer["dense_macs"]),
                 str(layer["series"]),
                 pct(layer["density"]),
@@ -190,13 +253,15 @@ def _layers_table(model: Mapping[str, Any]) -> Table:
         )
     return Table(
         caption=(
-            "Chosen series per layer. Density and executed MACs are % of the dense layer; sparsities are % zeros "
-            "(measured); output damage is the layer's relative output error ‖y−ŷ‖/‖y‖ (— where not measured)."
+            "Chosen series per layer. K is the GEMM reduction length (Linear: in_features; Conv2d: C·R·S); dense "
+            "MACs are per inference (one sample); density and executed MACs are % of the dense layer; sparsities are "
+            "% zeros (measured); output damage is the layer's relative output error ‖y−ŷ‖/‖y‖ (— where not measured)."
         ),
         columns=(
             "layer",
             "kind",
-            "dense MACs",
+            "K",
+            "dense MACs per inference",
             "series",
             "density (% of dense)",
             "executed MACs (% of dense)",
@@ -204,7 +269,7 @@ def _layers_table(model: Mapping[str, Any]) -> Table:
             "activation sparsity (% zeros)",
             "output damage (rel. error)",
         ),
-        numeric=(False, False, True, False, True, True, True, True, True),
+        numeric=(False, False, True, True, False, True, True, True, True, True),
         rows=tuple(rows),
     )
 
@@ -253,6 +318,8 @@ def build_blocks(doc: Mapping[str, Any], figures: Sequence[ReportFigure]) -> lis
     blocks: list[Block] = [
         Heading(1, doc["title"], "top"),
         Paragraph(ABOUT),
+        _headline_table(doc),
+        *(Paragraph(f"Note: {text}") for text in map(holdout_breaks, doc["models"]) if text),
         Facts(
             (
                 ("command", doc["command"]),

@@ -18,18 +18,20 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
 
 from tasder.report._format import short_name, slug
 from tasder.report._schema import finite, validate_doc
 
-__all__ = ["DPI", "MAX_WIDTH_IN", "ReportFigure", "constraint_ratio", "design_label", "make_figures"]
+if TYPE_CHECKING:  # matplotlib loads with the first plot: the report's text and its workers' jobs need none
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+__all__ = ["DPI", "MAX_WIDTH_IN", "BackgroundFigures", "ReportFigure", "constraint_ratio", "design_label",
+           "figure_stems", "make_figures", "render_figure"]
 
 #: Resolution of every PNG: sharp on a laptop screen, small enough to embed in one HTML file.
 DPI = 110
@@ -88,6 +90,9 @@ def _bar_label(row: Mapping[str, Any]) -> str:
 
 def _figure(width: float, height: float) -> Figure:
     """A figure on an Agg canvas (no pyplot), constrained layout so texts never collide."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(min(width, MAX_WIDTH_IN), height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -113,6 +118,8 @@ def _empty(ax: Axes, message: str) -> None:
 
 def _line_obstacles(ax: Axes) -> list[Bbox]:
     """Small boxes along every plotted line and marker, in display pixels, for labels to avoid."""
+    from matplotlib.transforms import Bbox
+
     boxes: list[Bbox] = []
     for line in ax.get_lines():
         xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
@@ -133,6 +140,8 @@ def _place_labels(fig: Figure, ax: Axes, points: Sequence[tuple[float, float, st
     box hits nothing; if none is free, take the least bad one (labels and legend count most).
     Layout is settled first and the labels are kept out of it, so positions stay valid.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = fig.canvas
     assert isinstance(canvas, FigureCanvasAgg)
     fig.draw_without_rendering()  # settles the constrained layout without rasterising
@@ -192,9 +201,15 @@ def _search_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str]:
     metric_name = model["metric_name"]
     cost_name = model["cost"].upper() if len(model["cost"]) <= 4 else model["cost"]
     design = design_label(model, model["design"])
-    baseline = finite(search["cost_baseline"])
+    # One normalisation for every EDP in the report: TC running the original model (the tables'
+    # "× TC"). Older documents without it fall back to the original model on the searched design.
+    reference = finite(search.get("cost_reference"))
+    baseline = reference if reference is not None and reference > 0 else finite(search["cost_baseline"])
     normalise = baseline is not None and baseline > 0
-    if normalise:
+    by_tc = normalise and reference is not None and reference > 0
+    if by_tc:
+        xlabel = f"modelled {cost_name} on {design} (× TC running the original model)"
+    elif normalise:
         xlabel = f"modelled {cost_name} / original model on {design} (1 = original)"
     else:
         xlabel = f"modelled {cost_name} on {design} ({search['cost_unit']})"
@@ -291,11 +306,12 @@ def _search_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str]:
         f"Scatter plot of validation {metric_name} against modelled {cost_name} for {len(points)} configurations "
         f"of {model['model']}, with the Pareto front, the chosen configuration and the accuracy constraint."
     )
-    norm = (
-        f"normalised by the original model's {cost_name} on {design} (= {baseline:.3g} {search['cost_unit']})"
-        if normalise
-        else f"in {search['cost_unit']}"
-    )
+    if by_tc:
+        norm = f"× TC running the original model (= {baseline:.3g} {search['cost_unit']}), as in the tables"
+    elif normalise:
+        norm = f"normalised by the original model's {cost_name} on {design} (= {baseline:.3g} {search['cost_unit']})"
+    else:
+        norm = f"in {search['cost_unit']}"
     caption = (
         f"Every configuration the search evaluated: validation {metric_name} (fraction, higher is better) against "
         f"modelled {cost_name} on {design}, {norm}; lower is better. Crosses fail the constraint "
@@ -504,7 +520,7 @@ def _error_curve_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str
         f"What each TASD series drops from the {curve['tensor']} of {curve['layer']}: share of the nonzeros and "
         "of the L1 magnitude not represented, and the relative error, all as fractions of the original tensor, "
         "against the series' effective density (1 = dense). Points are labelled with their series."
-        + (" The red line is the share of nonzeros dropped in the permuted layout our `permute` option chooses "
+        + (" The red line is the share of nonzeros dropped in the permuted layout our permute option chooses "
            "(the search used it); the other lines are for the original layout." if curve.get("permuted_points")
            else "")
     )
@@ -568,6 +584,29 @@ _BUILDERS = (
 )
 
 
+def figure_stems(names: Sequence[str]) -> list[str]:
+    """The file-name stem of each model's figures (a repeated name gets its position appended)."""
+    stems: list[str] = []
+    used: set[str] = set()
+    for m, name in enumerate(names):
+        stem = slug(name)
+        if stem in used:
+            stem = f"{stem}-{m + 1}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def render_figure(model: Mapping[str, Any], index: int, stem: str, key: str) -> ReportFigure | None:
+    """One plot (``key`` of :data:`_BUILDERS`) of ``model``, the ``index``-th model of the document."""
+    build = dict(_BUILDERS)[key]
+    built = build(model)
+    if built is None:
+        return None
+    fig, title, alt, caption = built
+    return ReportFigure(key, index, f"{stem}-{key}.png", title, alt, caption, _png(fig))
+
+
 def make_figures(doc: Mapping[str, Any]) -> list[ReportFigure]:
     """Draw every plot of the report for ``doc`` (validated first) and return them in report order.
 
@@ -575,17 +614,145 @@ def make_figures(doc: Mapping[str, Any]) -> list[ReportFigure]:
     (absent when the model has no ``error_curve``), design comparison.
     """
     validate_doc(doc)
-    figures: list[ReportFigure] = []
-    used: set[str] = set()
-    for m, model in enumerate(doc["models"]):
-        stem = slug(model["model"])
-        if stem in used:
-            stem = f"{stem}-{m + 1}"
-        used.add(stem)
-        for key, build in _BUILDERS:
-            built = build(model)
-            if built is None:
-                continue
-            fig, title, alt, caption = built
-            figures.append(ReportFigure(key, m, f"{stem}-{key}.png", title, alt, caption, _png(fig)))
-    return figures
+    stems = figure_stems([m["model"] for m in doc["models"]])
+    figures = [render_figure(model, m, stems[m], key) for m, model in enumerate(doc["models"]) for key, _ in _BUILDERS]
+    return [f for f in figures if f is not None]
+
+
+class BackgroundFigures:
+    """Draw a report's plots in worker processes while the caller goes on computing.
+
+    Why: rasterising a plot costs a few tenths of a second and a report has ten; the demo hands each
+    model's plots over as soon as the model is done, so they are drawn while the next model is
+    searched (a 2-core machine runs both at once) and the last model's are drawn by all workers
+    together. A worker is a fresh ``python -c`` interpreter that imports this module and draws what
+    it reads from its stdin (length-prefixed pickles of plain data), never a fork of the caller
+    (which holds torch's threads) and never a re-import of the caller's main script (which
+    ``multiprocessing`` would do). Where no process starts (or ``workers=0``), the plots are drawn
+    in this process by :meth:`result`. The figures are the same either way, byte for byte.
+    """
+
+    def __init__(self, workers: int = 2) -> None:
+        self._workers: list[_Worker] = []
+        self._local: list[tuple[Mapping[str, Any], int, str, str]] = []
+        self._jobs = 0
+        for _ in range(max(0, workers)):
+            try:
+                self._workers.append(_Worker())
+            except OSError:  # a sandbox without processes: draw in-process
+                break
+
+    def submit(self, model: Mapping[str, Any], index: int, stem: str) -> None:
+        """Start drawing every plot of ``model`` (the document's ``index``-th model)."""
+        for key, _ in _BUILDERS:
+            job = (dict(model), index, stem, key)
+            if self._workers:
+                self._workers[self._jobs % len(self._workers)].send(job)
+            else:
+                self._local.append(job)
+            self._jobs += 1
+
+    def result(self) -> list[ReportFigure]:
+        """Every submitted plot, in report order (waits for the workers)."""
+        out: list[ReportFigure | None] = []
+        try:
+            for w in self._workers:
+                out += w.finish()
+        finally:
+            self.close()
+        out += [render_figure(*job) for job in self._local]
+        order = [k for k, _ in _BUILDERS]
+        return sorted((f for f in out if f is not None), key=lambda f: (f.model_index, order.index(f.key)))
+
+    def close(self) -> None:
+        """Stop the workers (what they were drawing is dropped)."""
+        for w in self._workers:
+            w.kill()
+        self._workers = []
+
+    def __enter__(self) -> BackgroundFigures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Worker:
+    """One drawing process and a thread that collects what it sends back (so its pipe never fills)."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+        import threading
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the tasder package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self._proc = subprocess.Popen([sys.executable, "-c", "from tasder.report.figures import _serve; _serve()"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self._sent = 0
+        self._results: list[Any] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        import pickle
+
+        assert self._proc.stdout is not None
+        while True:
+            head = self._proc.stdout.read(8)
+            if len(head) < 8:
+                return
+            self._results.append(pickle.loads(self._proc.stdout.read(int.from_bytes(head, "little"))))
+
+    def send(self, job: tuple[Any, ...]) -> None:
+        import pickle
+
+        assert self._proc.stdin is not None
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        self._proc.stdin.write(len(data).to_bytes(8, "little") + data)
+        self._proc.stdin.flush()
+        self._sent += 1
+
+    def finish(self) -> list[ReportFigure | None]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()  # end of jobs: the worker exits when it has sent the last one
+        self._reader.join()
+        self._proc.wait()
+        errors = [r for r in self._results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        if len(self._results) != self._sent:
+            raise RuntimeError(f"a report drawing process stopped early (exit code {self._proc.returncode})")
+        return list(self._results)
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+
+def _serve() -> None:
+    """A drawing worker's loop: jobs from stdin, figures (or the exception) to stdout, until EOF."""
+    import pickle
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the caller, which ends the workers
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = stdin.read(8)
+        if len(head) < 8:
+            return
+        job = pickle.loads(stdin.read(int.from_bytes(head, "little")))
+        try:
+            result: Any = render_figure(*job)
+        except Exception as exc:  # sent back and raised in the caller, which names it
+            result = RuntimeError(f"drawing the {job[3]} plot of {job[0].get('model')!r}: {type(exc).__name__}: {exc}")
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(len(data).to_bytes(8, "little") + data)
+        stdout.flush()

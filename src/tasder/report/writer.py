@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tasder.io import atomic_write_bytes, atomic_write_text
 from tasder.report._schema import jsonable, validate_doc
-from tasder.report.figures import make_figures
+from tasder.report.figures import ReportFigure, make_figures
 from tasder.report.html import render_html
 from tasder.report.markdown import render_markdown_report
 
@@ -25,8 +25,12 @@ __all__ = ["FIGURE_DIR", "write_report"]
 FIGURE_DIR = "figures"
 
 
-def write_report(doc: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def write_report(doc: Mapping[str, Any], out_dir: str | os.PathLike[str],
+                 figures: Sequence[ReportFigure] | None = None) -> dict[str, Any]:
     """Render ``doc`` into ``out_dir`` (created with its parents) and return the paths written.
+
+    ``figures``: the plots, already drawn (:class:`~tasder.report.figures.BackgroundFigures`);
+    drawn here when None.
 
     Returns ``{"html": Path, "markdown": Path, "json": Path, "figures": [Path, ...]}``.
     Raises ValueError naming the key path (``doc['models'][0]['designs']: missing``) when the
@@ -34,7 +38,8 @@ def write_report(doc: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dic
     document itself, with NaN/Inf replaced by ``null`` so that strict JSON readers accept it.
     """
     validate_doc(doc)
-    figures = make_figures(doc)
+    if figures is None:
+        figures = make_figures(doc)
     page = render_html(doc, figures)
     markdown = render_markdown_report(doc, figures, FIGURE_DIR)
     results = json.dumps(jsonable(doc), indent=2, allow_nan=False, ensure_ascii=False) + "\n"

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tasder._batch import batch_size
 from tasder.errors import InvalidParameterError
 from tasder.nn.accounting import count_macs
 from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
@@ -69,7 +70,7 @@ from tasder.search.acceptance import (
 )
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.prefix import PrefixCache, PrefixMismatchError
-from tasder.search.result import EvalPoint, LayerRow, SearchResult
+from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
@@ -527,6 +528,11 @@ def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> di
 # ---------------------------------------------------------------------------------------------
 
 
+def progress_text(description: str, evals: int, best: float) -> str:
+    """The search's progress line: ``"search m (cost-aware): 5 evaluations, best cost 6.9e-12"``."""
+    return f"{description}: {evals} evaluations, best cost {format_cost(best)}"
+
+
 def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[int, float], None] | None]:
     if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
         return None, None
@@ -538,7 +544,7 @@ def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[
     task = progress.add_task(description, total=None)
 
     def update(evals: int, best: float) -> None:
-        progress.update(task, description=f"{description}: {evals} evaluations, best cost {best:,.0f}")
+        progress.update(task, description=progress_text(description, evals, best))
 
     return progress, update
 
@@ -629,7 +635,8 @@ def search(
             ``["embeddings", "encoder.layer.*"]`` for BERT — to replay the outputs of the stages a
             config leaves unchanged instead of recomputing them (bit for bit the same scores; see
             :mod:`tasder.search.prefix` for what a stage list must satisfy). None: full forwards.
-        model_id: recorded in the result and the YAML provenance.
+        model_id: recorded in the result and the YAML provenance (default: the model's class,
+            parameter count and a digest of its weights).
         progress: show a progress line on stderr (only on a terminal).
 
     Raises:
@@ -660,6 +667,7 @@ def search(
         raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    model_id = model_id or describe_model(model)  # the provenance names the weights searched on
     if not callable(evaluate):
         raise TypeError("`evaluate` must be a callable model -> metric (a float or per-example scores)")
     if stages is not None and (isinstance(stages, str) or not isinstance(stages, Sequence) or not stages):
@@ -759,7 +767,8 @@ def search(
         row_mode = spec.mode if not spec.is_dense or mode != "auto" else "-"
         rows.append(LayerRow(ly.name, ly.kind, ly.k, ly.dense_macs, str(spec.series), row_mode if mode == "auto"
                              else mode, mac_cost.fraction(ly.name, spec),
-                             None if spec.is_dense else ly.damage_of(spec)))
+                             None if spec.is_dense else ly.damage_of(spec),
+                             kernel_size=tuple(int(x) for x in ly.module.weight.shape[2:])))
     assert best.metric is not None
     return SearchResult(
         config=config, model_id=model_id, target=tgt.name, mode=mode, method=method,
@@ -772,4 +781,6 @@ def search(
         bound_kind=acceptance.bound_kind if acceptance.paired else None,
         examples=None if per0 is None else int(per0.size), slack_examples=slack,
         skipped=int(extra.get("skipped_dominated", 0)), notes=notes,
+        samples=batch_size(batches[0]),
+        holdout_threshold=None if hold_orig is None else _threshold(constraint, hold_orig),
     )

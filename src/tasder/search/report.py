@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from tasder.search.result import SearchResult
+from tasder.search.result import SearchResult, format_cost
 
 __all__ = ["render_markdown"]
 
@@ -16,7 +16,7 @@ def _num(x: float | None, digits: int = 4) -> str:
 
 def _cost(x: float) -> str:
     # MACs are large integers; a modelled EDP is ~1e-11 J·s: print both readably.
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+    return format_cost(x)
 
 
 def _bound(r: SearchResult, x: float | None) -> str:
@@ -61,13 +61,18 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
         f"| {metric_name} | {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %) |",
         f"| acceptance | {acceptance_text(r)} |",
         f"| {holdout_name} | {_num(r.holdout_original)} → {_num(r.holdout_final)}"
-        f"{'' if hold is None else f' ({100 * hold:.2f} %)'} |",
-        f"| cost{hw_unit} | {_cost(r.cost_before)} → {_cost(r.cost_after)} ({100 * r.cost_cut:.1f} % cut) |",
+        f"{'' if hold is None else f' ({100 * hold:.2f} %)'}"
+        f"{' — **breaks the constraint on this split**' if r.holdout_meets_constraint is False else ''} |",
+        (f"| cost{hw_unit} | {_cost(r.cost_before)} → {_cost(r.cost_after)} ({100 * r.cost_cut:.1f} % cut) |"
+         if hw is not None else
+         f"| effective MACs per inference | {_cost(r.cost_per_inference(r.cost_before))} → "
+         f"{_cost(r.cost_per_inference(r.cost_after))} ({100 * r.cost_cut:.1f} % cut; counted on a calibration batch "
+         f"of {r.samples}) |"),
         f"| evaluations | {r.evaluations} ({r.cache_hits} cache hits), {r.seconds:.1f} s |",
     ]
     if hw is not None:
-        lines.append(f"| vs TC | original model {hw.before_vs_tc:.3f} × TC → chosen config "
-                     f"{hw.after_vs_tc:.3f} × TC ({hw.metric}, TC running the original model) |")
+        lines.append(f"| {hw.metric} × TC | original model {hw.before_vs_tc:.3f} → chosen config "
+                     f"{hw.after_vs_tc:.3f} (one inference on {hw.design}, × TC running the original model) |")
     if r.slack_examples is not None:
         lines.append(f"| slack | the constraint lets a config lose {r.slack_examples:.1f} examples |")
     if r.skipped:
@@ -75,17 +80,22 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
                      f"clear miss |")
     if r.interrupted:
         lines.append("| interrupted | yes: the best valid config found so far |")
+    warning = r.holdout_warning(holdout_name)
+    if warning is not None:
+        lines += ["", f"**Note:** {warning}."]
     lines += ["", "## Per layer", "",
-              "| layer | kind | K | dense MACs | series | mode | executed fraction | output rel. error |",
+              "K: the GEMM reduction length (Linear: in_features; Conv2d: C·R·S). MACs are per inference (one "
+              "sample).", "",
+              "| layer | kind | K | dense MACs per inference | series | mode | executed fraction | output rel. error |",
               "|---|---|---|---|---|---|---|---|"]
     for row in r.layers:
-        lines.append(f"| `{row.name}` | {row.kind} | {row.k} | {row.dense_macs:,} | {row.series} | {row.mode} | "
-                     f"{row.fraction:.3f} | {_num(row.damage)} |")
+        lines.append(f"| `{row.name}` | {row.kind} | {row.k_text} | {r.cost_per_inference(row.dense_macs):,.0f} | "
+                     f"{row.series} | {row.mode} | {row.fraction:.3f} | {_num(row.damage)} |")
     pareto = {p.index for p in r.pareto}
     lines += ["", "## Every evaluated config", "",
               f"`*` marks the Pareto front (higher {metric_name}, lower cost); ok = meets the constraint.", "",
-              f"| # | step | {metric_name} | cost | ok | non-dense layers | {_bound_header(r)} |",
-              "|---|---|---|---|---|---|---|"]
+              f"| # | step | {metric_name} | cost{hw_unit or ' (effective MACs, calibration batch)'} | ok | "
+              f"non-dense layers | {_bound_header(r)} |", "|---|---|---|---|---|---|---|"]
     for p in r.history:
         layers = ", ".join(f"{k}={v}" for k, v in p.layers.items()) or "(dense)"
         metric = _num(p.metric) if p.error is None else f"failed: {p.error}"

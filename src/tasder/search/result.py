@@ -6,9 +6,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasder._text import count_text, text_table
 from tasder.nn.config import TASDConfig
 
-__all__ = ["EvalPoint", "HardwareSummary", "LayerRow", "SearchResult", "pareto_front"]
+__all__ = ["EvalPoint", "HardwareSummary", "LayerRow", "SearchResult", "describe_model", "format_cost",
+           "pareto_front"]
+
+
+def format_cost(x: float) -> str:
+    """A cost for a progress line or a table: MAC counts as integers with separators, anything
+    smaller (a modelled EDP of ~1e-11 J·s) with 4 significant digits — never "0".
+
+    >>> format_cost(29_458_432.0), format_cost(6.9e-12), format_cost(0.0)
+    ('29,458,432', '6.9e-12', '0')
+    """
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,13 @@ class EvalPoint:
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One searched layer in the chosen config."""
+    """One searched layer in the chosen config.
+
+    ``k`` is the length of the dim the groups run along (Linear ``in_features``, Conv2d ``C``) and
+    ``kernel_size`` the convolution's (R, S) (empty for a Linear): the GEMM's K is their product,
+    written by :attr:`k_text`. ``dense_macs`` counts the calibration batch the search counted on
+    (:attr:`SearchResult.samples` samples).
+    """
 
     name: str
     kind: str
@@ -56,9 +74,17 @@ class LayerRow:
     mode: str
     fraction: float  # of the layer's dense MACs executed (W: effective density; A: measured kept)
     damage: float | None  # relative output error on calibration data (None when not measured)
+    kernel_size: tuple[int, ...] = ()
+
+    @property
+    def k_text(self) -> str:
+        """The GEMM reduction length as every table writes it: ``"144 = 16·3·3"`` (C·R·S), ``"128"``."""
+        from tasder.nn.profile import reduction_text
+
+        return reduction_text(self.k, self.kernel_size)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {**vars(self), "kernel_size": list(self.kernel_size), "k_text": self.k_text}
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,24 @@ def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def describe_model(model: Any) -> str:
+    """What a result records as the model when the caller named none: its class, parameter count and
+    a digest of its parameters and buffers (``"DigitsCNN, 22,954 parameters, sha256 3f2a…"``), so a
+    config's provenance says which weights it was searched on."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    n = 0
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        data = t.detach().cpu().contiguous()
+        digest.update(name.encode() + str(data.dtype).encode() + str(tuple(data.shape)).encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        n += t.numel() if isinstance(t, torch.nn.Parameter) else 0
+    return f"{type(model).__name__}, {n:,} parameters, sha256 {digest.hexdigest()[:12]}"
+
+
 def pareto_front(points: list[EvalPoint]) -> list[EvalPoint]:
     """The non-dominated points (higher metric, lower cost), cheapest first; failed ones excluded."""
     valid = sorted((p for p in points if p.metric is not None and math.isfinite(p.metric)),
@@ -109,10 +153,14 @@ class SearchResult:
     """The outcome of :func:`tasder.search.search`.
 
     ``metric_*`` are on the split ``evaluate`` scores (validation); ``holdout_*`` are the same two
-    models re-scored by ``holdout_evaluate`` (the test split) after the search, None without one.
-    ``cost_*`` use the search's cost function (effective MACs by default). ``hardware`` is set by
-    callers that model the result on a design and TC too (``tasder search --cost edp``); ``extra``
-    holds what the method reports about itself (e.g. paper-threshold's α).
+    models re-scored by ``holdout_evaluate`` (the test split) after the search, None without one;
+    ``holdout_threshold`` is the constraint applied to ``holdout_original`` and
+    :attr:`holdout_meets_constraint` says whether the chosen config keeps it there too (the search
+    only guarantees it on the validation split). ``cost_*`` use the search's cost function
+    (effective MACs by default: totals over the first calibration batch, ``samples`` samples — see
+    :attr:`cost_per_inference`). ``hardware`` is set by callers that model the result on a design and
+    TC too (``tasder search --cost edp``); ``extra`` holds what the method reports about itself
+    (e.g. paper-threshold's α). ``print(result)`` gives a summary and the per-layer table.
 
     With per-example scores (docs/design.md §3.4): ``confidence`` of the paired bound, ``bound_final``
     the chosen config's lower confidence bound on the validation split — of metric/original
@@ -152,6 +200,8 @@ class SearchResult:
     slack_examples: float | None = None
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    samples: int = 1
+    holdout_threshold: float | None = None
 
     @property
     def cost_cut(self) -> float:
@@ -169,6 +219,28 @@ class SearchResult:
         if self.holdout_original is None or self.holdout_final is None or not self.holdout_original:
             return None
         return self.holdout_final / self.holdout_original
+
+    @property
+    def holdout_meets_constraint(self) -> bool | None:
+        """Whether the chosen config meets the constraint on the held-out split too (None: no held-out
+        score). False means the validation split let through a config the test split rejects."""
+        if self.holdout_final is None or self.holdout_threshold is None:
+            return None
+        return self.holdout_final >= self.holdout_threshold
+
+    def holdout_warning(self, holdout_name: str = "held-out metric") -> str | None:
+        """One sentence when :attr:`holdout_meets_constraint` is False, else None."""
+        if self.holdout_meets_constraint is not False:
+            return None
+        assert self.holdout_final is not None and self.holdout_original is not None
+        return (f"the chosen config breaks the constraint ({self.constraint}) on the held-out split: {holdout_name} "
+                f"{self.holdout_original:.4f} → {self.holdout_final:.4f}, below {self.holdout_threshold:.4f}; "
+                f"the search decided on the validation split (a larger validation set, or a tighter constraint, "
+                f"would help)")
+
+    def cost_per_inference(self, cost: float) -> float:
+        """A MAC-count cost (the default) of the whole calibration batch → per inference (one sample)."""
+        return cost / max(self.samples, 1)
 
     @property
     def pareto(self) -> list[EvalPoint]:
@@ -204,4 +276,35 @@ class SearchResult:
             "confidence": self.confidence, "bound_final": _finite_or_none(self.bound_final),
             "bound_kind": self.bound_kind, "examples": self.examples, "slack_examples": self.slack_examples,
             "skipped": self.skipped, "notes": list(self.notes),
+            "samples": self.samples, "holdout_threshold": self.holdout_threshold,
+            "holdout_meets_constraint": self.holdout_meets_constraint,
         }
+
+    def __str__(self) -> str:
+        r = self
+        lines = [f"TASDER search of {r.model_id or 'the model'} for {r.target}: TASD-{r.mode}, {r.method}, "
+                 f"constraint {r.constraint}",
+                 f"validation metric: {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %"
+                 + ("" if r.confidence is None or r.bound_final is None else
+                    f"; {r.bound_kind} ≥ {r.bound_final:.4f} at {100 * r.confidence:g} % confidence over "
+                    f"{r.examples} examples") + ")"]
+        if r.holdout_original is not None and r.holdout_final is not None:
+            ratio = r.holdout_ratio
+            lines.append(f"held-out metric: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
+                         + ("" if ratio is None else f" ({100 * ratio:.2f} %)")
+                         + (" — BREAKS the constraint here" if r.holdout_meets_constraint is False else ""))
+        if r.hardware is not None:
+            hw = r.hardware
+            lines.append(f"modelled {hw.metric} on {hw.design}: {hw.before_vs_tc:.3f} → {hw.after_vs_tc:.3f} × TC "
+                         f"running the original model ({100 * r.cost_cut:.1f} % cut)")
+        else:
+            lines.append(f"cost: {r.cost_before:.4g} → {r.cost_after:.4g} ({100 * r.cost_cut:.1f} % cut; effective "
+                         f"MACs by default: per inference {count_text(r.cost_per_inference(r.cost_before))} → "
+                         f"{count_text(r.cost_per_inference(r.cost_after))})")
+        lines.append(f"{r.evaluations} evaluations ({r.cache_hits} cache hits), {r.seconds:.1f} s"
+                     + (", interrupted: the best valid config so far" if r.interrupted else ""))
+        rows = [[row.name, row.kind, row.k_text, count_text(row.dense_macs / max(r.samples, 1)), row.series,
+                 f"{row.fraction:.3f}", "-" if row.damage is None else f"{row.damage:.3f}"] for row in r.layers]
+        lines.append(text_table(["layer", "kind", "K", "dense MACs/inf.", "series", "executed", "output rel. err."],
+                                rows, [False, False, True, True, False, True, True]))
+        return "\n".join(lines)

@@ -3,7 +3,7 @@
 Patterns are small immutable values. They know their density and their canonical notation
 (``str(pattern)``); what a pattern does to a tensor lives in :mod:`tasder.sparsity.masks`.
 
-Vocabulary (DESIGN.md §2): *density* is the fraction of nonzeros, *sparsity* is 1 − density.
+Vocabulary (docs/design.md §2): *density* is the fraction of nonzeros, *sparsity* is 1 − density.
 A G:H rule allows at most G nonzeros in every block of H consecutive elements of one rank.
 """
 
@@ -17,6 +17,9 @@ from functools import lru_cache
 __all__ = [
     "GH",
     "HSS",
+    "MAX_BLOCK",
+    "MAX_ORDER",
+    "MAX_RANKS",
     "Dense",
     "Pattern",
     "Rank",
@@ -27,12 +30,36 @@ __all__ = [
 ]
 
 
+#: Most elements one block may span: the H of a G:H rank, and the product of the H's of an HSS
+#: pattern. 65,536 covers the reduction dim K of every GEMM in today's models in one block (the
+#: largest FFN dims are ~53,000) and keeps a position within a block in 16 bits of metadata, while
+#: bounding what a pattern string can make the kernels and the reference allocate per row.
+MAX_BLOCK = 1 << 16
+
+#: Most ranks of an HSS pattern (hardware uses 2-3; each rank is a pass over a row's blocks).
+MAX_RANKS = 8
+
+#: Most terms of a TASD series: every term is a pass over the tensor and an output as large as
+#: the input (hardware runs 1-4; the search's targets allow at most 4).
+MAX_ORDER = 16
+
+
+def _show_int(v: int) -> str:
+    """``v`` for an error message; a number with thousands of digits is abbreviated."""
+    text = str(v)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
 def _check_gh(g: object, h: object, where: str) -> None:
     # bool is an int subclass; "True:4" is never what anyone meant.
     if not (isinstance(g, int) and isinstance(h, int)) or isinstance(g, bool) or isinstance(h, bool):
         raise ValueError(f"{where}: G and H must be integers; got G={g!r}, H={h!r}")
+    if h > MAX_BLOCK:
+        raise ValueError(f"{where}: H={_show_int(h)} is above the limit of {MAX_BLOCK} elements per block "
+                         f"(tasder.sparsity.MAX_BLOCK); use a smaller H, or unstructured(d) to rank the "
+                         f"whole tensor")
     if g <= 0 or h <= 0 or g > h:
-        raise ValueError(f"{where}: a G:H rule needs integers 0 < G <= H; got G={g}, H={h}")
+        raise ValueError(f"{where}: a G:H rule needs integers 0 < G <= H; got G={_show_int(g)}, H={_show_int(h)}")
 
 
 class Pattern:
@@ -100,7 +127,7 @@ class Rank:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_gh(self.g, self.h, f"rank {self.name or ''}({self.g}:{self.h})")
+        _check_gh(self.g, self.h, f"rank {self.name or ''}({_show_int(self.g)}:{_show_int(self.h)})")
 
     @property
     def fraction(self) -> Fraction:
@@ -160,7 +187,7 @@ class GH(StructuredPattern):
     h: int
 
     def __post_init__(self) -> None:
-        _check_gh(self.g, self.h, f"pattern {self.g}:{self.h}")
+        _check_gh(self.g, self.h, f"pattern {_show_int(self.g)}:{_show_int(self.h)}")
 
     @property
     def ranks(self) -> tuple[Rank, ...]:  # type: ignore[override]
@@ -187,6 +214,14 @@ class HSS(StructuredPattern):
         if len(ranks) < 2:
             # One canonical object per pattern: a single rank is a G:H, and parses back as one.
             raise ValueError(f"an HSS needs at least two ranks; a single rank is a G:H, use GH(g, h); got {ranks!r}")
+        text = "->".join(str(r) for r in ranks)
+        if len(ranks) > MAX_RANKS:
+            raise ValueError(f"HSS {text!r} has {len(ranks)} ranks, above the limit of {MAX_RANKS} "
+                             f"(tasder.sparsity.MAX_RANKS); merge ranks or drop the 1:1 ones")
+        block = math.prod(r.h for r in ranks)
+        if block > MAX_BLOCK:
+            raise ValueError(f"HSS {text!r} spans blocks of {block} elements (the product of its H's), above the "
+                             f"limit of {MAX_BLOCK} (tasder.sparsity.MAX_BLOCK); use smaller H's")
         object.__setattr__(self, "ranks", ranks)
 
     def __str__(self) -> str:
@@ -210,11 +245,18 @@ class Series:
         for t in terms:
             if not isinstance(t, Pattern):
                 raise ValueError(f"series terms must be patterns; got {t!r}")
+        text = "+".join(map(str, terms))
         if len(terms) > 1 and any(isinstance(t, Dense) for t in terms):
-            raise ValueError(
-                f"'dense' keeps everything, so it can only stand alone as a series; got "
-                f"{'+'.join(map(str, terms))!r}"
-            )
+            raise ValueError(f"'dense' keeps everything, so it can only stand alone as a series; got {text!r}")
+        if len(terms) > MAX_ORDER:
+            raise ValueError(f"series of {len(terms)} terms is above the limit of {MAX_ORDER} "
+                             f"(tasder.sparsity.MAX_ORDER); every term is a pass and an output the size of the "
+                             f"input: use fewer, denser terms")
+        total = sum((_exact_density(t) for t in terms), start=Fraction(0))
+        if total > 1:
+            raise ValueError(f"series {text!r} has effective density {float(total):g} > 1: its terms may keep more "
+                             f"than every element, so the later ones cannot add anything; drop terms or use "
+                             f"sparser ones (at most density 1 in all)")
         object.__setattr__(self, "terms", terms)
 
     @property
@@ -226,8 +268,9 @@ class Series:
     def effective_density(self) -> float:
         """Sum of the term densities: the fraction of dense MACs the hardware executes.
 
-        Not capped: a series such as ``3:4+3:4`` may cost more than dense (1.5), which a search
-        must be able to see.
+        At most 1: a series whose terms add up to more (``2:4+2:4+2:4``, 1.5) is refused when it
+        is built, since its later terms could only hold zeros. Exactly 1 (``2:4+2:4``) is allowed:
+        it keeps every element.
         """
         return sum(t.density for t in self.terms)
 
@@ -252,6 +295,15 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.terms)
+
+
+def _exact_density(p: Pattern) -> Fraction:
+    """A term's density as an exact fraction (an unstructured density as the decimal it prints as)."""
+    if isinstance(p, StructuredPattern):
+        return p.exact_density
+    if isinstance(p, Unstructured):
+        return Fraction(repr(p.fraction))
+    return Fraction(1)
 
 
 def _ranks_for_implication(p: Pattern) -> tuple[tuple[int, int], ...]:

@@ -16,7 +16,13 @@ from tasder.tasd.metrics import (
     tensor_sums,
 )
 from tasder.tasd.packing import PackedTensor, pack, unpack
-from tasder.tasd.permutation import find_permutation, kept_score
+from tasder.tasd.permutation import (
+    clear_permutation_cache,
+    find_permutation,
+    kept_score,
+    permutation_cache_info,
+    permutation_store,
+)
 
 __all__ = [
     "Backend",
@@ -26,12 +32,15 @@ __all__ = [
     "TASDResult",
     "aggregate",
     "approximate",
+    "clear_permutation_cache",
     "decompose",
     "find_permutation",
     "gemm_output_error",
     "kept_score",
     "pack",
     "packed_nbytes",
+    "permutation_cache_info",
+    "permutation_store",
     "tensor_sums",
     "unpack",
 ]

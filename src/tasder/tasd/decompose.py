@@ -1,4 +1,4 @@
-"""TASD: approximate a tensor by a short series of structured-sparse terms (DESIGN.md §3.2).
+"""TASD: approximate a tensor by a short series of structured-sparse terms (docs/design.md §3.2).
 
 ::
 
@@ -23,11 +23,11 @@ from typing import Literal
 
 import torch
 
-from tasder._validation import check_dim, check_finite, check_float_tensor, check_score
-from tasder.sparsity.masks import _keep_top, magnitude_key, structured_mask_last
+from tasder._validation import check_dim, check_finite, check_float_tensor, check_has_data, check_score
+from tasder.sparsity import _kernel
+from tasder.sparsity.masks import magnitude_key, scored_mask
 from tasder.sparsity.notation import parse_series
-from tasder.sparsity.patterns import Dense, Pattern, Series, StructuredPattern, Unstructured
-from tasder.tasd import _kernel
+from tasder.sparsity.patterns import Dense, Pattern, Series, StructuredPattern
 from tasder.tasd.metrics import TASDMetrics, compute_metrics
 from tasder.tasd.packing import PackedTensor, pack
 
@@ -104,23 +104,10 @@ def _decompose_torch(x: torch.Tensor, series: Series, dim: int, score: torch.Ten
             else:
                 assert taken is not None
                 key = torch.where(taken, -math.inf, score)
-            if isinstance(pattern, Unstructured):
-                flat = key.reshape(-1)
-                k = math.floor(pattern.fraction * flat.numel() + 0.5)
-                mask = _keep_top(flat, k).reshape(x.shape)
-            else:
-                assert isinstance(pattern, StructuredPattern)
-                magnitude = None
-                if len(pattern.ranks) > 1:
-                    magnitude = (
-                        residual.abs().to(torch.float64)
-                        if score is None
-                        else torch.where(taken, 0.0, score)
-                    )
-                    magnitude = magnitude.movedim(dim, -1)
-                mask = structured_mask_last(
-                    key.movedim(dim, -1), magnitude, pattern.ranks_lowest_first
-                ).movedim(-1, dim)
+            block_score = None
+            if isinstance(pattern, StructuredPattern) and len(pattern.ranks) > 1:
+                block_score = residual.abs().to(torch.float64) if score is None else torch.where(taken, 0.0, score)
+            mask = scored_mask(key, pattern, dim, block_score)
         if taken is not None:
             taken |= mask
         terms.append(torch.where(mask, residual, fill))
@@ -153,6 +140,7 @@ def decompose(
     """
     parsed = parse_series(series)
     x = check_float_tensor(x, allow_nonfinite=True)
+    check_has_data(x)
     d = check_dim(dim, x.dim())
     s = None if score is None else check_score(score, x)
     if backend not in ("auto", "numba", "torch"):
@@ -192,6 +180,7 @@ def approximate(
     """
     parsed = parse_series(series)
     x = check_float_tensor(x, allow_nonfinite=True)
+    check_has_data(x)
     d = check_dim(dim, x.dim())
     if parsed.is_dense:
         if not allow_nonfinite:

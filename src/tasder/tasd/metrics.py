@@ -6,7 +6,7 @@ All sums are taken in float64 so float16/bfloat16 inputs do not overflow.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -144,11 +144,34 @@ def gemm_output_error(a: torch.Tensor, a_approx: torch.Tensor, b: torch.Tensor) 
 # Pooling several decompositions (a model's layers, a file's tensors) into one set of figures.
 
 
+#: Elements summed per step by :func:`tensor_sums`: bounds its float64 temporaries to a few MiB.
+_SUM_CHUNK = 1 << 18
+
+
+def _chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    """Views of ``x`` that together cover it, each of at most ``size`` elements (or one row)."""
+    if x.numel() <= size or x.dim() == 0:
+        yield x
+    elif x.is_contiguous():
+        yield from x.view(-1).split(size)
+    else:  # split the leading dim (no copy); recurse into a single slice that is still too large
+        step = max(1, size // max(1, x.numel() // x.shape[0]))
+        for part in x.split(step):
+            yield from (_chunks(part[0], size) if part.shape[0] == 1 else (part,))
+
+
 def tensor_sums(x: torch.Tensor) -> tuple[int, float, float]:
-    """``(nonzeros, Σ|x|, Σx²)`` of a tensor, accumulated in float64 (no float64 copy is made)."""
-    abs_sum = float(torch.linalg.vector_norm(x, 1, dtype=torch.float64))
-    sq_sum = float(torch.linalg.vector_norm(x, 2, dtype=torch.float64)) ** 2
-    return int(torch.count_nonzero(x)), abs_sum, sq_sum
+    """``(nonzeros, Σ|x|, Σx²)`` of a tensor, accumulated in float64.
+
+    Chunk by chunk: torch widens its input to float64 before reducing, and a whole-tensor call
+    would hold a float64 copy (twice a float32 input) at once.
+    """
+    nonzeros, abs_sum, sq_sum = 0, 0.0, 0.0
+    for c in _chunks(x.detach(), _SUM_CHUNK):
+        nonzeros += int(torch.count_nonzero(c))
+        abs_sum += float(torch.linalg.vector_norm(c, 1, dtype=torch.float64))
+        sq_sum += float(torch.linalg.vector_norm(c, 2, dtype=torch.float64)) ** 2
+    return nonzeros, abs_sum, sq_sum
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,12 @@ from tasder.sparsity.patterns import Pattern, StructuredPattern
 __all__ = ["PackedTensor", "pack", "unpack"]
 
 
+#: pack() zero-pads every row to whole blocks while it works: refuse a padding beyond this many
+#: times the term (rows much shorter than the block), unless it stays under _MAX_PAD_FREE elements.
+_MAX_PAD_FACTOR = 8
+_MAX_PAD_FREE = 1 << 24
+
+
 def _position_dtype(h: int) -> torch.dtype:
     return torch.uint8 if h <= 256 else torch.int32
 
@@ -169,6 +175,13 @@ def pack(term: torch.Tensor, pattern: str | Pattern, dim: int = -1) -> PackedTen
     lead = tuple(v.shape[:-1])
     length = v.shape[-1]
     n = math.ceil(length / block)
+    padded = math.prod(lead) * n * block
+    if padded > max(_MAX_PAD_FACTOR * x.numel(), _MAX_PAD_FREE):
+        raise ValueError(
+            f"pack: blocks of {block} along dim={d} (length {length}) would pad the term to {padded:,} elements, "
+            f"{padded / max(1, x.numel()):.0f}x its size, while packing; use a pattern whose block fits the dim "
+            f"(or pack the rows in smaller pieces)"
+        )
     extra = n * block - length
     if extra:
         v = torch.cat([v, v.new_zeros((*lead, extra))], dim=-1)

@@ -1,4 +1,4 @@
-"""Permute the reduction dimension so that a TASD series drops less (ours; DESIGN.md §3.2).
+"""Permute the reduction dimension so that a TASD series drops less (ours; docs/design.md §3.2).
 
 G:H groups are *consecutive* elements along the reduction dim K of a GEMM, but which elements
 are consecutive is a layout choice: permuting K permutes the columns of A and the rows of B
@@ -23,6 +23,19 @@ default, over the permutations of K shared by every row (the other dims of ``x``
 When K is not a multiple of H the last block is short (the padding slots stay at the end and
 are never swapped), exactly as :func:`~tasder.tasd.decompose` pads the last block.
 
+**Cache.** A search builds the same TASD layer again for every configuration it evaluates, and
+``apply_tasd`` with calibration builds each layer twice (a probe, then the layer), so the same
+permutation is asked for many times. :func:`find_permutation` keeps its results in a bounded
+in-process LRU cache keyed by the *content* of what it ranks — a BLAKE2b digest of the score rows'
+bytes, their shape, the series' (ΣG, H) and the search settings — so a changed weight or another
+calibration sample can never get a stale permutation, and two series with the same (ΣG, H)
+(``4:8+1:8`` and ``5:8``) share one search. :func:`permutation_cache_info` reports hits and
+misses, :func:`clear_permutation_cache` empties it; ``cache=False`` bypasses it. Inside
+``with permutation_store(folder):`` results are also kept on disk, one small file per key, so the
+next process (the next ``tasder demo``, a ``tasder apply`` after ``tasder search``) reads them
+instead of searching again; a file that does not hold a permutation of the right length is
+ignored and rewritten.
+
 >>> import torch
 >>> x = torch.tensor([[5., 4., 0., 0., 3., 0., 0., 0.]])   # two blocks of 4 along dim -1
 >>> perm = find_permutation(x, "1:4")
@@ -32,18 +45,154 @@ are never swapped), exactly as :func:`~tasder.tasd.decompose` pads the last bloc
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from tasder._threads import single_thread
 from tasder._validation import check_dim, check_float_tensor, check_score
 from tasder.sparsity.notation import parse_series
 from tasder.sparsity.patterns import GH, Pattern, Series
 
-__all__ = ["find_permutation", "is_permutation", "kept_score", "permutable_block"]
+__all__ = ["clear_permutation_cache", "find_permutation", "is_permutation", "kept_score", "permutable_block",
+           "permutation_cache_info", "permutation_store"]
 
-#: Elements of the per-chunk candidate tensor (pairs × rows × H × H) evaluated at once: bounds memory.
+#: Elements of the per-chunk block tensors (pairs × rows × H) evaluated at once: bounds memory.
 _CHUNK_ELEMENTS = 1 << 23
+
+#: Bounds of the permutation cache: entries, and bytes of the cached permutations (8 per element of
+#: K). 4,096 entries hold every (layer, series) of a ResNet-50 search several times over.
+CACHE_MAX_ENTRIES = 4096
+CACHE_MAX_BYTES = 64 << 20
+
+#: Files a :func:`permutation_store` folder may hold; past it the oldest half is removed when a store opens.
+STORE_MAX_FILES = 20_000
+
+_CacheKey = tuple[Any, ...]
+_cache: OrderedDict[_CacheKey, torch.Tensor] = OrderedDict()
+_cache_lock = threading.Lock()
+_cache_stats = {"hits": 0, "misses": 0, "bytes": 0, "disk_hits": 0}
+_store: list[Path] = []  # the open permutation_store folders, innermost last
+
+
+@contextmanager
+def permutation_store(folder: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Also keep :func:`find_permutation`'s results on disk in ``folder`` while the block runs
+    (None: memory only). Unusable entries are ignored; a folder past :data:`STORE_MAX_FILES` files
+    loses its oldest half when the store opens."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder)
+    _prune(path)
+    _store.append(path)
+    try:
+        yield
+    finally:
+        _store.remove(path)
+
+
+def _prune(folder: Path) -> None:
+    try:
+        files = sorted(folder.glob("*/*.perm"), key=lambda f: f.stat().st_mtime)
+    except OSError:
+        return
+    if len(files) > STORE_MAX_FILES:
+        for f in files[: len(files) - STORE_MAX_FILES // 2]:
+            f.unlink(missing_ok=True)
+
+
+def _store_path(key: _CacheKey) -> Path | None:
+    if not _store:
+        return None
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+    return _store[-1] / name[:2] / f"{name}.perm"
+
+
+def _store_get(key: _CacheKey, k: int) -> torch.Tensor | None:
+    path = _store_path(key)
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if len(data) != 4 * k:
+        return None
+    perm = torch.frombuffer(bytearray(data), dtype=torch.int32).to(torch.long)
+    if not is_permutation(perm, k):
+        return None
+    with _cache_lock:
+        _cache_stats["disk_hits"] += 1
+    return perm
+
+
+def _store_put(key: _CacheKey, perm: torch.Tensor) -> None:
+    from tasder.io import atomic_write_bytes
+
+    path = _store_path(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, perm.to(torch.int32).numpy().tobytes())
+    except OSError:
+        pass  # a store that cannot be written costs the search next time, never the result
+
+
+def permutation_cache_info() -> dict[str, int]:
+    """``{"hits", "misses", "entries", "bytes", "disk_hits"}`` of :func:`find_permutation`'s cache since
+    the last clear (``disk_hits``: misses in memory answered by a :func:`permutation_store`)."""
+    with _cache_lock:
+        return {"hits": _cache_stats["hits"], "misses": _cache_stats["misses"], "entries": len(_cache),
+                "bytes": _cache_stats["bytes"], "disk_hits": _cache_stats["disk_hits"]}
+
+
+def clear_permutation_cache() -> None:
+    """Empty :func:`find_permutation`'s cache and zero its counters."""
+    with _cache_lock:
+        _cache.clear()
+        _cache_stats.update(hits=0, misses=0, bytes=0, disk_hits=0)
+
+
+def _cache_key(rows: torch.Tensor, g: int, h: int, *settings: int) -> _CacheKey:
+    """What a search result depends on: the rows' bytes (digested) and shape, (ΣG, H), the settings."""
+    data = rows.detach().cpu().contiguous().numpy()
+    return (hashlib.blake2b(memoryview(data).cast("B"), digest_size=20).hexdigest(), tuple(rows.shape),
+            g, h, *settings)
+
+
+def _cache_get(key: _CacheKey) -> torch.Tensor | None:
+    with _cache_lock:
+        perm = _cache.get(key)
+        if perm is None:
+            _cache_stats["misses"] += 1
+            return None
+        _cache.move_to_end(key)
+        _cache_stats["hits"] += 1
+        return perm.clone()  # the caller may modify what it gets
+
+
+def _cache_put(key: _CacheKey, perm: torch.Tensor) -> None:
+    size = perm.numel() * perm.element_size()
+    if size > CACHE_MAX_BYTES:
+        return
+    with _cache_lock:
+        if key in _cache:
+            return
+        _cache[key] = perm.clone()
+        _cache_stats["bytes"] += size
+        while len(_cache) > CACHE_MAX_ENTRIES or _cache_stats["bytes"] > CACHE_MAX_BYTES:
+            _, old = _cache.popitem(last=False)
+            _cache_stats["bytes"] -= old.numel() * old.element_size()
 
 
 def permutable_block(series: str | Pattern | Series) -> tuple[int, int]:
@@ -85,18 +234,23 @@ def _swap_gains(x: torch.Tensor, y: torch.Tensor, g: int) -> torch.Tensor:
     t1 ≥ … ≥ tH and kept sum S = t1+…+tg, replacing an element e by v keeps
     S − e + max(v, t_{g+1}) when e ≥ t_g (e was kept; ties give the same value either way) and
     S + max(0, v − t_g) otherwise.
+
+    Why matrix products: the gain of (i, j) summed over rows is Σ_r kept_ri·(max(v_rj, t_{g+1}) − e_ri)
+    + Σ_r (1 − kept_ri)·max(0, v_rj − t_g), i.e. two (H × rows) @ (rows × H) products per pair, so
+    the (pairs, rows, H, H) tensor of every row's gains is never built (H times less memory
+    traffic; this loop is the whole cost of choosing a permutation).
     """
     h = x.shape[-1]
 
     def replaced(block: torch.Tensor, incoming: torch.Tensor) -> torch.Tensor:
         top = block.topk(min(g + 1, h), dim=-1).values
-        total = top[..., :g].sum(-1)[..., None, None]
-        t_g = top[..., g - 1][..., None, None]
-        t_next = top[..., g][..., None, None] if g < h else torch.zeros_like(t_g)
-        e = block[..., :, None]  # (pairs, rows, H, 1): the element leaving
-        v = incoming[..., None, :]  # (pairs, rows, 1, H): the element arriving
-        kept = torch.where(e >= t_g, total - e + torch.maximum(v, t_next), total + (v - t_g).clamp_min(0.0))
-        return (kept - total).sum(1)  # (pairs, H_out, H_in)
+        t_g = top[..., g - 1 : g]  # (pairs, rows, 1)
+        t_next = top[..., g : g + 1] if g < h else torch.zeros_like(t_g)
+        kept = (block >= t_g).to(block.dtype)  # (pairs, rows, H): the element leaving was kept
+        if_kept = torch.maximum(incoming, t_next)  # (pairs, rows, H): what the block keeps instead of e
+        if_dropped = (incoming - t_g).clamp_min(0.0)
+        out = kept.transpose(1, 2) @ if_kept + (1.0 - kept).transpose(1, 2) @ if_dropped
+        return out - (kept * block).sum(1)[..., None]  # (pairs, H_out, H_in)
 
     return replaced(x, y) + replaced(y, x).transpose(1, 2)
 
@@ -139,6 +293,7 @@ def find_permutation(
     max_rounds: int = 200,
     patience: int = 6,
     max_rows: int | None = 4096,
+    cache: bool = True,
 ) -> torch.Tensor:
     """A permutation of ``x``'s ``dim`` under which ``series`` keeps at least as much of ``x``.
 
@@ -152,10 +307,14 @@ def find_permutation(
             a gain.
         max_rows: use at most this many evenly spaced rows (None: all) — a sample of activation
             rows decides a layout as well as all of them, at a fraction of the time.
+        cache: reuse (and keep) the result for the same content and settings (see the module doc).
 
     Returns:
         A LongTensor ``perm`` of shape ``(K,)``: ``x.index_select(dim, perm)`` is the layout in which
         the groups are consecutive. The identity when no permutation keeps strictly more.
+
+    Raises:
+        ValueError: an empty ``x``, or NaN/Inf in the rows it ranks (``x``, or ``score`` if given).
     """
     x = check_float_tensor(x)
     dim = check_dim(dim, x.dim())
@@ -165,13 +324,42 @@ def find_permutation(
             raise ValueError(f"`{name}` must be a positive int; got {value!r}")
     if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
         raise ValueError(f"`max_rows` must be a positive int or None; got {max_rows!r}")
-    s = check_score(score, x).abs() if score is not None else x.detach().abs()
-    rows = _rows(s, dim, max_rows)
+    if x.numel() == 0:
+        raise ValueError(f"`x` has no elements (shape {tuple(x.shape)}); a permutation is chosen from the values "
+                         f"of at least one row, so pass a non-empty tensor")
+    s = check_score(score, x).detach().abs() if score is not None else x.detach().abs()
+    # NaN has no place in a sum of kept magnitudes (every layout would score NaN, and Inf makes
+    # every gain Inf - Inf): refuse rather than return a layout chosen from nothing.
+    if not bool(torch.isfinite(s).all()):
+        what = "`score`" if score is not None else "`x`"
+        bad = int((~torch.isfinite(s)).sum())
+        raise ValueError(f"{what} holds {bad} NaN/Inf value(s); the layout that keeps the most |x| is undefined "
+                         f"with them: clean the tensor before choosing a permutation")
+    with single_thread():
+        rows = _rows(s, dim, max_rows)
+        k = rows.shape[1]
+        nb = -(-k // h)
+        if g >= h or nb < 2:
+            return torch.arange(k)
+        key = _cache_key(rows, g, h, seed, max_rounds, patience) if cache else None
+        found = _cache_get(key) if key is not None else None
+        if found is None and key is not None:
+            found = _store_get(key, k)
+            if found is not None:
+                _cache_put(key, found)
+        if found is None:
+            found = _search(rows, g, h, seed, max_rounds, patience)
+            if key is not None:
+                _cache_put(key, found)
+                _store_put(key, found)
+    return found
+
+
+def _search(rows: torch.Tensor, g: int, h: int, seed: int, max_rounds: int, patience: int) -> torch.Tensor:
+    """The block-pair swap search of the module doc on (rows, K) scores (g < h, at least two blocks)."""
     n_rows, k = rows.shape
     identity = torch.arange(k)
     nb = -(-k // h)
-    if g >= h or nb < 2 or not bool(torch.isfinite(rows).all()):
-        return identity
     s_ext = torch.cat([rows, rows.new_zeros(n_rows, 1)], 1)  # column k: the padding slots' zero score
     pad = torch.full((nb * h - k,), k, dtype=torch.long)
     base = _blocks_score(s_ext, torch.cat([identity, pad]).view(nb, h), g)
@@ -187,7 +375,7 @@ def find_permutation(
     swappable = slots != k
 
     gen = torch.Generator().manual_seed(seed)
-    chunk = max(1, _CHUNK_ELEMENTS // (n_rows * h * h))
+    chunk = max(1, _CHUNK_ELEMENTS // (n_rows * h))
     tol = 1e-12 * max(base, 1e-300)
     stale = 0
     for _ in range(max_rounds):

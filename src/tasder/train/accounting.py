@@ -1,4 +1,4 @@
-"""Count the multiply-accumulates of one training step, GEMM by GEMM (digest §3, docs/design.md §3.5).
+"""Count the multiply-accumulates of one training step, GEMM by GEMM (docs/design.md §3.5).
 
 Per weight layer a training step runs three GEMMs of equal dense size:
 

@@ -10,7 +10,7 @@ Two registries live here:
   ==========================  ==========  =========================================================
   name                        kind        what
   ==========================  ==========  =========================================================
-  ``digits-cnn``              trained     :class:`~tasder.zoo.digits.DigitsCNN` on scikit-learn's digits
+  ``digits-cnn``              trained     :class:`~tasder.zoo.digits.DigitsCNN` on scikit-learn's digits (weights ship)
   ``digits-cnn-sparse-XX``    trained     the same, pruned (GMP, global) to XX = 50/80/90/95 % sparsity
   ``minilm``                  pretrained  all-MiniLM-L6-v2, scored on stdlib docstring retrieval
   ``resnet50``                shapes      ResNet-50 GEMMs (``batch``, ``image_size``)
@@ -66,6 +66,7 @@ __all__ = [
     "load",
     "load_minilm_linear_weights",
     "load_workload",
+    "make_entry",
     "minilm_weight_path",
     "model_entries",
     "register",
@@ -186,6 +187,50 @@ class ZooModel:
             return [call_with_batch(net, b) for b in self.calibration]
 
 
+def make_entry(
+    name: str,
+    model: nn.Module,
+    calibration: list[Batch],
+    evaluate_val: Callable[[nn.Module], float],
+    evaluate_test: Callable[[nn.Module], float] | None = None,
+    *,
+    metric: str = "accuracy",
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> ZooModel:
+    """A :class:`ZooModel` for your own network, laid out as the built-in ones are, so that
+    ``tasder profile|search|apply FILE.py:FACTORY`` and :func:`tasder.search.search` take it.
+
+    Args:
+        name: what reports and the config's provenance call it.
+        model: the trained network (eval mode is set here).
+        calibration: a few input batches, never from the data the evaluators score.
+        evaluate_val: ``evaluate(model)`` on a validation split, higher is better: the search
+            decides on it. Return the metric (a float) or the score of every example (a 1-D
+            array/tensor, or :class:`tasder.scores.Scores`): then a config is accepted by a
+            paired confidence bound (docs/design.md §3.4).
+        evaluate_test: the same on a held-out split, scored once after the search (optional).
+        metric: what the evaluators return (``"accuracy"``); reports say "test accuracy" and
+            "validation accuracy".
+        description, metadata: one line, and anything else to record (``metadata["stages"]``:
+            the model's stages in execution order, e.g. ``("embeddings", "encoder.layer.*")``,
+            lets ``tasder search`` replay the unchanged prefix; see :mod:`tasder.search.prefix`).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"make_entry: `name` must be a non-empty string; got {name!r}")
+    if not callable(evaluate_val) or (evaluate_test is not None and not callable(evaluate_test)):
+        raise TypeError("make_entry: the evaluators must be callables model -> float")
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("make_entry: `calibration` needs at least one batch")
+    return ZooModel(
+        name=name, description=description or name, model=model.eval(), evaluate=evaluate_test,
+        metric=f"test {metric}" if evaluate_test is not None else metric, calibration=batches,
+        metadata={**(metadata or {}), "evaluate_val": evaluate_val, "val_metric": f"validation {metric}",
+                  "source": "user model (tasder.zoo.make_entry)"},
+    )
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """What the registry knows about a name without loading it (cheap: ``tasder models`` lists these)."""
@@ -227,18 +272,30 @@ def model_entries() -> dict[str, ModelEntry]:
 def load(name: str, *, progress: bool | None = None, **kwargs: Any) -> ZooModel:
     """Load the zoo model ``name`` (``kwargs`` go to its loader, e.g. ``load("bert-base", seq_len=512)``).
 
+    ``name`` may also be a model spec, ``path/to/file.py:factory`` or ``package.module:factory``:
+    the factory is called and must return a :class:`ZooModel` (:func:`make_entry` builds one; see
+    ``examples/my_model.py``).
+
     ``progress`` turns training progress bars on or off for loaders that train (others ignore it),
     so a caller can load any entry the same way.
 
     Raises:
-        ValueError: unknown name (the message suggests close matches).
+        ValueError: unknown name (the message suggests close matches), or a model spec that does
+            not give a ZooModel.
         WorkloadUnavailableError: the entry's files or packages are missing.
     """
+    from tasder.zoo._factory import is_model_spec, load_factory
+
+    if is_model_spec(name):
+        if kwargs:
+            raise ValueError(f"model spec {name!r}: the factory takes no arguments; got {', '.join(kwargs)}")
+        return load_factory(name)
     entry = _MODELS.get(name) if isinstance(name, str) else None
     if entry is None:
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown zoo model {name!r}{hint} (known: {', '.join(_MODELS)})")
+        raise ValueError(f"unknown zoo model {name!r}{hint} (known: {', '.join(_MODELS)}; or your own: "
+                         f"FILE.py:FACTORY)")
     if progress is not None and "progress" in inspect.signature(entry.loader).parameters:
         kwargs["progress"] = progress
     return entry.loader(**kwargs)
@@ -264,14 +321,14 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
         DEFAULT_PRUNING_RECIPE,
         DEFAULT_RECIPE,
         correct_per_example,
-        load_digits_cnn,
+        load_digits_cnn_with_source,
         load_digits_data,
     )
 
     recipe = recipe if recipe is not None else DEFAULT_RECIPE
     pruning = pruning if pruning is not None else DEFAULT_PRUNING_RECIPE
     data = load_digits_data()
-    model = load_digits_cnn(sparsity, recipe=recipe, pruning=pruning, progress=progress)
+    model, weights_source = load_digits_cnn_with_source(sparsity, recipe=recipe, pruning=pruning, progress=progress)
     x_test, y_test = data.x_test, data.y_test
 
     # Both return tasder.scores.Scores: the accuracy (a float) carrying 1.0/0.0 per image, what a
@@ -303,6 +360,7 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
             "prunable_weights": n_weights,
             "weight_sparsity": n_zero / n_weights,
             "target_sparsity": sparsity or 0.0,
+            "weights": weights_source,
             "recipe": {**vars(recipe), "optimizer": "Adam"},
             **({"pruning_recipe": {**vars(pruning), "method": "gradual magnitude pruning (global, cubic)",
                                    "optimizer": "Adam"}} if sparsity else {}),
@@ -314,7 +372,7 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
 
 
 @register("digits-cnn", kind="trained", metric="test accuracy",
-          description="DigitsCNN (3 conv + 2 fc, ReLU) trained in-process on scikit-learn's digits (≈98 %)")
+          description="DigitsCNN (3 conv + 2 fc, ReLU) trained on scikit-learn's digits (98.6 %; weights ship)")
 def _load_digits_cnn(progress: bool = True, recipe: Any = None) -> ZooModel:
     """``recipe``: a :class:`~tasder.zoo.digits.DigitsRecipe` to train with instead of the default."""
     return _digits_entry("digits-cnn", _MODELS["digits-cnn"].description, None, progress, recipe, None)

@@ -2,16 +2,30 @@
 
 The data ships inside scikit-learn, so nothing downloads. The split is fixed (stratified,
 seeded): 60 % train, 20 % validation, 20 % test. Images are scaled to [0, 1] (the raw pixels are
-0..16) and shaped (N, 1, 8, 8).
+0..16) and shaped (N, 1, 8, 8). The seed-0 split ships with the weights (``digits-data.safetensors``,
+the raw 0..16 pixels in split order): the models were trained and are scored on exactly it,
+whatever scikit-learn version is installed, and loading it does not import scikit-learn.
 
 :class:`DigitsCNN` is deliberately a real convolutional network, not a toy MLP: three 3×3 conv
 layers (16, 32, 32 channels) with ReLU and max-pooling, then two linear layers. Its layer names
 (``conv1``, ``conv2``, ``conv3``, ``fc1``, ``fc2``) are stable; ``conv1`` is the first layer
 (its reduction dim per kernel position is C=1, too small for any G:H) and ``fc2`` the classifier.
 
-Trained weights (the ``digits-cnn`` zoo entries) come from :func:`load_digits_cnn`: the network is
-trained in-process the first time, deterministically (:class:`DigitsRecipe`: fixed seed, Adam,
-fixed epoch count; about 3 s on 2 cores, ≈ 98 % test accuracy), and cached (:mod:`tasder.zoo.cache`).
+Trained weights (the ``digits-cnn`` zoo entries) come from :func:`load_digits_cnn`. The default
+recipes' weights **ship inside the package** (``tasder/zoo/weights/*.safetensors``, with the digits
+split itself, each file's SHA-256 checked on load; see :mod:`tasder.zoo._shipped`), so every
+install loads the same bytes and gets the same numbers: trained on another CPU the same recipe
+gives other weights (float arithmetic differs with the vector width), and every number downstream
+moved with them. The recipe stays here and rebuilds them::
+
+    python -m tasder.zoo.digits --rebuild     # retrain all five, rewrite the files and SHA256SUMS
+    python -m tasder.zoo.digits --check       # retrain in a temporary folder; compare with the shipped bytes
+
+A shipped file that is missing or damaged is never trusted: the model is then trained from its
+recipe on this machine (with a warning saying the numbers may differ from the README's) and kept
+in the user cache — the package keeps working where package data was stripped. Any other recipe
+(:class:`DigitsRecipe`: fixed seed, Adam, fixed epoch count; about 3 s on one core, ≈ 98 % test
+accuracy) is trained in-process on first use, deterministically, and cached (:mod:`tasder.zoo.cache`).
 The sparse variants stand in for the SparseZoo models the TASD paper uses, pruned the way
 SparseZoo's recipes prune: *gradual magnitude pruning* (GMP, Zhu & Gupta 2018, "To prune, or not
 to prune") of the trained dense network — one *global* magnitude threshold over every conv/linear
@@ -24,21 +38,27 @@ the dense one; GMP loses about one (97.5 %), like SparseZoo's recovered models.
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from tasder._threads import single_thread
 from tasder.scores import Scores
 
 __all__ = [
     "DEFAULT_PRUNING_RECIPE",
     "DEFAULT_RECIPE",
     "DIGITS_SPARSITIES",
+    "SHIPPED_MODELS",
     "DigitsCNN",
     "DigitsData",
     "DigitsRecipe",
@@ -47,9 +67,11 @@ __all__ = [
     "evaluate_accuracy",
     "gradual_prune",
     "load_digits_cnn",
+    "load_digits_cnn_with_source",
     "load_digits_data",
     "magnitude_prune",
     "prunable_weights",
+    "rebuild_shipped",
     "train_digits_cnn",
 ]
 
@@ -78,20 +100,77 @@ class DigitsData:
         return 10
 
 
-def load_digits_data(seed: int = 0) -> DigitsData:
-    """The digits data split 60/20/20 (stratified; ``seed`` fixes the split)."""
-    from sklearn.datasets import load_digits  # scikit-learn is only needed for the data
+#: The shipped split's file (raw 0..16 pixels as uint8 and labels, per split, in split order).
+DATA_FILE = "digits-data.safetensors"
+_SPLITS = ("train", "val", "test")
+
+
+def _sklearn_split(seed: int) -> tuple[np.ndarray, ...]:
+    """(raw images uint8 (N, 8, 8), labels) for train, val, test: scikit-learn's split for ``seed``."""
+    from sklearn.datasets import load_digits  # scikit-learn is only needed to build the split
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = digits.target.astype(np.int64)
-    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
-    )
-    t = torch.from_numpy
-    return DigitsData(t(x_train), t(y_train), t(x_val), t(y_val), t(x_test), t(y_test))
+    raw = digits.images.astype(np.uint8)  # integers 0..16: exact
+    if not np.array_equal(raw, digits.images):
+        raise ValueError("scikit-learn's digits images are not integers 0..16 (an unexpected scikit-learn change)")
+    y = digits.target.astype(np.uint8)
+    x_train, x_rest, y_train, y_rest = train_test_split(raw, y, test_size=0.4, random_state=seed, stratify=y)
+    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest)
+    return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def _as_data(parts: Sequence[np.ndarray]) -> DigitsData:
+    """Raw uint8 images (N, 8, 8) and labels → :class:`DigitsData` (float32 in [0, 1], (N, 1, 8, 8); int64).
+
+    The images get the strides (64, 1, 8, 1) that NumPy's indexing gave the shipped models'
+    training data: the convolution chooses its memory format (and kernel) by the input's strides,
+    and for a size-1 channel dim several strides describe the same contiguous tensor — the same
+    values with strides (64, 64, 8, 1) train other weights and round logits differently.
+    """
+    out: list[torch.Tensor] = []
+    for i, a in enumerate(parts):
+        if i % 2:
+            out.append(torch.from_numpy(a.astype(np.int64)))
+            continue
+        x = torch.empty_strided((len(a), 1, 8, 8), (64, 1, 8, 1), dtype=torch.float32)
+        x.copy_(torch.from_numpy(a.astype(np.float32) / 16.0)[:, None])
+        out.append(x)
+    return DigitsData(*out)
+
+
+def _shipped_split() -> list[torch.Tensor]:
+    from tasder.zoo._shipped import ShippedFileError, read_shipped
+
+    tensors, _ = read_shipped(DATA_FILE)
+    try:
+        parts = [tensors[f"{kind}_{split}"] for split in _SPLITS for kind in ("images", "labels")]
+    except KeyError as exc:
+        raise ShippedFileError(f"{DATA_FILE}: no tensor {exc}") from None
+    if any(t.dtype != torch.uint8 for t in parts) or any(t.dim() != 3 or t.shape[1:] != (8, 8) for t in parts[::2]):
+        raise ShippedFileError(f"{DATA_FILE}: not uint8 (N, 8, 8) images and uint8 labels")
+    return parts
+
+
+def load_digits_data(seed: int = 0, *, source: Literal["auto", "sklearn"] = "auto") -> DigitsData:
+    """The digits data split 60/20/20 (stratified; ``seed`` fixes the split).
+
+    ``source="auto"``: the seed-0 split is read from the package (``digits-data.safetensors``,
+    verified; the split the shipped models were trained and are scored on); other seeds, or a
+    shipped file that is missing or damaged (a warning says so), come from scikit-learn.
+    ``"sklearn"``: always scikit-learn's ``train_test_split`` (what the shipped file was made by).
+    """
+    if source not in ("auto", "sklearn"):
+        raise ValueError(f"source must be 'auto' or 'sklearn'; got {source!r}")
+    if source == "auto" and seed == 0:
+        from tasder.zoo._shipped import ShippedFileError
+
+        try:
+            return _as_data([t.numpy() for t in _shipped_split()])
+        except ShippedFileError as exc:
+            warnings.warn(f"the shipped digits split cannot be used ({exc}); building it with scikit-learn",
+                          RuntimeWarning, stacklevel=2)
+    return _as_data(_sklearn_split(seed))
 
 
 class DigitsCNN(nn.Module):
@@ -118,13 +197,17 @@ class DigitsCNN(nn.Module):
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (the mode is restored after)."""
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (the mode is restored after).
+
+    Runs on one torch thread: batches of 8×8 images are too small for threads to help, and a
+    fixed thread count keeps every reduction in one order on every machine.
+    """
     return float(_correct(model, x, y, batch_size).mean()) if len(x) else 0.0
 
 
 def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> Scores:
     """Top-1 accuracy as :class:`tasder.scores.Scores`: 1.0/0.0 per image (what a search's paired
-    confidence bound needs), a float equal to :func:`evaluate_accuracy`."""
+    confidence bound needs), a float equal to :func:`evaluate_accuracy` (one torch thread too)."""
     return Scores(_correct(model, x, y, batch_size))
 
 
@@ -133,8 +216,9 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     try:
-        out = [(model(x[s : s + batch_size]).argmax(dim=1) == y[s : s + batch_size]).double()
-               for s in range(0, len(x), batch_size)]
+        with single_thread():
+            out = [(model(x[s : s + batch_size]).argmax(dim=1) == y[s : s + batch_size]).double()
+                   for s in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
@@ -191,22 +275,6 @@ DEFAULT_PRUNING_RECIPE = PruningRecipe()
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch on one thread for the duration (restored after).
-
-    Why: this network's GEMMs are tiny, so threads only add synchronisation — on a busy 2-core
-    machine 30 epochs take 32 s on 2 threads and 6 s on one — and one thread also makes the
-    trained weights independent of the machine's core count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@contextmanager
 def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[], None]]:
     """Yield an ``advance()`` that moves a rich progress bar on stderr (only on a terminal)."""
     if not (enabled and sys.stderr.isatty()):
@@ -248,6 +316,11 @@ def _run_epochs(
 ) -> None:
     """Adam on (x, y) for ``recipe.epochs`` epochs, deterministic per ``recipe.seed``, one thread.
 
+    Why one thread: this network's GEMMs are tiny, so threads only add synchronisation — on a busy
+    2-core machine 30 epochs take 32 s on 2 threads and 6 s on one — and one thread also makes the
+    trained weights independent of the machine's core count (not of its vector width: that is why
+    the default recipes' weights ship).
+
     ``masks_at(step)``, when given, is called before every optimizer step; the masks it returns
     (None: keep the current ones) zero weights after each step, so pruned weights stay pruned.
     """
@@ -259,7 +332,7 @@ def _run_epochs(
     masks: dict[str, torch.Tensor] = {}
     step = 0
     model.train()
-    with _single_thread(), _progress_bar(recipe.epochs, description, progress) as advance:
+    with single_thread(), _progress_bar(recipe.epochs, description, progress) as advance:
         for _ in range(recipe.epochs):
             order = torch.randperm(len(x), generator=generator)
             for start in range(0, len(x), recipe.batch_size):
@@ -349,6 +422,59 @@ def gradual_prune(
     return magnitude_prune(model, sparsity)  # exact: the ramp ends at the target; this makes it certain
 
 
+#: The zoo's digits models whose default-recipe weights ship (name → sparsity; None = dense).
+SHIPPED_MODELS: dict[str, float | None] = {"digits-cnn": None,
+                                           **{f"digits-cnn-sparse-{round(100 * s)}": s for s in DIGITS_SPARSITIES}}
+
+
+def _model_tag(sparsity: float | None) -> str:
+    return "digits-cnn" if sparsity is None else f"digits-cnn-sparse-{round(sparsity * 100)}"
+
+
+def _recipe_keys(sparsity: float | None, recipe: DigitsRecipe, pruning: PruningRecipe) -> dict[str, Any]:
+    """What decides the weights: the dense key, and for a sparse model the pruning on top of it."""
+    dense_key: dict[str, Any] = {"model": "digits-cnn", "version": _TRAINING_CODE_VERSION, "recipe": asdict(recipe)}
+    if sparsity is None:
+        return dense_key
+    return {**dense_key, "sparsity": sparsity, "pruning_version": _PRUNING_CODE_VERSION, "pruning": asdict(pruning)}
+
+
+def _key_text(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def _check_state(state: dict[str, torch.Tensor]) -> None:
+    DigitsCNN().load_state_dict(state)  # raises on missing/extra keys or wrong shapes
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"tensor {name!r} holds NaN/Inf values")
+
+
+def _shipped_state(tag: str, key: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The shipped weights of ``tag`` when ``key`` is the recipe they were made by, else None.
+
+    A shipped file that cannot be trusted (missing, hash mismatch, unparsable, made by another
+    recipe than the code's default) gives None with a warning: the caller trains instead.
+    """
+    from tasder.zoo._shipped import ShippedFileError, read_shipped
+
+    sparsity = SHIPPED_MODELS.get(tag, -1.0)
+    if sparsity == -1.0 or key != _recipe_keys(sparsity, DEFAULT_RECIPE, DEFAULT_PRUNING_RECIPE):
+        return None  # another recipe: nothing ships for it
+    try:
+        state, meta = read_shipped(f"{tag}.safetensors")
+        if meta.get("recipe_key") != _key_text(key):
+            raise ShippedFileError(f"{tag}.safetensors was made by another recipe than this tasder's default "
+                                   f"(rebuild with python -m tasder.zoo.digits --rebuild)")
+        _check_state(state)
+    except (ShippedFileError, RuntimeError, ValueError) as exc:
+        warnings.warn(f"the shipped weights of {tag} cannot be used ({' '.join(str(exc).split())[:200]}); training "
+                      f"them from the recipe on this machine instead, so the numbers may differ from the README's",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return state
+
+
 def load_digits_cnn(
     sparsity: float | None = None,
     *,
@@ -356,37 +482,139 @@ def load_digits_cnn(
     pruning: PruningRecipe = DEFAULT_PRUNING_RECIPE,
     progress: bool = True,
 ) -> DigitsCNN:
-    """The trained :class:`DigitsCNN` (dense, or pruned to ``sparsity``), in eval mode, cached.
+    """The trained :class:`DigitsCNN` (dense, or pruned to ``sparsity``), in eval mode.
 
-    The first call trains (and, for a sparse model, prunes the cached dense one by GMP); the
-    result is cached under the recipes' key, so later calls only read a file.
+    The default recipes' weights (dense, and 50/80/90/95 % sparse) are read from the package
+    (see the module doc). Any other recipe is trained on the first call (a sparse model: the
+    dense one of ``recipe``, pruned by GMP) and cached under the recipes' key, so later calls only
+    read a file.
     """
-    from tasder.zoo.cache import cached_state_dict
+    return load_digits_cnn_with_source(sparsity, recipe=recipe, pruning=pruning, progress=progress)[0]
 
-    dense_key = {"model": "digits-cnn", "version": _TRAINING_CODE_VERSION, "recipe": asdict(recipe)}
 
-    def check(state: dict[str, torch.Tensor]) -> None:
-        DigitsCNN().load_state_dict(state)  # raises on missing/extra keys or wrong shapes
+def load_digits_cnn_with_source(
+    sparsity: float | None = None,
+    *,
+    recipe: DigitsRecipe = DEFAULT_RECIPE,
+    pruning: PruningRecipe = DEFAULT_PRUNING_RECIPE,
+    progress: bool = True,
+) -> tuple[DigitsCNN, str]:
+    """:func:`load_digits_cnn` and where the weights came from: ``"shipped <file> sha256 <12 hex>"``
+    or ``"trained on this machine (recipe <key>)"`` (what the zoo records as provenance)."""
+    from tasder.zoo._shipped import shipped_sums
+    from tasder.zoo.cache import cached_state_dict, recipe_key
 
-    def build_dense() -> dict[str, torch.Tensor]:
-        return train_digits_cnn(recipe=recipe, progress=progress).state_dict()
+    if sparsity is not None and not 0.0 < sparsity < 1.0:
+        raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
+    key = _recipe_keys(sparsity, recipe, pruning)
+    tag = _model_tag(sparsity)
+    state = _shipped_state(tag, key)
+    if state is not None:
+        source = f"shipped {tag}.safetensors sha256 {shipped_sums().get(f'{tag}.safetensors', '?')[:12]}"
+    else:
+        source = f"trained on this machine (recipe {recipe_key(key)})"
+        dense_key = _recipe_keys(None, recipe, pruning)
+        dense_state = _shipped_state("digits-cnn", dense_key) if sparsity is not None else None
 
-    state = cached_state_dict("digits-cnn", dense_key, build_dense, check)
-    if sparsity is not None:
-        if not 0.0 < sparsity < 1.0:
-            raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
-        dense_state = state
-        sparse_key = {**dense_key, "sparsity": sparsity, "pruning_version": _PRUNING_CODE_VERSION,
-                      "pruning": asdict(pruning)}
+        def build_dense() -> dict[str, torch.Tensor]:
+            return train_digits_cnn(recipe=recipe, progress=progress).state_dict()
 
-        def build_sparse() -> dict[str, torch.Tensor]:
-            model = DigitsCNN()
-            model.load_state_dict(dense_state)
-            gradual_prune(model, sparsity, recipe=pruning, progress=progress)
-            return model.state_dict()
+        if dense_state is None:
+            dense_state = cached_state_dict("digits-cnn", dense_key, build_dense, _check_state)
+        state = dense_state
+        if sparsity is not None:
+            def build_sparse() -> dict[str, torch.Tensor]:
+                model = DigitsCNN()
+                model.load_state_dict(dense_state)
+                gradual_prune(model, sparsity, recipe=pruning, progress=progress)
+                return model.state_dict()
 
-        tag = f"digits-cnn-sparse-{round(sparsity * 100)}"
-        state = cached_state_dict(tag, sparse_key, build_sparse, check)
+            state = cached_state_dict(tag, key, build_sparse, _check_state)
     model = DigitsCNN()
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), source
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuilding the shipped files: python -m tasder.zoo.digits --rebuild | --check
+# ---------------------------------------------------------------------------------------------
+
+
+def rebuild_shipped(folder: Path | None = None, *, progress: bool = False,
+                    log: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Make every shipped digits file from scratch into ``folder`` (default: the package's); return
+    file name → SHA-256, also written as ``folder/SHA256SUMS``.
+
+    The split comes from scikit-learn (:func:`load_digits_data` with ``source="sklearn"``), the dense
+    model from :data:`DEFAULT_RECIPE`, each sparse one by :func:`gradual_prune` of that dense model
+    with :data:`DEFAULT_PRUNING_RECIPE` — nothing shipped is read. About 30 s on one core.
+    """
+    from tasder.zoo import _shipped
+    from tasder.zoo._shipped import write_shipped, write_sums
+
+    out = folder if folder is not None else _shipped.WEIGHTS_DIR
+    say = log or (lambda _msg: None)
+    raw = _sklearn_split(0)
+    sums: dict[str, str] = {}
+    split_meta = {"source": "scikit-learn load_digits (UCI optical recognition of handwritten digits, CC BY 4.0)",
+                  "split": "train_test_split, stratified, random_state=0: 60 % train, then 50/50 val/test",
+                  "pixels": "raw 0..16; the models see pixels / 16 as float32, shape (N, 1, 8, 8)"}
+    tensors = {f"{kind}_{split}": torch.from_numpy(np.ascontiguousarray(raw[2 * i + j]))
+               for i, split in enumerate(_SPLITS) for j, kind in enumerate(("images", "labels"))}
+    sums[DATA_FILE] = write_shipped(DATA_FILE, tensors, split_meta, out)
+    data = _as_data(raw)
+    say(f"{DATA_FILE}: {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)} images")
+    dense = train_digits_cnn(data, DEFAULT_RECIPE, progress=progress)
+    for tag, sparsity in SHIPPED_MODELS.items():
+        model = dense
+        if sparsity is not None:
+            model = DigitsCNN()
+            model.load_state_dict(dense.state_dict())
+            gradual_prune(model, sparsity, data, DEFAULT_PRUNING_RECIPE, progress=progress)
+            model.eval()
+        key = _recipe_keys(sparsity, DEFAULT_RECIPE, DEFAULT_PRUNING_RECIPE)
+        name = f"{tag}.safetensors"
+        sums[name] = write_shipped(name, model.state_dict(), {"model": tag, "recipe_key": _key_text(key)}, out)
+        say(f"{name}: test accuracy {evaluate_accuracy(model, data.x_test, data.y_test):.4f}, "
+            f"sha256 {sums[name][:16]}…")
+    write_sums(sums, out)
+    return sums
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tasder.zoo.digits --rebuild | --check [--out DIR]``: exit 0 when done / identical."""
+    import argparse
+    import tempfile
+
+    from tasder.zoo import _shipped
+    from tasder.zoo._shipped import shipped_sums
+
+    parser = argparse.ArgumentParser(prog="python -m tasder.zoo.digits",
+                                     description="Rebuild the shipped digits split and weights from their recipes.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--rebuild", action="store_true", help="retrain and rewrite the shipped files and SHA256SUMS")
+    what.add_argument("--check", action="store_true",
+                      help="retrain into a temporary folder and compare with the shipped files (exit 1 if any differ)")
+    parser.add_argument("--out", type=Path, default=None, help="write here instead of the package (with --rebuild)")
+    args = parser.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    if args.rebuild:
+        target = args.out if args.out is not None else _shipped.WEIGHTS_DIR
+        sums = rebuild_shipped(target, log=log)
+        print(f"wrote {len(sums)} files and {target / 'SHA256SUMS'}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        built = rebuild_shipped(Path(tmp), log=log)
+    shipped = shipped_sums()
+    differ = [n for n in built if shipped.get(n) != built[n]]
+    for name in built:
+        print(f"{'identical' if name not in differ else 'DIFFERS  '}  {name}  {built[name][:16]}… "
+              f"(shipped {shipped.get(name, 'missing')[:16]}…)")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through python -m
+    raise SystemExit(main())

@@ -18,20 +18,23 @@ model is instantiated:
   a fused QKV projection as in timm, a 1000-way head on the class token.
 
 GEMM convention (docs/design.md §4): ``Z[m, n] = Σ_k A[m, k]·B[k, n]`` with ``A`` the weights (M×K) and
-``B`` the input activations (K×N). A convolution is lowered by im2col: M = output channels,
-K = C·R·S, N = P·Q·batch; a linear layer over T tokens has M = out features, K = in features,
-N = T·batch. For a ``matmul`` (attention) ``A`` is an activation too: ``QKᵀ`` is M = T,
+``B`` the input activations (K×N). Every row carries its GEMM; a convolution's is its im2col
+lowering (M = output channels, K = C·R·S, N = P·Q·batch) and its row also carries the
+convolution itself (:attr:`LayerShape.conv`: channels, kernel, output size, batch, stride), which
+the hardware model evaluates natively; a linear layer over T tokens has M = out features,
+K = in features, N = T·batch. For a ``matmul`` (attention) ``A`` is an activation too: ``QKᵀ`` is M = T,
 K = head dim, N = T; ``softmax(QKᵀ)·V`` is M = T, K = T, N = head dim; it runs once per head
 and sample (``repeat``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "BERT_BASE",
+    "ConvDims",
     "LayerShape",
     "bert_base_layers",
     "deit_small_layers",
@@ -43,11 +46,28 @@ LayerKind = Literal["conv", "linear", "matmul"]
 
 
 @dataclass(frozen=True)
+class ConvDims:
+    """A convolution's loop bounds (C in, M out channels, R×S kernel, P×Q output, N batch) with its
+    stride and dilation (height, width); padding is not a loop bound."""
+
+    C: int
+    M: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    N: int = 1
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+
+
+@dataclass(frozen=True)
 class LayerShape:
     """One GEMM of a network: ``A`` (M×K) times ``B`` (K×N), run ``repeat`` times per forward pass.
 
     ``repeat`` counts identical layers (e.g. the 5 identical bottlenecks of a ResNet stage, the 12
-    encoder layers of BERT) and per-head/per-sample attention products.
+    encoder layers of BERT) and per-head/per-sample attention products. A convolution's row also
+    has ``conv``, the convolution whose im2col GEMM it is (not part of equality: the GEMM is the row).
     """
 
     name: str
@@ -56,6 +76,7 @@ class LayerShape:
     K: int
     N: int
     repeat: int = 1
+    conv: ConvDims | None = field(default=None, compare=False)
 
     @property
     def macs(self) -> int:
@@ -68,7 +89,13 @@ class LayerShape:
         return 0 if self.kind == "matmul" else self.M * self.K * self.repeat
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "M": self.M, "K": self.K, "N": self.N, "repeat": self.repeat}
+        out: dict[str, object] = {"name": self.name, "kind": self.kind, "M": self.M, "K": self.K, "N": self.N,
+                                  "repeat": self.repeat}
+        if self.conv is not None:
+            out["conv"] = {"C": self.conv.C, "M": self.conv.M, "R": self.conv.R, "S": self.conv.S, "P": self.conv.P,
+                           "Q": self.conv.Q, "N": self.conv.N, "stride": list(self.conv.stride),
+                           "dilation": list(self.conv.dilation)}
+        return out
 
 
 def total_macs(layers: list[LayerShape]) -> int:
@@ -82,8 +109,11 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _conv(name: str, c_in: int, c_out: int, kernel: int, out_hw: int, batch: int, repeat: int = 1) -> LayerShape:
-    return LayerShape(name, "conv", M=c_out, K=c_in * kernel * kernel, N=out_hw * out_hw * batch, repeat=repeat)
+def _conv(name: str, c_in: int, c_out: int, kernel: int, out_hw: int, batch: int, repeat: int = 1,
+          stride: int = 1) -> LayerShape:
+    return LayerShape(name, "conv", M=c_out, K=c_in * kernel * kernel, N=out_hw * out_hw * batch, repeat=repeat,
+                      conv=ConvDims(C=c_in, M=c_out, R=kernel, S=kernel, P=out_hw, Q=out_hw, N=batch,
+                                    stride=(stride, stride)))
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -98,7 +128,7 @@ def resnet50_layers(batch: int = 1, image_size: int = 224) -> list[LayerShape]:
     _check_positive(batch=batch, image_size=image_size)
     layers = []
     hw = _conv_out(image_size, 7, 2, 3)  # conv1: 7×7 stride 2, pad 3 → 112
-    layers.append(_conv("conv1", 3, 64, 7, hw, batch))
+    layers.append(_conv("conv1", 3, 64, 7, hw, batch, stride=2))
     hw = _conv_out(hw, 3, 2, 1)  # max-pool 3×3 stride 2, pad 1 → 56
     c_in = 64
     for stage, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=1):
@@ -108,9 +138,9 @@ def resnet50_layers(batch: int = 1, image_size: int = 224) -> list[LayerShape]:
         # First block: 1×1 reduce at the input size, 3×3 (stride) to out_hw, 1×1 expand, and the
         # 1×1 stride-s projection of the shortcut.
         layers.append(_conv(f"{prefix}.0.conv1", c_in, width, 1, hw, batch))
-        layers.append(_conv(f"{prefix}.0.conv2", width, width, 3, out_hw, batch))
+        layers.append(_conv(f"{prefix}.0.conv2", width, width, 3, out_hw, batch, stride=stride))
         layers.append(_conv(f"{prefix}.0.conv3", width, c_out, 1, out_hw, batch))
-        layers.append(_conv(f"{prefix}.0.downsample", c_in, c_out, 1, out_hw, batch))
+        layers.append(_conv(f"{prefix}.0.downsample", c_in, c_out, 1, out_hw, batch, stride=stride))
         rest = blocks - 1
         tag = f"{prefix}.1-{blocks - 1}" if rest > 1 else f"{prefix}.1"
         layers.append(_conv(f"{tag}.conv1", c_out, width, 1, out_hw, batch, rest))
@@ -183,7 +213,7 @@ def deit_small_layers(batch: int = 1, image_size: int = 224) -> list[LayerShape]
         raise ValueError(f"image_size must be a multiple of the patch size {patch}, got {image_size}")
     grid = image_size // patch
     tokens = grid * grid + 1  # + the class token
-    layers = [_conv("patch_embed.proj", 3, width, patch, grid, batch)]
+    layers = [_conv("patch_embed.proj", 3, width, patch, grid, batch, stride=patch)]
     layers += _encoder_block("blocks.0-11", tokens, batch, width, heads, mlp, depth, fused_qkv=True)
     layers.append(LayerShape("head", "linear", M=1000, K=width, N=batch))
     return layers
