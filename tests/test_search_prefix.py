@@ -82,7 +82,7 @@ def test_replayed_prefix_is_bit_identical_to_the_full_forward():
     assert cache.skipped_fraction > 0
 
 
-@pytest.mark.parametrize("mode", ["W", "auto"])
+@pytest.mark.parametrize("mode", ["W", pytest.param("auto", marks=pytest.mark.slow)])  # auto: ~10 s idle
 def test_search_with_stages_scores_every_config_exactly_as_without(mode):
     model = _tiny_bert()
     batches = _batches(3, 2)
@@ -96,6 +96,7 @@ def test_search_with_stages_scores_every_config_exactly_as_without(mode):
     assert staged.extra["prefix_replayed"] > 0 and "prefix_replayed" not in plain.extra
 
 
+@pytest.mark.slow  # two searches on a tiny BERT: > 3 s on 2 cores
 def test_an_evaluate_that_feeds_other_batches_turns_the_cache_off_and_stays_exact():
     model = _tiny_bert()
     batches = _batches(3, 4)
