@@ -1,77 +1,94 @@
-"""TASDER searches on the built-in models: MAC cut, held-out metric ratio, evaluations and time.
+"""TASDER searches on the built-in models: MAC and EDP cut, held-out metric ratio, the confidence bound,
+evaluations and time.
 
-Prints one line per (workload, mode, method)::
+Prints one line per (workload, mode, method, options)::
 
-    search <workload> <mode> <method>: mac_cut=<percent> edp_cut=<percent>
-        metric_ratio=<test metric / original> evals=<n> seconds=<s>      (on one line)
+    search <workload> <mode> <method>[+options]: mac_cut=<%> edp_cut=<%> metric_ratio=<test ratio>
+        test_bound=<paired bound on test> bound=<validation bound> evals=<n> skipped=<n> seconds=<s>
 
-The search decides on each zoo entry's validation split; ``metric_ratio`` is the *test* split
-metric of the chosen config over the original model's, measured once after the search. The MAC
-cut is over the whole model's dense MACs on the first calibration batch (``count_macs``): TASD-W
-layers count their series' effective density, TASD-A layers the measured kept fraction.
-``edp_cut`` is the accelerator model's (:class:`~tasder.search.cost.HardwareCost`): EDP of the
-chosen config on ``ttc-vegeta-m8`` against the original model on the dense tensor core ``tc``
-(the TASD paper's Fig. 12 normalisation), one inference, measured operand densities.
+The search decides on each zoo entry's validation split; ``metric_ratio`` is the *test* split metric
+of the chosen config over the original model's, measured once after the search, and ``test_bound``
+the paired lower bound of that ratio on the test split at the same confidence (how sure the test
+split itself is). ``bound`` is the validation bound the search accepted the config with (the zoo's
+evaluators return per-example scores; ``--confidence``, default 0.9). The MAC cut is over the whole
+model's dense Linear/Conv2d MACs on the first calibration batch (``count_macs``): TASD-W layers count
+their series' effective density, TASD-A layers the measured kept fraction. ``edp_cut`` is the
+accelerator model's (:class:`~tasder.search.cost.HardwareCost`): EDP of the chosen config on
+``ttc-vegeta-m8`` against the original model on the dense tensor core ``tc`` (the TASD paper's
+Fig. 12 normalisation), one inference, measured operand densities.
 
-    python benchmarks/bench_search.py [--only digits] [--minilm-val-n 511] [--minilm-n 1500] [--equal-budget]
-                                      [--options paper,ours]
+    python benchmarks/bench_search.py [--only digits|minilm] [--minilm-val-n 1500] [--minilm-n 2000]
+        [--options paper,ours] [--minilm-options paper,act,recon] [--confidence 0.9] [--no-stages]
+        [--greedy-evals 40] [--equal-budget] [--optimum]
 
-``--options``: ``paper`` runs each method as the paper has it (plain greedy TASD in the original
-layout); ``ours`` adds our two options to every candidate (``permute``: the reduction dim
-permuted so the series drops less; ``bias_correction``: the mean output error on the calibration
-data added back), labelled ``<method>+ours``. Both by default.
+Workloads and option sets:
 
-``--equal-budget`` adds a ``cost-aware(max_evals=N)`` line, N = the evaluations the paper
-method of the same workload used (the first one listed).
+* ``digits-cnn-sparse-95`` (TASD-W) and ``digits-cnn`` (TASD-A): ``--options``: ``paper`` (the methods
+  as the paper has them), ``ours`` (``permute`` + ``bias_correction``), ``bc`` (bias correction alone).
+* ``minilm``: all 36 linears, ``mode=auto`` (TASD-W or TASD-A per layer) and TASD-A alone;
+  ``--minilm-options``: ``paper`` (magnitude scores), ``act`` (TASD-W ranks by |W|·‖X‖), ``recon``
+  (``act`` + the kept weights refit from the calibration activations). The MiniLM searches replay
+  the unchanged encoder layers (the entry's ``stages``) unless ``--no-stages``. paper-greedy walks
+  every (layer, candidate) pair and is capped at ``--greedy-evals`` evaluations there.
 
-``--optimum`` adds an ``optimum`` line for the digits workloads: the best config that exists
-under the same constraint on the same validation split — every per-layer combination of the
-target's candidates (7 per layer, 4 searchable layers: 2,401 configs), sorted by the search's own
-cost (``MACCost``, TASD-A with the measured kept fractions) and evaluated cheapest first until the
-first one meets the constraint. Its ``evals`` is how many were scored to prove it (minutes, not
-seconds). It tells a search that missed a target from a target no config reaches.
+``--equal-budget`` adds a ``cost-aware(max_evals=N)`` line, N = the evaluations the paper method of
+the same workload used. ``--optimum`` adds an ``optimum`` line for the digits workloads: every
+per-layer combination, cheapest first, until one meets the constraint on validation (the point
+rule: it tells a search that missed a target from a target no config reaches).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
+from typing import Any
 
 from tasder import zoo
 from tasder.nn import apply_tasd, count_macs
-from tasder.nn.config import LayerSpec, TASDConfig
+from tasder.nn.config import TASDConfig
+from tasder.scores import as_scores
 from tasder.search import search
+from tasder.search.acceptance import Acceptance, ratio_lower_bound
 from tasder.search.cost import HardwareCost, MACCost
 from tasder.search.methods import default_layers, measure_layers, select_layers
 from tasder.targets import candidate_series
 
-#: The option sets ``--options`` chooses from.
-OPTIONS: dict[str, dict[str, bool]] = {"paper": {}, "ours": {"permute": True, "bias_correction": True},
-                                       "bc": {"bias_correction": True}}
+#: The option sets ``--options`` (digits) and ``--minilm-options`` choose from.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "paper": {}, "ours": {"permute": True, "bias_correction": True}, "bc": {"bias_correction": True},
+    "act": {"score": "activation"}, "recon": {"score": "activation", "reconstruct": True},
+}
 
-RUNS = [
+#: (workload, mode, methods, layers: None = every Linear/Conv2d)
+RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("digits-cnn-sparse-95", "W", ("paper-greedy", "cost-aware")),
     ("digits-cnn", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
-    ("minilm", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
+    ("minilm", "auto", ("cost-aware",)),
+    ("minilm", "A", ("paper-threshold", "cost-aware", "paper-greedy")),
 ]
 
 
-def optimum(entry: zoo.ZooModel, mode: str, constraint: float) -> tuple[TASDConfig, int, float]:
-    """The cheapest config (by the search's cost) meeting ``constraint`` on the validation split,
-    found by scoring every combination cheapest first; returns it, the evaluations and seconds."""
+def optimum(entry: zoo.ZooModel, mode: str, constraint: float, confidence: float | None,
+            options: dict[str, Any]) -> tuple[TASDConfig, int, float]:
+    """The cheapest config (by the search's cost) accepted on the validation split — by the paired
+    bound at ``confidence``, or the point rule for None — found by scoring every combination cheapest
+    first; returns it, the evaluations and seconds."""
     assert entry.model is not None
     start = time.perf_counter()
     model = entry.model.eval()
     evaluate = entry.metadata["evaluate_val"]
-    layers, total, _ = measure_layers(model, entry.calibration, select_layers(model, None),
-                                candidate_series("ttc-vegeta-m8"), mode)
+    layers, total, calibration = measure_layers(model, entry.calibration, select_layers(model, None),
+                                                candidate_series("ttc-vegeta-m8"), mode, **options)
     cost = MACCost({ly.name: ly.dense_macs for ly in layers}, total - sum(ly.dense_macs for ly in layers),
                    {(ly.name, k): v for ly in layers for k, v in ly.kept.items()})
-    threshold = constraint * evaluate(model)
+    metric0, s0 = as_scores(evaluate(model))
+    acceptance = Acceptance(constraint, constraint * metric0, confidence or 0.5,
+                            None if confidence is None else s0)
     configs = []
     for combo in itertools.product(*[[None, *ly.candidates] for ly in layers]):
-        specs = {ly.name: LayerSpec(s, mode) for ly, s in zip(layers, combo, strict=True) if s is not None}
+        specs = {ly.name: s for ly, s in zip(layers, combo, strict=True) if s is not None}
         configs.append((cost(specs), sorted((n, str(sp.series)) for n, sp in specs.items()), TASDConfig(specs)))
     configs.sort(key=lambda t: (t[0], t[1]))
     evals = 1
@@ -79,73 +96,120 @@ def optimum(entry: zoo.ZooModel, mode: str, constraint: float) -> tuple[TASDConf
         if not config.layers:
             return config, evals, time.perf_counter() - start
         evals += 1
-        if evaluate(apply_tasd(model, config)) >= threshold:
+        metric, per = as_scores(evaluate(apply_tasd(model, config, calibration=calibration)))
+        if acceptance.judge(metric, per)[0]:
             return config, evals, time.perf_counter() - start
     raise AssertionError("unreachable: the original model meets any constraint ≤ 1")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run only workloads whose name contains this")
-    parser.add_argument("--minilm-val-n", type=int, default=511)
-    parser.add_argument("--minilm-n", type=int, default=1500)
+    parser.add_argument("--modes", default="", help="comma-separated subset of modes to run (W, A, auto)")
+    parser.add_argument("--minilm-val-n", type=int, default=None)
+    parser.add_argument("--minilm-n", type=int, default=None)
     parser.add_argument("--constraint", type=float, default=0.99)
+    parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--equal-budget", action="store_true",
                         help="also run cost-aware with max_evals = the paper method's evaluation count")
     parser.add_argument("--methods", default="", help="comma-separated subset of methods to run")
     parser.add_argument("--options", default="paper,ours",
-                        help="comma-separated: paper (no options), ours (permute + bias_correction), bc "
-                             "(bias_correction alone)")
+                        help="digits: comma-separated: paper (no options), ours (permute + bias_correction), bc")
+    parser.add_argument("--minilm-options", default="paper,act,recon",
+                        help="minilm: comma-separated: paper (magnitude), act (activation-aware scores), recon "
+                             "(activation-aware + reconstruction), bc (bias correction)")
+    parser.add_argument("--greedy-evals", type=int, default=40, help="cap of paper-greedy on minilm")
+    parser.add_argument("--no-stages", action="store_true", help="evaluate MiniLM configs with full forwards")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
     wanted = set(filter(None, args.methods.split(",")))
+    modes = set(filter(None, args.modes.split(",")))
+    loaded: dict[str, Any] = {}
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} load average {os.getloadavg()[0]:.2f} "
+          f"(2 cores; times under load are inflated)", flush=True)
     for name, mode, methods in RUNS:
-        if args.only not in name:
+        if args.only not in name or (modes and mode not in modes):
             continue
-        kwargs = {"n": args.minilm_n, "val_n": args.minilm_val_n} if name == "minilm" else {"progress": False}
-        entry = zoo.load(name, **kwargs)
+        minilm = name == "minilm"
+        if name not in loaded:
+            kwargs = {"n": args.minilm_n, "val_n": args.minilm_val_n} if minilm else {"progress": False}
+            loaded[name] = zoo.load(name, **kwargs)
+        entry = loaded[name]
         assert entry.model is not None and entry.evaluate is not None
         original_test = entry.evaluate(entry.model)
         # The README's table was made with a mapper budget of 2000 per layer: kept so it reproduces.
-        edp_tc = HardwareCost.for_model(entry.model, entry.calibration[0], "tc", mode, budget=2000)({})
-        edp_ttc = HardwareCost.for_model(entry.model, entry.calibration[0], "ttc-vegeta-m8", mode, budget=2000)
-        paper_evals: int | None = None
-        for variant in filter(None, args.options.split(",")):
+        hw_mode = "W" if mode == "auto" else mode
+        edp_tc = HardwareCost.for_model(entry.model, entry.calibration[0], "tc", hw_mode, budget=2000)({})  # type: ignore[arg-type]
+        edp_ttc = HardwareCost.for_model(entry.model, entry.calibration[0], "ttc-vegeta-m8", hw_mode,  # type: ignore[arg-type]
+                                         budget=2000)
+        variants = args.minilm_options if minilm else args.options
+        layers = None if minilm else default_layers(name, mode)
+        for variant in filter(None, variants.split(",")):
             if variant not in OPTIONS:
-                parser.error(f"--options: unknown {variant!r}; choose from {', '.join(OPTIONS)}")
-            options = OPTIONS[variant]
+                parser.error(f"unknown option set {variant!r}; choose from {', '.join(OPTIONS)}")
+            options = dict(OPTIONS[variant])
+            if mode == "A" and (options.get("score") or options.get("reconstruct")):
+                continue  # TASD-W options: nothing to do for TASD-A
             paper_evals = None
-            runs = [(m, None) for m in methods if not wanted or m in wanted]
+            runs: list[tuple[str, int | None]] = [(m, None) for m in methods if not wanted or m in wanted]
             if args.equal_budget:
                 runs.append(("cost-aware", -1))
             for method, budget in runs:
                 max_evals = paper_evals if budget == -1 else None
                 if budget == -1 and max_evals is None:
                     continue
-                r = search(entry.model, "ttc-vegeta-m8", entry.metadata["evaluate_val"], entry.calibration, mode,
-                           args.constraint, method, layers=default_layers(name, mode), model_id=name,
-                           max_evals=max_evals, progress=False, **options)
-                if method != "cost-aware" and paper_evals is None:
+                if minilm and method == "paper-greedy":
+                    max_evals = args.greedy_evals
+                r = search(entry.model, "ttc-vegeta-m8", entry.metadata["evaluate_val"], entry.calibration, mode,  # type: ignore[arg-type]
+                           args.constraint, method, layers=layers, model_id=name, max_evals=max_evals,  # type: ignore[arg-type]
+                           progress=False, confidence=args.confidence,
+                           stages=None if args.no_stages else entry.metadata.get("stages"), **options)
+                if method not in ("cost-aware",) and paper_evals is None:
                     paper_evals = r.evaluations
                 model = apply_tasd(entry.model, r.config, calibration=entry.calibration) if r.config.layers \
                     else entry.model
                 macs = count_macs(model, entry.calibration[0])
                 test = entry.evaluate(model)
+                _, s_test = as_scores(test)
+                _, s_orig = as_scores(original_test)
+                test_bound = None if s_test is None or s_orig is None else \
+                    ratio_lower_bound(s_test, s_orig, args.confidence)
                 label = (method if max_evals is None else f"{method}(max_evals={max_evals})") + \
                     ("" if variant == "paper" else f"+{variant}")
                 edp_cut = 100 * (1 - edp_ttc(r.config.layers) / edp_tc)
+                modes_used = sorted({s.mode for s in r.config.layers.values()})
                 print(f"search {name} {mode} {label}: mac_cut={100 * (1 - macs.density):.1f}% "
-                      f"edp_cut={edp_cut:.1f}% metric_ratio={test / original_test:.4f} evals={r.evaluations} "
-                      f"seconds={r.seconds:.1f}", flush=True)
-        if args.optimum and name != "minilm":
-            config, evals, seconds = optimum(entry, mode, args.constraint)
-            model = apply_tasd(entry.model, config) if config.layers else entry.model
-            macs = count_macs(model, entry.calibration[0])
-            print(f"search {name} {mode} optimum: mac_cut={100 * (1 - macs.density):.1f}% "
-                  f"edp_cut={100 * (1 - edp_ttc(config.layers) / edp_tc):.1f}% "
-                  f"metric_ratio={entry.evaluate(model) / original_test:.4f} evals={evals} seconds={seconds:.1f} "
-                  f"config={','.join(f'{n}={sp.series}' for n, sp in sorted(config.layers.items()))}", flush=True)
+                      f"edp_cut={edp_cut:.1f}% metric_ratio={float(test) / float(original_test):.4f} "
+                      f"test_bound={_fmt(test_bound)} bound={_fmt(r.bound_final)} "
+                      f"val_ratio={r.metric_ratio:.4f} evals={r.evaluations} skipped={r.skipped} "
+                      f"seconds={r.seconds:.1f} layers={len(r.config.layers)}{''.join(modes_used)} "
+                      f"replayed={r.extra.get('prefix_replayed', 0):.2f} load={os.getloadavg()[0]:.2f}",
+                      flush=True)
+                # where the search's time went: everything before the first evaluation (the
+                # per-(layer, candidate) measurements), the original, then each evaluation
+                timed = [p.seconds for p in r.history if p.seconds is not None]
+                print(f"  time: setup={r.seconds - sum(timed):.1f}s original={timed[0]:.1f}s "
+                      f"evals={','.join(f'{t:.0f}' for t in timed[1:])}s", flush=True)
+        if args.optimum and not minilm:
+            for variant in filter(None, variants.split(",")):
+                for conf in (None, args.confidence):
+                    config, evals, seconds = optimum(entry, mode, args.constraint, conf, OPTIONS[variant])
+                    model = apply_tasd(entry.model, config, calibration=entry.calibration) if config.layers \
+                        else entry.model
+                    macs = count_macs(model, entry.calibration[0])
+                    rule = "point" if conf is None else f"bound{conf:g}"
+                    print(f"search {name} {mode} optimum({rule}){'' if variant == 'paper' else '+' + variant}: "
+                          f"mac_cut={100 * (1 - macs.density):.1f}% "
+                          f"edp_cut={100 * (1 - edp_ttc(config.layers) / edp_tc):.1f}% "
+                          f"metric_ratio={float(entry.evaluate(model)) / float(original_test):.4f} evals={evals} "
+                          f"seconds={seconds:.1f} "
+                          f"config={','.join(f'{n}={sp.series}' for n, sp in sorted(config.layers.items()))}",
+                          flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ SRC = Path(tasder.__file__).resolve().parent
 #: Each top-level module or subpackage of tasder → its layer; an import must go to a lower one.
 LAYERS: dict[str, int] = {
     "_validation": 0, "_batch": 0, "_threads": 0, "_text": 0, "_yaml": 0, "errors": 0, "io": 0,
-    "sparsity": 1,
+    "sparsity": 1, "scores": 1,
     "targets": 2, "tasd": 2,
     "hw": 3, "nn": 3,
     "train": 4, "zoo": 4,
@@ -41,7 +41,7 @@ LAYERS: dict[str, int] = {
 #: Stricter than the layers: what these may import at all.
 ONLY: dict[str, set[str]] = {
     "hw": {"sparsity", "errors", "_yaml"},  # the accelerator model knows no torch, zoo, nn or search
-    "zoo": {"io", "_batch", "errors", "_threads"},
+    "zoo": {"io", "_batch", "errors", "_threads", "scores"},
     "report": {"io"},
     "targets": {"sparsity", "_yaml"},
 }

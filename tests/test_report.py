@@ -500,6 +500,20 @@ def test_chromium_renders_the_page(written_with_pictures: tuple[dict[str, Any], 
     assert dom.stdout.count("<img") == 10
 
 
+def test_the_paired_bound_is_reported_next_to_the_ratio() -> None:
+    from tasder.report import html as report_html
+    from tasder.report.markdown import render_markdown_report
+
+    doc = copy.deepcopy(make_doc())
+    doc["models"][0]["search"]["acceptance"] = {"confidence": 0.9, "bound_kind": "ratio", "bound": 0.99312,
+                                                "examples": 1500}
+    page = report_html.render_html(doc, [])
+    text = render_markdown_report(doc, [])
+    for out in (page, text):
+        assert "(≥ 99.31 % at 90 % confidence)" in out
+        assert "90 % confidence over the 1500 validation examples" in out
+
+
 def test_headline_table_opens_both_reports(written: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """The CLI's summary rows are the first table of report.html and report.md, before any section."""
     doc, paths = written

@@ -74,3 +74,30 @@ def test_bad_constraint_and_target(capsys, tiny, tmp_path):
     assert run(["search", "tiny", "--target", "nope"]) == 2
     assert "unknown target" in capsys.readouterr().err
     assert tiny == []
+
+
+def test_per_example_scores_print_the_bound_and_auto_mode_with_tasd_w_options(capsys, tiny, monkeypatch):
+    from tasder.scores import Scores
+
+    entry = tasder.zoo.load("tiny")
+    tiny.clear()
+    plain = entry.metadata["evaluate_val"]
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = entry.model(x).argmax(1)
+
+    def per_example(m: nn.Module) -> Scores:
+        with torch.no_grad():
+            return Scores((m(x).argmax(1) == y).double())
+
+    monkeypatch.setitem(entry.metadata, "evaluate_val", per_example)
+    code = run(["search", "tiny", "--mode", "auto", "--constraint", "0.8", "--confidence", "0.8", "--score",
+                "activation", "--reconstruct"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "ratio ≥" in out and "80 % confidence over 64 examples" in out
+    assert plain is not None
+    assert run(["search", "tiny", "--confidence", "1"]) == 2
+    assert "confidence" in capsys.readouterr().err
+    assert run(["search", "tiny", "--mode", "A", "--score", "activation"]) == 2
+    assert "TASD-W" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from tasder.zoo.digits import (
     DigitsCNN,
     DigitsRecipe,
     PruningRecipe,
+    correct_per_example,
     evaluate_accuracy,
     gradual_prune,
     load_digits_cnn,
@@ -232,6 +233,14 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(capfd, digits):
     assert capfd.readouterr().err == ""
 
 
+def test_digits_scores_per_image_average_to_the_accuracy(digits):
+    torch.manual_seed(0)
+    net = DigitsCNN().eval()
+    scores = correct_per_example(net, digits.x_val, digits.y_val, batch_size=100)
+    assert len(scores) == len(digits.x_val) and set(scores.per_example.tolist()) <= {0.0, 1.0}
+    assert float(scores) == evaluate_accuracy(net, digits.x_val, digits.y_val)
+
+
 # ---------------------------------------------------------------------------------------------
 # docstring retrieval
 # ---------------------------------------------------------------------------------------------
@@ -263,14 +272,30 @@ def test_docstring_pairs_are_deterministic_unique_and_real():
     assert "json.dumps" in sources and "textwrap.dedent" in sources
 
 
+@pytest.mark.slow  # imports scikit-learn's and transformers' modules to read their docstrings (≈ 15 s)
 def test_docstring_pool_is_cached_shuffled_and_has_thousands_of_pairs():
     pairs, meta = load_docstring_pairs()
-    assert meta["pool_size"] == len(pairs) >= 1500
-    assert next(p.name for p in _entries()).startswith("stdlib-docstrings-")
+    assert meta["pool_size"] == len(pairs) >= 4000
+    assert next(p.name for p in _entries()).startswith("docstrings-")
     again, _ = load_docstring_pairs()
     assert pairs == again
     modules = [p.source.split(".")[0] for p in pairs[:50]]
     assert len(set(modules)) > 10  # shuffled: a prefix spans many modules
+    assert {"numpy", "torch", "sklearn", "transformers"} <= {p.source.split(".")[0] for p in pairs}
+    assert all(v is not None for v in meta["packages"].values())
+
+
+def test_candidate_pools_hold_the_own_target_first_and_distinct_others():
+    from tasder.zoo.retrieval import candidate_pools
+
+    pools = candidate_pools(50, 20)
+    assert pools.shape == (50, 20) and torch.equal(pools[:, 0], torch.arange(50))
+    for i, row in enumerate(pools.tolist()):
+        assert len(set(row)) == 20 and row.count(i) == 1
+    assert torch.equal(pools, candidate_pools(50, 20))  # fixed by the seed
+    assert candidate_pools(5, 20).shape == (5, 5) and candidate_pools(5, None) is None
+    with pytest.raises(ValueError, match="candidates"):
+        candidate_pools(5, 0)
 
 
 def test_scores_identity_ties_and_nonfinite():
@@ -287,6 +312,10 @@ def test_scores_identity_ties_and_nonfinite():
     t = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
     s = score_embeddings(q, t)
     assert s.recall_at_1 == 0.5 and s.mrr == pytest.approx(0.75)
+    assert s.hits.tolist() == [0.0, 1.0]
+    # within pools: query 0 among targets [0] alone is a hit, query 1 among [1, 0] too
+    s = score_embeddings(q, t, torch.tensor([[0, 0], [1, 0]])[:, :1])
+    assert s.hits.tolist() == [1.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,12 +438,19 @@ def test_digits_entry_with_a_tiny_recipe():
 @pytest.fixture(scope="module")
 def minilm_small(tmp_path_factory):
     pytest.importorskip("transformers")
+    from tasder.zoo import retrieval
+
     os.environ["HF_HUB_OFFLINE"] = "1"
     old = os.environ.get("TASDER_CACHE_DIR")
     os.environ["TASDER_CACHE_DIR"] = str(tmp_path_factory.mktemp("minilm-cache"))
+    # The standard library's docstrings alone (a second or so; the full pool imports scikit-learn's and
+    # transformers' modules, which the slow pool test covers).
+    mp = pytest.MonkeyPatch()
+    mp.setattr(retrieval, "all_modules", lambda: retrieval.STDLIB_MODULES)
     try:
-        return zoo.load("minilm", n=24)
+        return zoo.load("minilm", n=24, val_n=24)
     finally:
+        mp.undo()
         if old is None:
             del os.environ["TASDER_CACHE_DIR"]
         else:
@@ -427,9 +463,15 @@ def test_minilm_entry_is_the_real_bert_and_scores_well_above_chance(minilm_small
     m = minilm_small
     assert isinstance(m.model, BertModel) and not m.model.training
     assert m.model.config.hidden_size == 384 and m.model.config.num_hidden_layers == 6
-    assert m.metric == "recall@1" and m.metadata["task_size"] == 24
+    assert m.metric == "recall@1" and m.metadata["task_size"] == 24 and m.metadata["candidates"] == 20
     scores = m.metadata["task"].evaluate(m.model)
-    assert 0.5 < scores.recall_at_1 <= scores.mrr <= 1.0 and scores.n == 24  # chance is 1/24
+    assert 0.5 < scores.recall_at_1 <= scores.mrr <= 1.0 and scores.n == 24  # chance is 1/20
+    hits = m.evaluate(m.model)  # per-query hits, for a search's paired bound
+    assert len(hits) == 24 and float(hits) == scores.recall_at_1
+    val = m.metadata["evaluate_val"](m.model)
+    assert len(val) == 24 and m.metadata["stages"] == ("embeddings", "encoder.layer.*")
+    scored = {p.query for p in m.metadata["task"].pairs}
+    assert not scored & {p.query for p in m.metadata["val_task"].pairs}  # disjoint splits
 
 
 @pytest.mark.slow  # four batches of 16 texts × 128 tokens through the real encoder

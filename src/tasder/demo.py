@@ -155,7 +155,8 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     result = search(entry.model, DEMO_TARGET, evaluate_val, calibration, case.mode, settings.constraint, "cost-aware",
                     holdout_evaluate=entry.evaluate, cost=hc, seed=settings.seed, max_evals=settings.max_evals,
                     layers=default_layers(case.model_id, case.mode), model_id=case.model_id, progress=progress,
-                    permute=case.permute, bias_correction=case.bias_correction)
+                    permute=case.permute, bias_correction=case.bias_correction,
+                    stages=entry.metadata.get("stages"))
     config_name = f"{case.model_id}.tasd.yaml"
     result.config_with_provenance().save(out_dir / config_name)
 
@@ -203,7 +204,10 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
                    "chosen": chosen, "cost_unit": hc.unit, "cost_baseline": result.cost_before,
                    # The report's one EDP normalisation: TC running the original model (designs[0]).
                    "cost_reference": designs[0]["edp_js"], "cost_reference_label": "TC running the original model",
-                   "failures": list(result.failures)},
+                   "failures": list(result.failures),
+                   **({} if result.confidence is None else {"acceptance": {
+                       "confidence": result.confidence, "bound_kind": result.bound_kind,
+                       "bound": _finite(result.bound_final), "examples": result.examples}})},
         "layers": layer_rows,
         "designs": designs,
         "error_curve": curve,

@@ -2,12 +2,17 @@
 
 ::
 
-    tasder search MODEL --target ttc-vegeta-m8 --mode W|A [--method cost-aware] [--constraint 0.99]
-                  [--drop 0.005] [--layers GLOB ...] [--cost macs|edp|energy|cycles] [--design NAME]
-                  [--permute] [--bias-correction] [--out config.yaml] [--report report.md] [--json]
+    tasder search MODEL --target ttc-vegeta-m8 --mode W|A|auto [--method cost-aware] [--constraint 0.99]
+                  [--drop 0.005] [--confidence 0.9] [--layers GLOB ...] [--cost macs|edp|energy|cycles]
+                  [--design NAME] [--permute] [--bias-correction] [--score magnitude|activation]
+                  [--reconstruct] [--out config.yaml] [--report report.md] [--json]
 
 The search decides on the zoo entry's validation split (``metadata["evaluate_val"]``) and the
-chosen config is re-scored on the test split afterwards; both are printed. Output paths are
+chosen config is re-scored on the test split afterwards; both are printed. The zoo's evaluators
+return per-example scores, so a config is accepted when a paired confidence bound (``--confidence``)
+on its ratio to the original meets the constraint; the bound is printed next to the ratio. A zoo
+entry that lists its stages (``metadata["stages"]``: MiniLM's embeddings and encoder layers)
+is evaluated with the unchanged prefix replayed (:mod:`tasder.search.prefix`). Output paths are
 checked writable before the (possibly long) search starts. ``--cost edp --design ttc-vegeta-m8``
 makes the modelled EDP of the whole model on that design (:class:`tasder.search.HardwareCost`) the
 cost the search minimises; the summary then also shows the chosen config's EDP normalised to TC.
@@ -15,6 +20,7 @@ cost the search minimises; the summary then also shows the chosen config's EDP n
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +81,7 @@ SEARCH_HELP = with_examples(
     "tasder search digits-cnn --mode A --cost edp --design ttc-vegeta-m8 --report report.md",
     "tasder search digits-cnn-sparse-95 --mode W --permute --bias-correction -o config.yaml",
     "tasder search minilm --mode A --method paper-threshold --json",
+    "tasder search minilm --mode auto --score activation --confidence 0.9",
 )
 
 
@@ -82,7 +89,8 @@ def search_cmd(
     model: ModelArgument,
     target: Annotated[str, typer.Option("--target", "-t", help="Built-in target name or a target YAML path.")]
     = DEFAULT_TARGET,
-    mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights) or A (TASD-A, activations).")]
+    mode: Annotated[str, typer.Option("--mode", help="W (TASD-W, weights), A (TASD-A, activations) or auto "
+                                      "(either, per layer).")]
     = "W",
     method: Annotated[str, typer.Option("--method", help="cost-aware, paper-greedy or paper-threshold (A).")]
     = "cost-aware",
@@ -90,6 +98,8 @@ def search_cmd(
                                               "validation metric, in (0, 1].")] = 0.99,
     drop: Annotated[float | None, typer.Option("--drop", help="Instead: an absolute allowed drop of the metric.",
                                                show_default=False)] = None,
+    confidence: Annotated[float, typer.Option("--confidence", help="Confidence of the paired bound a config must "
+                                              "meet the constraint at, in (0, 1).")] = 0.9,
     layers: Annotated[list[str] | None, typer.Option("--layers", help="Globs of the layers to search "
                       "(repeatable; default: all, minilm TASD-A: encoder.layer.?.output.dense).",
                       show_default=False)] = None,
@@ -111,6 +121,10 @@ def search_cmd(
     bias_correction: Annotated[bool, typer.Option("--bias-correction", help="Add each output channel's mean "
                                                   "error on the calibration data back (ours; no training).")]
     = False,
+    score: Annotated[str, typer.Option("--score", help="How TASD-W ranks weights: magnitude |W| or activation "
+                                       "|W|·‖X‖ on the calibration data (ours).")] = "magnitude",
+    reconstruct: Annotated[bool, typer.Option("--reconstruct", help="TASD-W: refit the kept weights from the "
+                                              "calibration activations (ours).")] = False,
     json_out: JsonOption = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False,
                                                 help="Write the chosen config (YAML) to FILE.")] = None,
@@ -120,6 +134,7 @@ def search_cmd(
 ) -> None:
     from tasder.io import atomic_write_text, check_writable
     from tasder.search import Drop, render_markdown, search
+    from tasder.search.acceptance import check_confidence
     from tasder.search.methods import check_constraint, default_layers
     from tasder.targets import load_target
 
@@ -127,6 +142,7 @@ def search_cmd(
         raise ValueError("--out is the former name of --output; give one of them")
     out = output if output is not None else out
     limit = check_constraint(Drop(drop) if drop is not None else constraint)
+    check_confidence(confidence)
     load_target(target)
     for path in (out, report):
         if path is not None:
@@ -137,16 +153,23 @@ def search_cmd(
     if evaluate is None:
         raise ValueError(f"model {model!r} has no validation split evaluator (metadata['evaluate_val']; "
                          f"tasder.zoo.make_entry sets it)")
-    mode_u = mode.strip().upper()
+    mode_u = "auto" if mode.strip().lower() == "auto" else mode.strip().upper()
     chosen_layers = layers if layers else default_layers(name, mode_u)
-    cost_fn, tc_cost = _cost_function(cost, design, target, entry, mode_u, mapper_budget, seed)
-    with user_caches():
+    # (auto: every candidate spec carries its own mode, which HardwareCost follows)
+    cost_fn, tc_cost = _cost_function(cost, design, target, entry, "W" if mode_u == "auto" else mode_u,
+                                      mapper_budget, seed)
+    with user_caches(), warnings.catch_warnings():
+        # what the search warns about (too little slack, the prefix cache turned off) is in
+        # result.notes, printed with the summary
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                         method,  # type: ignore[arg-type]
                         holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
                         statistic=statistic, model_id=name, progress=interactive(),
                         cost=cost_fn,  # type: ignore[arg-type]
-                        permute=permute, bias_correction=bias_correction)
+                        permute=permute, bias_correction=bias_correction, score=score,  # type: ignore[arg-type]
+                        reconstruct=reconstruct, confidence=confidence, stages=entry.metadata.get("stages"))
     if tc_cost is not None and cost_fn is not None:
         result.hardware = cost_fn.summarize(result, tc_cost)
     val_name = str(entry.metadata.get("val_metric", f"validation {entry.metric}"))
@@ -160,8 +183,13 @@ def search_cmd(
         r = result
         console.print(f"{name} on {r.target}: TASD-{r.mode}, {r.method}, constraint {r.constraint}", markup=False)
         hold = r.holdout_ratio
+        bound = ""
+        if r.confidence is not None and r.bound_final is not None:
+            what = "ratio" if r.bound_kind == "ratio" else "difference"
+            bound = (f"; {what} ≥ {r.bound_final:.4f} at {100 * r.confidence:g} % confidence over "
+                     f"{r.examples} examples")
         console.print(f"{val_name}: {r.metric_original:.4f} → {r.metric_final:.4f} "
-                      f"({100 * r.metric_ratio:.2f} %)", markup=False)
+                      f"({100 * r.metric_ratio:.2f} %{bound})", markup=False)
         if r.holdout_original is not None and r.holdout_final is not None:
             console.print(f"{test_name}: {r.holdout_original:.4f} → {r.holdout_final:.4f}"
                           + ("" if hold is None else f" ({100 * hold:.2f} %)")
@@ -187,6 +215,8 @@ def search_cmd(
         console.print(t)
         for f in r.failures:
             console.print(f"failed evaluation: {f}", markup=False)
+        for n in r.notes:
+            console.print(f"note: {n}", markup=False)
 
     if json_out:
         emit(None, result.as_dict(), None)

@@ -14,6 +14,11 @@ the same measurement the search ranks its moves by):
   removes the systematic part of the error (dropping the smallest ReLU activations, for
   instance, always lowers the input's mean), leaving the squared error Σe² − n·ē² per channel.
   The correction is an extra bias: no work for the hardware.
+* **TASD-W from activations** (``score: activation``, ``reconstruct``) — per input feature j the
+  sum of squares Σx_j² over the calibration rows (tokens; im2col columns of a convolution) and,
+  for ``reconstruct``, the Gram matrix XᵀX; each probe then chooses its kept weights by
+  |W_ij|·‖X_j‖₂ and refits them (:mod:`tasder.nn.reconstruct`). One Cholesky factor per layer is
+  shared by all its probes.
 
 :func:`calibrate_probes` is the mechanism (shared with :mod:`tasder.search`, which measures the
 error of many candidate layers in the same pass); :func:`tasder.nn.calibrate` and
@@ -29,10 +34,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812 - the universal spelling
 
 from tasder._batch import call_with_batch
 from tasder.nn.config import LayerSpec
 from tasder.nn.layers import TASDLayer
+from tasder.nn.reconstruct import damped_inverse_factor
 from tasder.tasd.permutation import find_permutation
 
 __all__ = ["ErrorStats", "LayerCalibration", "TASDCalibration", "calibrate_probes", "check_batches"]
@@ -41,10 +48,17 @@ __all__ = ["ErrorStats", "LayerCalibration", "TASDCalibration", "calibrate_probe
 @dataclass(frozen=True)
 class LayerCalibration:
     """What one layer learned from calibration data (None: the option is off, or W's permutation,
-    which comes from the weight)."""
+    which comes from the weight — unless the weight's score came from the data too).
+
+    ``term_index`` (weight-shaped, uint8: term t + 1, or 0 for the residual), ``reconstructed``
+    (W″, or None) and ``input_norm`` are what a TASD-W layer with ``score: activation`` or
+    ``reconstruct`` chose (:meth:`~tasder.nn.TASDLayer.set_weight_calibration`)."""
 
     permutation: torch.Tensor | None = None
     output_correction: torch.Tensor | None = None
+    term_index: torch.Tensor | None = None
+    reconstructed: torch.Tensor | None = None
+    input_norm: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,23 @@ def _channels_last(t: torch.Tensor, conv: bool) -> torch.Tensor:
     return (t.movedim(-3, -1) if conv else t).reshape(-1, t.shape[-3] if conv else t.shape[-1])
 
 
+def gemm_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The rows of the layer's GEMM input (rows, K): a Linear's tokens; a Conv2d's im2col columns, K
+    = C·R·S with C slowest (``F.unfold``'s order, the order of ``weight.reshape(O, -1)``)."""
+    if not isinstance(module, nn.Conv2d):
+        return x.reshape(-1, x.shape[-1])
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    padding: Any = module.padding
+    if module.padding_mode != "zeros" or isinstance(padding, str):
+        # as Conv2d itself pads: 'same' may be asymmetric, and other modes reflect/replicate/wrap
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+        padding = 0
+    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
 def calibrate_probes(
     model: nn.Module,
     probes: Mapping[str, Sequence[TASDLayer]],
@@ -116,6 +147,9 @@ def calibrate_probes(
     need_perm = {n: [p for p in ps if p.permute and p.mode == "A" and p.permutation is None]
                  for n, ps in probes.items()}
     need_perm = {n: ps for n, ps in need_perm.items() if ps}
+    need_weight = {n: [p for p in ps if p._weight_pending] for n, ps in probes.items()}
+    need_weight = {n: ps for n, ps in need_weight.items() if ps}
+    need_gram = {n for n, ps in need_weight.items() if any(p.reconstruct for p in ps)}
     need_error = measure or any(p.bias_correction for ps in probes.values() for p in ps)
 
     def run(hooks: dict[str, Any]) -> None:
@@ -133,21 +167,39 @@ def calibrate_probes(
     model.eval()
     try:
         with torch.no_grad():
-            if need_perm:
+            if need_perm or need_weight:
                 rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
+                sumsq: dict[str, torch.Tensor] = {}
+                grams: dict[str, torch.Tensor] = {}
                 per_batch = max(1, -(-max_rows // len(batches)))
 
                 def collect(name: str) -> Any:
                     conv = isinstance(modules[name], nn.Conv2d)
 
                     def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-                        r = _channels_last(args[0].detach(), conv)
-                        if r.shape[0] > per_batch:
-                            r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
-                        rows[name].append(r.to(torch.float64))
+                        x = args[0].detach()
+                        if name in need_perm:
+                            r = _channels_last(x, conv)
+                            if r.shape[0] > per_batch:
+                                r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
+                            rows[name].append(r.to(torch.float64))
+                        if name in need_weight:
+                            g = gemm_rows(module, x).to(torch.float32)
+                            sq = g.double().pow(2).sum(0)
+                            sumsq[name] = sq if name not in sumsq else sumsq[name] + sq
+                            if name in need_gram:  # float32 GEMM per batch, float64 sum over batches
+                                gram = (g.T @ g).double()
+                                grams[name] = gram if name not in grams else grams[name] + gram
                     return hook
 
-                run({n: collect(n) for n in need_perm})
+                run({n: collect(n) for n in {**need_perm, **need_weight}})
+                for name, ps in need_weight.items():
+                    if name not in sumsq:
+                        raise ValueError(f"calibration: layer {name!r} never ran on the calibration data, so its "
+                                         f"weights cannot be chosen from activations")
+                    factor = damped_inverse_factor(grams[name]) if name in grams else None
+                    for p in ps:
+                        p.calibrate_weight_(sumsq[name], factor)
                 for name, ps in need_perm.items():
                     sample = torch.cat(rows[name])
                     found: dict[str, torch.Tensor] = {}  # equal series share one search
@@ -160,9 +212,18 @@ def calibrate_probes(
                 # per probe: Σy², per-channel Σe and Σe², rows
                 acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
                                                   for ps in probes.values() for p in ps}
+                # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
+                # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
+                # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
+                # replaces them (the layers of a transformer with K = its width).
+                by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
+                by_gram = {n: ps for n, ps in by_gram.items()
+                           if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
+                gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
 
                 def measure_hook(name: str) -> Any:
                     conv = isinstance(modules[name], nn.Conv2d)
+                    gram_probes = {id(p) for p in by_gram.get(name, [])}
 
                     def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
                         x = args[0].detach()
@@ -170,7 +231,16 @@ def calibrate_probes(
                         inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
                         exact = out.detach().double()
                         ref = float(exact.pow(2).sum())
+                        if gram_probes:
+                            g = gemm_rows(module, x).double()
+                            ga = gram_acc[name]
+                            ga["h"] = ga["h"] + g.T @ g
+                            ga["sum"] = ga["sum"] + g.sum(0)
+                            ga["n"] += g.shape[0]
+                            ga["ref"] += ref
                         for p in probes[name]:
+                            if id(p) in gram_probes:
+                                continue
                             e = _channels_last(p.forward_uncorrected(x).double() - exact, conv)
                             a = acc[id(p)]
                             a["ref"] += ref
@@ -180,6 +250,17 @@ def calibrate_probes(
                     return hook
 
                 run({n: measure_hook(n) for n in probes})
+                for name, ps in by_gram.items():
+                    ga = gram_acc[name]
+                    if ga["n"] == 0:
+                        continue
+                    w = modules[name].weight.detach().double()
+                    for p in ps:
+                        r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
+                        a = acc[id(p)]
+                        a["ref"], a["n"] = ga["ref"], ga["n"]
+                        a["s1"] = r @ ga["sum"]
+                        a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
                 for ps in probes.values():
                     for p in ps:
                         a = acc[id(p)]
@@ -196,16 +277,36 @@ def calibrate_probes(
 
 
 def calibration_of(probe: TASDLayer) -> LayerCalibration:
-    """The data-dependent state of a calibrated probe (a TASD-W permutation comes from the weight)."""
-    perm = probe.permutation if probe.mode == "A" else None
+    """The data-dependent state of a calibrated probe (a TASD-W permutation comes from the weight,
+    unless the weight itself was chosen from calibration data)."""
+    weight_data = probe.spec.weight_needs_calibration
+    perm = probe.permutation if probe.mode == "A" or weight_data else None
+    index = recon = norm = None
+    if weight_data:
+        terms = probe._term_cache
+        assert terms is not None, "calibrate the probe first"
+        index = torch.zeros(probe.weight.shape, dtype=torch.uint8, device=probe.weight.device)
+        for t, term in enumerate(terms):
+            index[term != 0] = t + 1
+        # W″ where the series keeps (the refit values), the original there only matters for the
+        # residual, which a layer built from the calibration never needs: the weight is Σ terms.
+        recon = probe.weight.detach().clone() if probe.reconstruct else None
+        norm = None if probe.input_norm is None else probe.input_norm.clone()
     return LayerCalibration(None if perm is None else perm.clone(),
-                            None if probe.output_correction is None else probe.output_correction.clone())
+                            None if probe.output_correction is None else probe.output_correction.clone(),
+                            index, recon, norm)
 
 
 def apply_calibration(layer: TASDLayer, entry: LayerCalibration) -> None:
     """Give a freshly built TASD layer the state calibration found for its spec."""
     if entry.permutation is not None and layer.mode == "A":
         layer.set_permutation(entry.permutation)
+    if entry.term_index is not None and layer.mode == "W":
+        layer.input_norm = None if entry.input_norm is None else entry.input_norm.to(layer.weight.device).clone()
+        if entry.permutation is not None:
+            layer.permutation = entry.permutation.to(layer.weight.device).clone()
+            layer._perm_cache = None
+        layer.set_weight_calibration(entry.term_index, entry.reconstructed)
     if entry.output_correction is not None:
         layer.set_output_correction(entry.output_correction)
 

@@ -9,16 +9,21 @@ or fnmatch globs (``*``, ``?``, ``[...]``) over those names, to a :class:`LayerS
 * ``A`` (TASD-A): the layer's *input* is decomposed on every forward pass.
 * series ``dense``: the layer is left untouched (whatever the mode).
 
-Two options go beyond the TASD paper (ours, off by default; see :mod:`tasder.nn.calibration`):
+Four options go beyond the TASD paper (ours, off by default; see :mod:`tasder.nn.calibration`):
 
 * ``permute``: decompose in a permuted order of the reduction dim K chosen so the series drops
   less (:func:`tasder.tasd.find_permutation`; TASD-W: from the weight, over the im2col K of a
   convolution; TASD-A: from calibration activations, over the input channels);
 * ``bias_correction``: add to each output channel the mean output error the approximation makes
-  on calibration data (closed form, no training).
+  on calibration data (closed form, no training);
+* ``score: activation`` (TASD-W): rank weights by |W_ij|·‖X_j‖₂ — the weight times the norm of
+  the input feature it multiplies on the calibration data (Wanda's score) — instead of |W_ij|;
+* ``reconstruct`` (TASD-W): after choosing what the series keeps, update the kept weights so the
+  layer's output on the calibration data changes least (an OBS column sweep, as SparseGPT does
+  for 2:4; :mod:`tasder.nn.reconstruct`).
 
-Either option that needs calibration data (``bias_correction``; ``permute`` in mode A) makes
-:func:`~tasder.nn.apply_tasd` ask for calibration batches.
+An option that needs calibration data (``bias_correction``; ``permute`` in mode A; ``score:
+activation`` and ``reconstruct``) makes :func:`~tasder.nn.apply_tasd` ask for calibration batches.
 
 On disk it is YAML, versioned so that later formats can be told apart, and one line per layer so
 that two configurations diff cleanly::
@@ -28,6 +33,7 @@ that two configurations diff cleanly::
       encoder.layer.0.attention.self.query: {series: 2:8+1:8, mode: W}
       "encoder.layer.*.intermediate.dense": {series: 4:8+1:8, mode: A}
       conv2: {series: 1:8, mode: W, permute: true, bias_correction: true}
+      fc1: {series: 4:8, mode: W, score: activation, reconstruct: true}
       "*": {series: dense}
 
 In Python the bare mapping (just the ``layers`` part) is accepted too; a file must say
@@ -65,9 +71,12 @@ __all__ = ["CONFIG_VERSION", "LayerSpec", "Mode", "TASDConfig", "is_glob"]
 CONFIG_VERSION = 1
 
 Mode = Literal["W", "A"]
+#: How TASD-W ranks weights: ``magnitude`` |W| (the paper's), ``activation`` |W|·‖X‖ (Wanda's).
+Score = Literal["magnitude", "activation"]
+SCORES: tuple[str, ...] = ("magnitude", "activation")
 
-_SPEC_KEYS = ("series", "mode", "permute", "bias_correction")
-_OPTIONS = ("permute", "bias_correction")
+_SPEC_KEYS = ("series", "mode", "permute", "bias_correction", "score", "reconstruct")
+_OPTIONS = ("permute", "bias_correction", "reconstruct")  # the boolean ones
 _TOP_KEYS = ("version", "layers", "provenance")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -139,12 +148,18 @@ class LayerSpec:
         permute: decompose in a permuted order of the reduction dim (see the module doc); needs a
             series of G:H terms with one H.
         bias_correction: add the mean output error on calibration data back to each output channel.
+        score: TASD-W only: ``"magnitude"`` (|W|, default) or ``"activation"`` (|W_ij|·‖X_j‖₂ on the
+            calibration data) ranks the weights the series keeps.
+        reconstruct: TASD-W only: update the kept weights from calibration activations so the
+            layer's output changes least (least squares per output row, OBS column sweep).
     """
 
     series: Series
     mode: Mode = "W"
     permute: bool = False
     bias_correction: bool = False
+    score: Score = "magnitude"
+    reconstruct: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "series", _parse_series(self.series, "LayerSpec"))
@@ -152,9 +167,15 @@ class LayerSpec:
         for option in _OPTIONS:
             if not isinstance(getattr(self, option), bool):
                 raise ValueError(f"LayerSpec: `{option}` must be true or false; got {getattr(self, option)!r}")
-        if self.series.is_dense and (self.permute or self.bias_correction):
-            raise ValueError("LayerSpec: series 'dense' leaves the layer untouched; `permute` and "
-                             "`bias_correction` do not apply to it")
+        if self.score not in SCORES:
+            raise ValueError(f"LayerSpec: `score` must be one of {', '.join(SCORES)}; got {self.score!r}")
+        if self.series.is_dense and (self.permute or self.bias_correction or self.reconstruct
+                                     or self.score != "magnitude"):
+            raise ValueError("LayerSpec: series 'dense' leaves the layer untouched; `permute`, `bias_correction`, "
+                             "`score` and `reconstruct` do not apply to it")
+        if self.mode == "A" and (self.reconstruct or self.score != "magnitude"):
+            raise ValueError("LayerSpec: `score: activation` and `reconstruct` choose and refit *weights* (TASD-W); "
+                             "mode 'A' decomposes the input")
         if self.permute:
             try:
                 permutable_block(self.series)
@@ -175,8 +196,14 @@ class LayerSpec:
 
     @property
     def needs_calibration(self) -> bool:
-        """True when applying the spec needs calibration data (bias correction, or a TASD-A permutation)."""
-        return self.bias_correction or (self.permute and self.mode == "A")
+        """True when applying the spec needs calibration data (bias correction, a TASD-A permutation, an
+        activation-aware score or a reconstruction)."""
+        return self.bias_correction or (self.permute and self.mode == "A") or self.weight_needs_calibration
+
+    @property
+    def weight_needs_calibration(self) -> bool:
+        """True for a TASD-W spec whose weight approximation itself needs calibration data."""
+        return self.mode == "W" and (self.score != "magnitude" or self.reconstruct)
 
     @property
     def block_size(self) -> int:
@@ -207,9 +234,13 @@ class LayerSpec:
         for option in _OPTIONS:
             if not isinstance(value.get(option, False), bool):
                 raise ValueError(f"{where}: `{option}` must be true or false; got {value[option]!r}")
+        score = value.get("score", "magnitude")
+        if score not in SCORES:
+            raise ValueError(f"{where}: `score` must be one of {', '.join(SCORES)}; got {score!r}")
         try:
             return cls(series=series, mode=mode, permute=value.get("permute", False),
-                       bias_correction=value.get("bias_correction", False))
+                       bias_correction=value.get("bias_correction", False), score=score,
+                       reconstruct=value.get("reconstruct", False))
         except ValueError as exc:
             raise ValueError(str(exc).replace("LayerSpec", where, 1)) from None
 
@@ -217,11 +248,15 @@ class LayerSpec:
         """The YAML/JSON form ``{"series": ..., "mode": ...}``, plus each option that is on."""
         out: dict[str, Any] = {"series": str(self.series), "mode": self.mode}
         out.update({option: True for option in _OPTIONS if getattr(self, option)})
+        if self.score != "magnitude":
+            out["score"] = self.score
         return out
 
     def flow_yaml(self) -> str:
         """The spec as one YAML flow mapping (``{series: "2:8", mode: W, permute: true}``)."""
         options = "".join(f", {option}: true" for option in _OPTIONS if getattr(self, option))
+        if self.score != "magnitude":
+            options += f", score: {self.score}"
         return f"{{series: {json.dumps(str(self.series))}, mode: {self.mode}{options}}}"
 
 

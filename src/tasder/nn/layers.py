@@ -39,8 +39,13 @@ channels, set from calibration data (:mod:`tasder.nn.calibration`). The groups t
 permuted order; the forward pass is unchanged (Ŵ is stored in the original order, and a TASD-A
 input is approximated in the permuted order and put back). ``bias_correction`` adds the buffer
 ``output_correction`` (one value per output channel, set from calibration data) to the output.
-Both buffers are absent from the ``state_dict`` until set. A layer whose spec needs calibration
-refuses to run forward before it has it.
+Both buffers are absent from the ``state_dict`` until set. ``score: activation`` and
+``reconstruct`` (TASD-W, :mod:`tasder.nn.reconstruct`) choose the kept weights by |W_ij|·‖X_j‖₂
+and refit them from calibration activations: such a layer keeps its original weight until
+calibration gives it one (:meth:`~TASDLayer.calibrate_weight_`), then holds the approximation and
+its terms; the buffer ``input_norm`` (‖X_j‖₂ per input feature, in the weight's flattened K order)
+lets :meth:`~TASDLayer.reapproximate_` rank by the same score later. A layer whose spec needs
+calibration refuses to run forward before it has it.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the universal spelling
 
-from tasder.nn.config import LayerSpec, Mode
+from tasder.nn.config import LayerSpec, Mode, Score
+from tasder.nn.reconstruct import obs_reconstruct, split_by_index
 from tasder.sparsity.patterns import HSS, Pattern, Series
 from tasder.tasd.decompose import approximate, decompose
 from tasder.tasd.permutation import find_permutation, is_permutation
@@ -140,6 +146,8 @@ class TASDLayer:
     mode: Mode
     permute: bool
     bias_correction: bool
+    score: Score
+    reconstruct: bool
     track_stats: bool
     kept_elements: int
     seen_elements: int
@@ -147,16 +155,18 @@ class TASDLayer:
     bias: nn.Parameter | None
     permutation: torch.Tensor | None
     output_correction: torch.Tensor | None
+    input_norm: torch.Tensor | None
     _term_cache: list[torch.Tensor] | None
     _perm_cache: _Perm | None
+    _weight_pending: bool
 
     #: The input dimension TASD-A groups along (set by each subclass).
     input_dim: int
 
     def _init_tasd(self, series: str | Pattern | Series, mode: str, permute: bool = False,
-                   bias_correction: bool = False) -> None:
+                   bias_correction: bool = False, score: str = "magnitude", reconstruct: bool = False) -> None:
         spec = LayerSpec(series=series, mode=mode, permute=permute,  # type: ignore[arg-type]  # validates all
-                         bias_correction=bias_correction)
+                         bias_correction=bias_correction, score=score, reconstruct=reconstruct)  # type: ignore[arg-type]
         if spec.is_dense:
             raise ValueError(
                 f"{type(self).__name__} needs a sparse series; 'dense' means 'leave the layer as it is' "
@@ -166,6 +176,10 @@ class TASDLayer:
         self.mode = spec.mode
         self.permute = spec.permute
         self.bias_correction = spec.bias_correction
+        self.score = spec.score
+        self.reconstruct = spec.reconstruct
+        # The weight's approximation waits for calibration data (activation score, reconstruction).
+        self._weight_pending = spec.weight_needs_calibration
         self.track_stats = True
         self.kept_elements = 0
         self.seen_elements = 0
@@ -174,17 +188,23 @@ class TASDLayer:
         assert isinstance(self, nn.Module)
         self.register_buffer("permutation", None)
         self.register_buffer("output_correction", None)
+        self.register_buffer("input_norm", None)
         reason = incompatibility(self, spec)
         if reason:
             raise ValueError(f"{type(self).__name__}: {reason}")
-        if self.mode == "W" and self.weight.device.type != "meta":  # on "meta", _copy_parameters does it
+        if self.weight.device.type != "meta":  # on "meta", _copy_parameters does it
+            self._approximate_at_build()
+
+    def _approximate_at_build(self) -> None:
+        """TASD-W: approximate the weight now, unless that needs calibration data (then it waits)."""
+        if self.mode == "W" and not self._weight_pending:
             self.reapproximate_()
 
     @property
     def spec(self) -> LayerSpec:
         """The layer's series, mode and options as a :class:`LayerSpec`."""
         return LayerSpec(series=self.series, mode=self.mode, permute=self.permute,
-                         bias_correction=self.bias_correction)
+                         bias_correction=self.bias_correction, score=self.score, reconstruct=self.reconstruct)
 
     # -- options: the permutation and the output correction ---------------------------------------
 
@@ -227,6 +247,8 @@ class TASDLayer:
 
     def _missing_buffer(self) -> str | None:
         """The first buffer the spec needs that calibration has not set yet (None: all set)."""
+        if self._weight_pending:
+            return "approximated weight (score: activation / reconstruct learn it from calibration data)"
         if self.bias_correction and self.output_correction is None:
             return "output_correction"
         if self.permute and self.mode == "A" and self.permutation is None:
@@ -259,11 +281,13 @@ class TASDLayer:
         assert perm is not None
         return unflatten_k(t.index_select(1, perm[1]), self.weight.shape)
 
-    def _decompose_weight(self, w: torch.Tensor,
-                          allow_nonfinite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``(terms, residual)`` of the series on ``w`` in the layer's layout, in the weight's shape."""
+    def _decompose_weight(self, w: torch.Tensor, allow_nonfinite: bool = False,
+                          score: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(terms, residual)`` of the series on ``w`` in the layer's layout, in the weight's shape
+        (``score``: weight-shaped ranking instead of |w|)."""
         view, dim = self.grouped_view(w)
-        r = decompose(view, self.series, dim, allow_nonfinite=allow_nonfinite)
+        r = decompose(view, self.series, dim, None if score is None else self.grouped_view(score)[0],
+                      allow_nonfinite=allow_nonfinite)
         if self.permutation is None:
             return r.terms, r.residual
         return [self._from_grouped(t) for t in r.terms], self._from_grouped(r.residual)
@@ -271,12 +295,16 @@ class TASDLayer:
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         # The option buffers are None (absent from the state_dict) until set: a state_dict that has
         # them sets them, so a layer built with the same spec loads a calibrated one's state.
-        for name in ("permutation", "output_correction"):
+        for name in ("permutation", "output_correction", "input_norm"):
             value = state_dict.get(prefix + name)
             if isinstance(value, torch.Tensor) and getattr(self, name) is None:
                 setattr(self, name, value.detach().clone())
                 self._perm_cache = None
         super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[misc]
+        if isinstance(state_dict.get(prefix + "weight"), torch.Tensor) and self._weight_pending:
+            # A calibrated layer's state: its weight is the approximation already.
+            self._weight_pending = self.score == "activation" and self.input_norm is None
+            self._term_cache = None
 
     def _check_calibrated(self) -> None:
         missing = self._missing_buffer()
@@ -315,23 +343,110 @@ class TASDLayer:
         """
         if self.mode != "W":
             raise ValueError(f"reapproximate_() is for TASD-W layers; this layer has mode {self.mode!r}")
+        if self._weight_pending:
+            raise ValueError(f"this {type(self).__name__} ({self._tasd_extra_repr()}) chooses its weights from "
+                             f"calibration data: build it with tasder.nn.apply_tasd(model, config, calibration=...)")
         w = self.weight.detach()
+        score = self._weight_score(w)
         if self.permute and self.permutation is None:
-            self.permutation = find_permutation(flatten_k(w), self.series, 1).to(w.device)
+            self.permutation = find_permutation(flatten_k(w), self.series, 1,
+                                                score=None if score is None else flatten_k(score)).to(w.device)
             self._perm_cache = None
-        terms, _ = self._decompose_weight(w)
+        terms, _ = self._decompose_weight(w, score=score)
         approx = terms[0].clone()
         for t in terms[1:]:
             approx += t  # exact: each element lives in one term (TASDResult.approximation does the same)
         self.weight.copy_(approx)
         self._remember_terms(terms)
 
+    def _weight_score(self, w: torch.Tensor) -> torch.Tensor | None:
+        """The weight's selection score (weight-shaped): |W_ij|·‖X_j‖₂, or None for |W|."""
+        if self.score != "activation":
+            return None
+        if self.input_norm is None:
+            raise ValueError("score 'activation' needs the input norms from calibration data")
+        norm = self.input_norm.to(torch.float64)
+        # input_norm is in the order of the weight's trailing dims flattened (Conv2d: C, R, S).
+        return w.detach().abs().to(torch.float64) * norm.reshape(w.shape[1:])
+
+    @torch.no_grad()
+    def calibrate_weight_(self, sumsq: torch.Tensor, factor: torch.Tensor | None = None
+                          ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Choose and (with ``reconstruct``) refit the kept weights from calibration statistics.
+
+        Args:
+            sumsq: Σ x_j² per input feature over the calibration data (K = ``in_features``; for a
+                Conv2d the im2col K = C·R·S, C slowest, as ``F.unfold`` orders it).
+            factor: :func:`tasder.nn.reconstruct.damped_inverse_factor` of the layer's Gram matrix
+                XᵀX (same K order); needed for ``reconstruct``.
+
+        The weight held now is the original one (the layer was built waiting for this). Afterwards
+        it is the approximation Ŵ, its terms are kept (they sum to Ŵ exactly), and ``input_norm``
+        holds ‖X_j‖₂.
+
+        Returns:
+            ``(terms, residual, W″)``: W″ is the weight the series decomposed — the original with the
+            kept weights refit (``reconstruct``), else the original — and ``sum(terms) + residual ==
+            W″`` bit for bit (each element moved, never computed).
+        """
+        if self.mode != "W" or not self._weight_pending:
+            raise ValueError(f"calibrate_weight_() is for TASD-W layers waiting for calibration data "
+                             f"({self._tasd_extra_repr()})")
+        w = self.weight.detach()
+        k = int(w[0].numel())
+        if sumsq.shape != (k,):
+            raise ValueError(f"`sumsq` must have shape ({k},); got {tuple(sumsq.shape)}")
+        if self.reconstruct and (factor is None or factor.shape != (k, k)):
+            raise ValueError(f"reconstruct needs the ({k}, {k}) factor of the layer's Gram matrix")
+        if self.score == "activation":
+            self.input_norm = sumsq.detach().to(torch.float64).clamp_min(0).sqrt().to(w.device)
+        score = self._weight_score(w)
+        if self.permute and self.permutation is None:
+            self.permutation = find_permutation(flatten_k(w), self.series, 1,
+                                                score=None if score is None else flatten_k(score)).to(w.device)
+            self._perm_cache = None
+        terms, _ = self._decompose_weight(w, score=score)
+        index = torch.zeros(w.shape, dtype=torch.uint8, device=w.device)
+        for t, term in enumerate(terms):
+            index[term != 0] = t + 1  # a kept zero stays zero either way: count it as dropped
+        reconstructed = None
+        if self.reconstruct:
+            assert factor is not None
+            keep = index > 0
+            refit = obs_reconstruct(w.reshape(w.shape[0], -1), keep.reshape(w.shape[0], -1), factor)
+            reconstructed = torch.where(keep, refit.reshape(w.shape).to(w.dtype), w)
+        source = w.clone() if reconstructed is None else reconstructed
+        terms, residual = self.set_weight_calibration(index, reconstructed)
+        return terms, residual, source
+
+    @torch.no_grad()
+    def set_weight_calibration(self, index: torch.Tensor, reconstructed: torch.Tensor | None = None
+                               ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Set Ŵ from what :meth:`calibrate_weight_` found: ``index`` (weight-shaped, uint8) puts each
+        element in term ``index − 1`` or the residual (0); ``reconstructed`` is W″ (the kept weights
+        refit, the dropped ones as they were), or None for the weight held now. Returns the terms
+        and the residual of that split."""
+        w = self.weight.detach()
+        source = w if reconstructed is None else reconstructed.to(dtype=w.dtype, device=w.device)
+        if index.shape != w.shape or source.shape != w.shape:
+            raise ValueError(f"`index` and `reconstructed` must have the weight's shape {tuple(w.shape)}")
+        terms, residual = split_by_index(source, index.to(w.device), len(self.series.terms))
+        approx = terms[0].clone()
+        for t in terms[1:]:
+            approx += t
+        self.weight.copy_(approx)
+        self._term_cache = [t.clone() for t in terms]
+        self._weight_pending = False
+        return terms, residual
+
     def _remember_terms(self, terms: list[torch.Tensor]) -> None:
         # Re-decomposing Ŵ gives back the same terms for one-rank G:H series (each term's picks are
         # still the largest of what remains), so nothing is kept for them. An HSS upper rank
-        # scores blocks by their mean |w|, which dropping elements changes: keep those terms.
+        # scores blocks by their mean |w|, which dropping elements changes, and a user score
+        # ranks otherwise than |Ŵ| does: keep those terms.
         hss = any(isinstance(t, HSS) for t in self.series.terms)
-        self._term_cache = [t.detach().clone() for t in terms] if hss else None
+        keep = hss or self.score != "magnitude"
+        self._term_cache = [t.detach().clone() for t in terms] if keep else None
 
     def terms(self) -> list[torch.Tensor]:
         """TASD-W: the series' terms of the stored weight; they sum to ``weight`` exactly.
@@ -368,7 +483,9 @@ class TASDLayer:
         return approx
 
     def _tasd_extra_repr(self) -> str:
-        options = "".join(f", {o}" for o in ("permute", "bias_correction") if getattr(self, o))
+        options = "".join(f", {o}" for o in ("permute", "bias_correction", "reconstruct") if getattr(self, o))
+        if self.score != "magnitude":
+            options += f", score={self.score}"
         return f"series={self.series}, mode={self.mode}{options}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -416,20 +533,23 @@ class TASDLinear(TASDLayer, nn.Linear):
         mode: Mode = "W",
         permute: bool = False,
         bias_correction: bool = False,
+        score: Score = "magnitude",
+        reconstruct: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_tasd(series, mode, permute, bias_correction)
+        self._init_tasd(series, mode, permute, bias_correction, score, reconstruct)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, series: str | Pattern | Series, mode: Mode = "W", *,
-                    permute: bool = False, bias_correction: bool = False) -> TASDLinear:
+                    permute: bool = False, bias_correction: bool = False, score: Score = "magnitude",
+                    reconstruct: bool = False) -> TASDLinear:
         """A TASD copy of ``linear`` (which is not modified; the new layer shares no storage with it)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear; got {type(linear).__name__}")
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
                     device="meta", dtype=w.dtype, series=series, mode=mode, permute=permute,
-                    bias_correction=bias_correction)
+                    bias_correction=bias_correction, score=score, reconstruct=reconstruct)
         _copy_parameters(layer, linear)
         return layer
 
@@ -476,20 +596,23 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
         mode: Mode = "W",
         permute: bool = False,
         bias_correction: bool = False,
+        score: Score = "magnitude",
+        reconstruct: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
                          device=device, dtype=dtype)
-        self._init_tasd(series, mode, permute, bias_correction)
+        self._init_tasd(series, mode, permute, bias_correction, score, reconstruct)
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, series: str | Pattern | Series, mode: Mode = "W", *,
-                    permute: bool = False, bias_correction: bool = False) -> TASDConv2d:
+                    permute: bool = False, bias_correction: bool = False, score: Score = "magnitude",
+                    reconstruct: bool = False) -> TASDConv2d:
         """A TASD copy of ``conv`` (which is not modified; the new layer shares no storage with it)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv2d needs an nn.Conv2d; got {type(conv).__name__}")
         layer = cls(**_conv_kwargs(conv), device="meta", dtype=conv.weight.dtype, series=series, mode=mode,
-                    permute=permute, bias_correction=bias_correction)
+                    permute=permute, bias_correction=bias_correction, score=score, reconstruct=reconstruct)
         _copy_parameters(layer, conv)
         return layer
 
@@ -510,7 +633,8 @@ class TASDConv2d(TASDLayer, nn.Conv2d):
 
 def make_tasd_layer(module: nn.Module, spec: LayerSpec) -> TASDLayer:
     """The TASD layer for a plain ``nn.Linear``/``nn.Conv2d`` under ``spec`` (a copy; ``module`` is untouched)."""
-    options = {"permute": spec.permute, "bias_correction": spec.bias_correction}
+    options = {"permute": spec.permute, "bias_correction": spec.bias_correction, "score": spec.score,
+               "reconstruct": spec.reconstruct}
     if isinstance(module, nn.Conv2d):
         return TASDConv2d.from_conv2d(module, spec.series, spec.mode, **options)
     if isinstance(module, nn.Linear):
@@ -570,5 +694,5 @@ def _copy_parameters(dst: nn.Module, src: nn.Module) -> None:
         grad = getattr(getattr(src, name), "requires_grad", True)
         setattr(dst, name, nn.Parameter(p.detach().clone(), requires_grad=grad))
     dst.train(src.training)
-    if isinstance(dst, TASDLayer) and dst.mode == "W":
-        dst.reapproximate_()
+    if isinstance(dst, TASDLayer):
+        dst._approximate_at_build()

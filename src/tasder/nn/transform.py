@@ -352,6 +352,10 @@ class ExportedLayer:
         permutation: the layer's K permutation (None without one): the order the hardware reads
             the input in.
         output_correction: per output channel, added to the output (``bias_correction``), or None.
+        score: how the kept weights were ranked (``"magnitude"`` or ``"activation"``).
+        reconstructed: the kept weights were refit from calibration activations (``reconstruct``).
+        input_norm: ‖X_j‖₂ per input feature (``score: activation``; the weight's flattened K
+            order), what re-ranking the weights after training needs; None otherwise.
     """
 
     name: str
@@ -361,6 +365,9 @@ class ExportedLayer:
     terms: tuple[PackedTensor, ...]
     permutation: torch.Tensor | None = None
     output_correction: torch.Tensor | None = None
+    score: str = "magnitude"
+    reconstructed: bool = False
+    input_norm: torch.Tensor | None = None
 
     def unpacked_terms(self) -> list[torch.Tensor]:
         """The dense terms in the weight's layout (they sum exactly to :attr:`weight`)."""
@@ -377,10 +384,13 @@ def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     Tensors, per layer ``name``: ``{name}.weight`` (Ŵ) and, per term ``i``,
     ``{name}.terms.{i}.values`` and ``{name}.terms.{i}.positions.{r}`` (rank ``r``, highest first;
     the CP layout of :mod:`tasder.tasd.packing`, in the layer's grouped layout); with the options,
-    ``{name}.permutation`` and ``{name}.output_correction``. The metadata key
+    ``{name}.permutation``, ``{name}.output_correction`` and ``{name}.input_norm``. The metadata key
     ``tasder.tasd_weights`` holds JSON ``{"format": 2, "layers": {name: {"series", "dim", "shape",
-    "weight_shape", "dtype", "permutation", "output_correction", "terms": [{"pattern", "ranks"}]}}}``
-    (``shape``: the packed layout's). The file is written atomically (temp file + ``os.replace``).
+    "weight_shape", "dtype", "permutation", "output_correction", "input_norm", "score",
+    "reconstructed", "terms": [{"pattern", "ranks"}]}}}`` (``shape``: the packed layout's; the last
+    three keys are absent from files written before those options existed). The terms are the
+    layer's own (:meth:`TASDLayer.terms`): with ``reconstruct`` they hold the refit weights. The file
+    is written atomically (temp file + ``os.replace``).
     Read it back with :func:`load_tasd_weights`.
 
     Raises:
@@ -410,7 +420,7 @@ def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             for r, pos in enumerate(packed.positions):
                 tensors[f"{name}.terms.{i}.positions.{r}"] = pos.contiguous()
             meta_terms.append({"pattern": str(pattern), "ranks": len(packed.positions)})
-        for extra in ("permutation", "output_correction"):
+        for extra in ("permutation", "output_correction", "input_norm"):
             value = getattr(layer, extra)
             if value is not None:
                 tensors[f"{name}.{extra}"] = value.detach().cpu().contiguous()
@@ -422,6 +432,9 @@ def export_tasd_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             "dtype": str(w.dtype).removeprefix("torch."),
             "permutation": layer.permutation is not None,
             "output_correction": layer.output_correction is not None,
+            "input_norm": layer.input_norm is not None,
+            "score": layer.score,
+            "reconstructed": layer.reconstruct,
             "terms": meta_terms,
         }
     if not layers_meta:
@@ -474,7 +487,9 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
             dim = int(info["dim"])
             weight_shape = tuple(int(s) for s in info.get("weight_shape", shape))
             extras = {k: tensors[f"{name}.{k}"] if info.get(k, False) else None
-                      for k in ("permutation", "output_correction")}
+                      for k in ("permutation", "output_correction", "input_norm")}
+            score = str(info.get("score", "magnitude"))
+            reconstructed = bool(info.get("reconstructed", False))
             packed_terms = []
             for i, t in enumerate(info["terms"]):
                 pattern = parse_pattern(t["pattern"])
@@ -492,7 +507,8 @@ def load_tasd_weights(path: str | os.PathLike[str]) -> dict[str, ExportedLayer]:
         if perm is not None and not is_permutation(perm, math.prod(weight_shape[1:])):
             raise ValueError(f"{p}: layer {name!r}: `permutation` is not a permutation of the weight's K")
         entry = ExportedLayer(name=name, series=series, dim=dim, weight=weight, terms=tuple(packed_terms),
-                              permutation=perm, output_correction=extras["output_correction"])
+                              permutation=perm, output_correction=extras["output_correction"], score=score,
+                              reconstructed=reconstructed, input_norm=extras["input_norm"])
         try:
             unpacked = entry.unpacked_terms()
         except Exception as exc:  # shape mismatches inside unpack

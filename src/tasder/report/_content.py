@@ -167,10 +167,15 @@ def _headline_table(doc: Mapping[str, Any]) -> Table:
 def _summary_table(model: Mapping[str, Any]) -> Table:
     metric = model["metric_name"]
     rows: list[tuple[str, ...]] = []
+    acceptance = model["search"].get("acceptance")
     for split in ("validation", "test"):
         scores = model["scores"][split]
         old, new = finite(scores["original"]), finite(scores["transformed"])
-        rows.append((f"{metric}, {split} set (fraction)", num(old), num(new), _ratio_text(new, old)))
+        ratio = _ratio_text(new, old)
+        if split == "validation" and acceptance is not None and acceptance["bound_kind"] == "ratio" \
+                and finite(acceptance["bound"]) is not None and ratio != DASH:
+            ratio += f" (≥ {100 * acceptance['bound']:.2f} % at {100 * acceptance['confidence']:g} % confidence)"
+        rows.append((f"{metric}, {split} set (fraction)", num(old), num(new), ratio))
     dense, eff = finite(model["macs"]["dense"]), finite(model["macs"]["transformed"])
     if dense is None or dense == 0 or eff is None:
         cut = DASH
@@ -295,6 +300,14 @@ def _search_text(model: Mapping[str, Any]) -> str:
     ratio, original = constraint_ratio(model["constraint"]), finite(model["scores"]["validation"]["original"])
     if ratio is not None and original is not None:
         text += f" Threshold: {ratio:g} × {original:.4f} = {ratio * original:.4f}."
+    acceptance = search.get("acceptance")
+    if acceptance is not None:
+        bound = finite(acceptance["bound"])
+        what = "ratio to the original" if acceptance["bound_kind"] == "ratio" else "difference from the original"
+        text += (f" A configuration was accepted only when a paired one-sided bound on its {what}, at "
+                 f"{100 * acceptance['confidence']:g} % confidence over the {acceptance['examples']} validation "
+                 f"examples, met the constraint; the chosen one's bound is "
+                 f"{DASH if bound is None else f'{bound:.4f}'}.")
     if model.get("config_file"):
         text += f" The chosen configuration is saved as {model['config_file']}."
     return text

@@ -63,6 +63,7 @@ _HISTORY_ITEM: dict[str, Spec] = {
     "ok": "bool",
     "step": _Opt(_Null("str")),
     "layers": _Opt(_Null(_Map("str"))),
+    "bound": _Opt(_Null(_NUMBER)),
 }
 
 _LAYER: dict[str, Spec] = {
@@ -121,6 +122,9 @@ _MODEL: dict[str, Spec] = {
         "chosen": _Null("int"),
         "cost_unit": "str",
         "cost_baseline": _NNUM,
+        # with per-example scores: how configs were accepted (a paired confidence bound)
+        "acceptance": _Opt({"confidence": _NUMBER, "bound_kind": "str", "bound": _Null(_NUMBER),
+                            "examples": "int"}),
     },
     "layers": _List(_LAYER),
     "designs": _List(_DESIGN, nonempty=True),

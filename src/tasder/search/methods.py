@@ -17,28 +17,36 @@ Three methods (docs/design.md §3.4), one entry point :func:`search`:
   candidate) without any model evaluation; saving comes from the pluggable ``cost``. Moves are
   applied in batches (the next k at once; k starts at 1, doubles after a success and halves
   after a failure, so few evaluations go to large batches bound to fail). A single move that
-  clearly fails is rejected together with the more aggressive candidates of its layer (damage
-  grows with aggressiveness); after a near miss (within the constraint's own margin, possibly
-  evaluation noise) those stay in play. A batch at least as aggressive on every layer as a
-  config that already missed clearly is counted as a miss without evaluating it (the same
-  monotonicity). The cheapest evaluated config meeting the
+  clearly fails is rejected together with the candidates of its layer that are at least as bad
+  (same mode and no denser, or more damage: damage grows with aggressiveness); after a near miss
+  (within the constraint's own margin, possibly evaluation noise) those stay in play. A batch at
+  least as bad on every layer as a config that already missed clearly is counted as a miss
+  without evaluating it (the same monotonicity). The cheapest evaluated config meeting the
   constraint is returned (the Pareto front of everything evaluated is in the result).
+
+``mode="auto"`` gives every layer both kinds of candidates, TASD-W and TASD-A (a TTC design
+makes one operand of a layer sparse), ranked by the same damage/saving rule.
+
+Acceptance (:mod:`tasder.search.acceptance`): an ``evaluate`` returning per-example scores (a 1-D
+array or :class:`tasder.scores.Scores`) gets a one-sided paired confidence bound on the ratio to
+the original; a float keeps the plain rule ``metric ≥ threshold``.
 
 All methods cache evaluations on the canonical config, record every evaluated point, treat an
 evaluate that raises or returns NaN as a rejected step (reported, search goes on), and turn a
-Ctrl-C (KeyboardInterrupt) into an early return with the best valid config found so far.
+Ctrl-C (KeyboardInterrupt) into an early return with the best valid config found so far. With
+``stages`` an evaluation replays the unchanged prefix of the model (:mod:`tasder.search.prefix`).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import fnmatch
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,27 +57,40 @@ from tasder._batch import batch_size
 from tasder.errors import InvalidParameterError
 from tasder.nn.accounting import count_macs
 from tasder.nn.calibration import TASDCalibration, calibrate_probes, calibration_of
-from tasder.nn.config import LayerSpec, TASDConfig
+from tasder.nn.config import SCORES, LayerSpec, TASDConfig
 from tasder.nn.layers import TASDLayer, incompatibility, make_tasd_layer
 from tasder.nn.transform import apply_tasd
+from tasder.scores import as_scores
+from tasder.search.acceptance import (
+    DEFAULT_CONFIDENCE,
+    SLACK_WARNING,
+    Acceptance,
+    check_confidence,
+    metric_resolution,
+)
 from tasder.search.cost import CostFn, MACCost
+from tasder.search.prefix import PrefixCache, PrefixMismatchError
 from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
 
-__all__ = ["DEFAULT_LAYERS", "METHODS", "Drop", "MeasuredLayer", "check_constraint", "constraint_text",
-           "default_layers", "measure_layers", "search", "select_layers"]
+__all__ = ["DEFAULT_LAYERS", "METHODS", "MODES", "Drop", "MeasuredLayer", "check_constraint", "constraint_text",
+           "default_layers", "measure_layers", "move_key", "search", "select_layers"]
 
 METHODS = ("cost-aware", "paper-greedy", "paper-threshold")
+#: ``auto``: each layer may take TASD-W or TASD-A candidates.
+MODES = ("W", "A", "auto")
 #: The identity series: what a layer the search leaves alone runs.
 DENSE = parse_series("dense")
+DENSE_SPEC = LayerSpec(DENSE)
 Method = Literal["cost-aware", "paper-greedy", "paper-threshold"]
+SearchMode = Literal["W", "A", "auto"]
 
 #: Layers searched by default per (zoo model, mode); absent = every Linear/Conv2d. The paper applies
 #: TASD-A in transformers only to the MLP's second linear (its input is the GELU output): in BERT
 #: naming ``encoder.layer.N.output.dense`` (``?`` and not ``*``: fnmatch's ``*`` crosses dots and
-#: would also select ``attention.output.dense``).
+#: would also select ``attention.output.dense``). TASD-W and ``auto`` search every layer.
 DEFAULT_LAYERS: dict[tuple[str, str], tuple[str, ...]] = {("minilm", "A"): ("encoder.layer.?.output.dense",)}
 
 
@@ -124,26 +145,37 @@ def constraint_text(constraint: float | Drop) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def move_key(spec: LayerSpec) -> tuple[str, str]:
+    """``(mode, series)``: how a layer's candidate is named in :class:`MeasuredLayer`'s tables (the
+    search's options are the same for every candidate of one mode)."""
+    return spec.mode, str(spec.series)
+
+
 @dataclass
 class MeasuredLayer:
     """What the methods decide a searched layer's series by (:func:`measure_layers`): its applicable
-    non-dense ``candidates`` (lowest density first), dense MACs on the first calibration batch,
-    and per candidate (canonical string) the dropped nonzeros % (the weight for mode W, the input
-    activations for A), the relative output error on the calibration data (``damage``) and, for
-    TASD-A, the measured kept fraction; the input's sparsity statistics for paper-threshold."""
+    non-dense ``candidates`` (specs; lowest density first, W before A), dense MACs on the first
+    calibration batch, and per candidate (:func:`move_key`) the dropped nonzeros % (the weight for
+    mode W, the input activations for A), the relative output error on the calibration data
+    (``damage``); per TASD-A series the measured kept fraction; the input's sparsity statistics
+    for paper-threshold."""
 
     name: str
     module: nn.Module
     kind: str
     k: int
     dense_macs: int
-    candidates: list[Series]  # applicable, non-dense, lowest density first
-    dropped: dict[str, float]  # series -> dropped nonzeros % (weights for W, activations for A)
-    damage: dict[str, float]  # series -> relative output error on calibration data
-    kept: dict[str, float]  # series -> measured kept fraction (A)
+    candidates: list[LayerSpec]  # applicable, non-dense
+    dropped: dict[tuple[str, str], float]  # move_key -> dropped nonzeros % (weights for W, activations for A)
+    damage: dict[tuple[str, str], float]  # move_key -> relative output error on calibration data
+    kept: dict[str, float]  # TASD-A series -> measured kept fraction
     sparsity_mean: float = 0.0
     sparsity_p99: float = 0.0
     pseudo_density: float = 1.0
+
+    def damage_of(self, spec: LayerSpec) -> float:
+        """The measured damage of ``spec`` (0 for dense)."""
+        return 0.0 if spec.is_dense else self.damage.get(move_key(spec), 0.0)
 
 
 def _permutable(series: Series) -> bool:
@@ -168,54 +200,76 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[
     return chosen
 
 
+def _modes(mode: str) -> tuple[str, ...]:
+    return ("W", "A") if mode == "auto" else (mode,)
+
+
+def candidate_specs(series: Sequence[Series], mode: str, *, permute: bool = False, bias_correction: bool = False,
+                    score: str = "magnitude", reconstruct: bool = False) -> list[LayerSpec]:
+    """Every non-dense candidate spec of a layer: each series in each of the search's modes, with the
+    options (``score``/``reconstruct`` go to TASD-W candidates only)."""
+    out = []
+    for m in _modes(mode):
+        w_opts = {"score": score, "reconstruct": reconstruct} if m == "W" else {}
+        for s in series:
+            if not s.is_dense:
+                out.append(LayerSpec(s, m, permute=permute, bias_correction=bias_correction, **w_opts))  # type: ignore[arg-type]
+    return out
+
+
 def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[tuple[str, nn.Module]],
                    cands: list[Series], mode: str, permute: bool = False,
-                   bias_correction: bool = False) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
+                   bias_correction: bool = False, score: str = "magnitude",
+                   reconstruct: bool = False, input_statistics: bool = True,
+                   ) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
-    every (layer, candidate) whose options learn from data (one pass of each kind for all)."""
+    every (layer, candidate) whose options learn from data (one pass of each kind for all).
+    ``input_statistics``: also profile the TASD-A inputs' sparsity (what paper-threshold needs)."""
     macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
+    specs = candidate_specs(cands, mode, permute=permute, bias_correction=bias_correction, score=score,
+                            reconstruct=reconstruct)
     layers: list[MeasuredLayer] = []
-    probes: dict[str, dict[str, TASDLayer]] = {}
+    probes: dict[str, dict[LayerSpec, TASDLayer]] = {}
     for name, module in selected:
-        specs = {str(s): LayerSpec(s, mode, permute=permute, bias_correction=bias_correction)  # type: ignore[arg-type]
-                 for s in cands if not s.is_dense}
-        ok = [s for s in cands if not s.is_dense and incompatibility(module, specs[str(s)]) is None]
+        ok = [sp for sp in specs if incompatibility(module, sp) is None]
         kind = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
         layer = MeasuredLayer(name, module, kind, int(module.weight.shape[1]), macs.get(name, 0), ok, {}, {}, {})
         layers.append(layer)
-        probes[name] = {str(s): make_tasd_layer(module, specs[str(s)]).eval() for s in ok}
-        if mode == "W":
-            nnz = int(torch.count_nonzero(module.weight))
-            for key, probe in probes[name].items():  # Ŵ keeps a subset of W's elements, unchanged
-                kept = int(torch.count_nonzero(probe.weight))
-                layer.dropped[key] = 100.0 * (nnz - kept) / nnz if nnz else 0.0
+        probes[name] = {sp: make_tasd_layer(module, sp).eval() for sp in ok}
 
     from tasder.nn.profile import profile_model
 
-    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} if mode == "A" else {}
+    prof = {p.name: p for p in profile_model(model, calibration, candidates=[])} \
+        if input_statistics and "A" in _modes(mode) else {}
     errors, inputs = calibrate_probes(model, {n: list(ps.values()) for n, ps in probes.items()}, calibration,
                                       measure=True)
     entries = {}
     for ly in layers:
-        for s in ly.candidates:
-            key = str(s)
-            probe = probes[ly.name][key]
+        nnz = int(torch.count_nonzero(ly.module.weight))  # type: ignore[arg-type]
+        for sp in ly.candidates:
+            key = move_key(sp)
+            probe = probes[ly.name][sp]
             stats = errors.get(id(probe))
             ly.damage[key] = stats.relative_error(bias_correction) if stats is not None else 0.0
-            if mode == "A":
+            if sp.mode == "W":  # Ŵ keeps a subset of W's positions
+                kept_w = int(torch.count_nonzero(probe.weight))
+                ly.dropped[key] = 100.0 * max(nnz - kept_w, 0) / nnz if nnz else 0.0
+            else:
                 nz = inputs.get(ly.name, (0, 0))[0]
                 seen = probe.seen_elements
-                ly.kept[key] = probe.kept_elements / seen if seen else s.effective_density
+                ly.kept[str(sp.series)] = probe.kept_elements / seen if seen else sp.series.effective_density
                 ly.dropped[key] = 100.0 * (1.0 - probe.kept_elements / nz) if nz else 0.0
-            if probe.spec.needs_calibration:
-                entries[(ly.name, probe.spec)] = calibration_of(probe)
+            if sp.needs_calibration:
+                entries[(ly.name, sp)] = calibration_of(probe)
         if ly.name in prof:
             p = prof[ly.name]
             ly.sparsity_mean = p.activation_sparsity_mean or 0.0
             ly.sparsity_p99 = p.activation_sparsity_p99 or 0.0
             ly.pseudo_density = p.pseudo_density if p.pseudo_density is not None else 1.0
+        order = {"W": 0, "A": 1}
+        ly.candidates.sort(key=lambda sp: (sp.series.effective_density, order[sp.mode]))
     return layers, total, TASDCalibration(entries)
 
 
@@ -228,77 +282,114 @@ class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
     """The evaluation budget (max_evals) is spent."""
 
 
-class _Evaluator:
-    """Evaluates assignments (layer → series), caching on the canonical config."""
+Assign = dict[str, LayerSpec]
 
-    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], layers: list[MeasuredLayer],
+
+class _Evaluator:
+    """Evaluates assignments (layer → spec), caching on the canonical config, judging by ``acceptance``."""
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], Any], layers: list[MeasuredLayer],
                  mode: str, cost: CostFn, max_evals: int | None, progress: Any, *,
-                 options: dict[str, bool] | None = None, calibration: TASDCalibration | None = None) -> None:
+                 calibration: TASDCalibration | None = None, prefix: PrefixCache | None = None) -> None:
         self.model, self.evaluate, self.mode, self.cost = model, evaluate, mode, cost
-        self.options = options or {}
         self.calibration = calibration
+        self.layers = {ly.name: ly for ly in layers}
         self.names = [ly.name for ly in layers]
         self.max_evals = max_evals
         self.cache: dict[tuple[tuple[str, str], ...], EvalPoint] = {}
+        self.assigns: dict[int, Assign] = {}  # history index -> the assignment it scored
         self.history: list[EvalPoint] = []
         self.failures: list[str] = []
         self.calls = 0
         self.hits = 0
-        self.threshold = -math.inf
+        self.acceptance: Acceptance | None = None
         self.base_metric = math.nan
         self.progress = progress
+        self.prefix = prefix
+        self.notes: list[str] = []
 
-    def spec(self, series: Series) -> LayerSpec:
-        """The spec of a layer given ``series`` (the search's options apply to every sparse one)."""
-        return LayerSpec(series, self.mode, **({} if series.is_dense else self.options))  # type: ignore[arg-type]
+    @property
+    def threshold(self) -> float:
+        return -math.inf if self.acceptance is None else self.acceptance.threshold
 
-    def specs(self, assign: dict[str, Series]) -> dict[str, LayerSpec]:
-        return {n: self.spec(assign.get(n, DENSE)) for n in self.names}
+    def specs(self, assign: Mapping[str, LayerSpec]) -> dict[str, LayerSpec]:
+        """Every searched layer's spec (dense where ``assign`` has none): what a cost function takes."""
+        return {n: assign.get(n, DENSE_SPEC) for n in self.names}
 
-    @staticmethod
-    def key(assign: dict[str, Series]) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((n, str(s)) for n, s in assign.items() if not s.is_dense))
+    def label(self, spec: LayerSpec) -> str:
+        """How the history names a layer's spec: its series, plus its mode in an ``auto`` search."""
+        return str(spec.series) if self.mode != "auto" else f"{spec.series} ({spec.mode})"
 
-    def config(self, assign: dict[str, Series]) -> TASDConfig:
-        return TASDConfig({n: self.spec(s) for n, s in assign.items() if not s.is_dense})
+    def key(self, assign: Mapping[str, LayerSpec]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((n, self.label(s)) for n, s in assign.items() if not s.is_dense))
 
-    def apply(self, assign: dict[str, Series]) -> nn.Module:
+    def config(self, assign: Mapping[str, LayerSpec]) -> TASDConfig:
+        return TASDConfig({n: s for n, s in assign.items() if not s.is_dense})
+
+    def apply(self, assign: Mapping[str, LayerSpec]) -> nn.Module:
         """The model under ``assign`` (the original one when nothing is assigned)."""
         config = self.config(assign)
         return apply_tasd(self.model, config, calibration=self.calibration) if config.layers else self.model
 
-    def __call__(self, assign: dict[str, Series], step: str) -> EvalPoint:
+    def run(self, assign: Mapping[str, LayerSpec]) -> Any:
+        """``evaluate`` on the model under ``assign``, through the prefix cache when there is one."""
+        net = self.apply(assign)
+        if self.prefix is None or not self.prefix.enabled:
+            return self.evaluate(net)
+        specs = {n: s for n, s in assign.items() if not s.is_dense}
+        try:
+            return self.prefix.evaluate(net, self.evaluate, specs)
+        except PrefixMismatchError as exc:
+            self.prefix.disable()
+            note = f"prefix cache off ({exc}); every config is now evaluated in full"
+            self.notes.append(note)
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
+            return self.evaluate(self.apply(assign))
+
+    def __call__(self, assign: Mapping[str, LayerSpec], step: str) -> EvalPoint:
         key = self.key(assign)
         if key in self.cache:
             self.hits += 1
             return self.cache[key]
         if self.max_evals is not None and self.calls >= self.max_evals:
             raise _Stop
+        assert self.acceptance is not None, "score the original model first"
         self.calls += 1
         cost = float(self.cost(self.specs(assign)))
         metric: float | None = None
+        per_example = None
         error: str | None = None
+        start = time.perf_counter()
         try:
-            net = self.apply(assign)
-            value = float(self.evaluate(net))
-            if math.isnan(value):
-                error = "evaluate returned NaN"
-            else:
-                metric = value
+            value = self.run(assign)
+            metric, per_example = as_scores(value)
+            if math.isnan(metric):
+                metric, error = None, "evaluate returned NaN"
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a failing step is reported and rejected; the search goes on
-            error = f"{type(exc).__name__}: {exc}"
+            metric, error = None, f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
         if error is not None:
             self.failures.append(f"{step}: {error}")
-        ok = metric is not None and metric >= self.threshold
-        point = EvalPoint(len(self.history), dict(key), metric, cost, ok, step, error)
-        self.history.append(point)
-        self.cache[key] = point
+            ok, bound = False, None
+        else:
+            assert metric is not None
+            self.acceptance.check(per_example)  # another length than the original's: a broken evaluate
+            ok, bound = self.acceptance.judge(metric, per_example)
+        if self.prefix is not None:
+            (self.prefix.accept if ok else self.prefix.reject)()
+        point = EvalPoint(len(self.history), dict(key), metric, cost, ok, step, error, bound=bound, seconds=seconds)
+        self.record(point, dict(assign))
         if self.progress is not None:
             best = min((p.cost for p in self.history if p.ok), default=cost)
             self.progress(self.calls, best)
         return point
+
+    def record(self, point: EvalPoint, assign: Assign) -> None:
+        self.assigns[point.index] = assign
+        self.history.append(point)
+        self.cache[tuple(sorted(point.layers.items()))] = point
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,16 +397,51 @@ class _Evaluator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _paper_greedy(ev: _Evaluator, layers: list[MeasuredLayer]) -> dict[str, Any]:
-    order = sorted(((ly.dropped[str(s)], s.effective_density, i, s) for i, ly in enumerate(layers)
-                    for s in ly.candidates), key=lambda t: (t[0], t[1], t[2]))
-    current: dict[str, Series] = {}
-    for _, _, i, s in order:
+class _Moves:
+    """Per layer and spec: the modelled saving σ (cost(dense) − cost(that layer alone)), the
+    measured damage, and the order relations the methods use."""
+
+    def __init__(self, ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> None:
+        self.layers = {ly.name: ly for ly in layers}
+        base = cost(ev.specs({}))
+        self.saving: dict[tuple[str, LayerSpec], float] = {}
+        for ly in layers:
+            for sp in ly.candidates:
+                self.saving[(ly.name, sp)] = base - cost(ev.specs({ly.name: sp}))
+
+    def sigma(self, name: str, spec: LayerSpec) -> float:
+        """The saving of ``spec`` on layer ``name`` alone (0 for dense)."""
+        return 0.0 if spec.is_dense else self.saving[(name, spec)]
+
+    def damage(self, name: str, spec: LayerSpec) -> float:
+        return self.layers[name].damage_of(spec)
+
+    def at_least_as_bad(self, name: str, a: LayerSpec, b: LayerSpec) -> bool:
+        """``a`` should hurt the metric at least as much as ``b`` on layer ``name``: the same mode and no
+        denser, or at least as much measured damage (damage grows with aggressiveness)."""
+        if b.is_dense:
+            return True
+        if a.is_dense:
+            return False
+        same = a.mode == b.mode and a.series.effective_density <= b.series.effective_density
+        return same or self.damage(name, a) >= self.damage(name, b)
+
+    def dominates(self, trial: Assign, failed: Assign) -> bool:
+        """``trial`` is at least as bad as ``failed`` on every layer ``failed`` changes."""
+        return all(self.at_least_as_bad(n, trial.get(n, DENSE_SPEC), s) for n, s in failed.items())
+
+
+def _paper_greedy(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
+    moves = _Moves(ev, layers, cost)
+    order = sorted(((ly.dropped[move_key(sp)], -moves.sigma(ly.name, sp), i, sp) for i, ly in enumerate(layers)
+                    for sp in ly.candidates), key=lambda t: (t[0], t[1], t[2]))
+    current: Assign = {}
+    for _, _, i, sp in order:
         name = layers[i].name
-        if s.effective_density >= current.get(name, DENSE).effective_density:
+        if moves.sigma(name, sp) <= moves.sigma(name, current.get(name, DENSE_SPEC)):
             continue  # only a more aggressive candidate applies
-        trial = {**current, name: s}
-        if ev(trial, f"greedy {name} {s}").ok:
+        trial = {**current, name: sp}
+        if ev(trial, f"greedy {name} {ev.label(sp)}").ok:
             current = trial  # else: rolled back (current unchanged)
     return {}
 
@@ -325,15 +451,16 @@ def _paper_threshold(ev: _Evaluator, layers: list[MeasuredLayer], stat: str) -> 
     for ly in layers:
         measured = ly.sparsity_p99 if stat == "p99" else ly.sparsity_mean
         sparsity[ly.name] = 1.0 - ly.pseudo_density if ly.sparsity_mean < NON_RELU_SPARSITY else measured
-    breaks = sorted({round(1.0 - s.effective_density - sparsity[ly.name], 12)
-                     for ly in layers for s in ly.candidates})
+    breaks = sorted({round(1.0 - sp.series.effective_density - sparsity[ly.name], 12)
+                     for ly in layers for sp in ly.candidates})
 
-    def assign_at(alpha: float) -> dict[str, Series]:
-        out: dict[str, Series] = {}
+    def assign_at(alpha: float) -> Assign:
+        out: Assign = {}
         for ly in layers:
-            ok = [s for s in ly.candidates if round(1.0 - s.effective_density - sparsity[ly.name], 12) <= alpha]
+            ok = [sp for sp in ly.candidates
+                  if round(1.0 - sp.series.effective_density - sparsity[ly.name], 12) <= alpha]
             if ok:
-                out[ly.name] = min(ok, key=lambda s: s.effective_density)
+                out[ly.name] = min(ok, key=lambda sp: sp.series.effective_density)
         return out
 
     lo, hi = -1, len(breaks)
@@ -347,34 +474,29 @@ def _paper_threshold(ev: _Evaluator, layers: list[MeasuredLayer], stat: str) -> 
             "layer_sparsity": sparsity, "breakpoints": len(breaks)}
 
 
-def _dominates(trial: dict[str, Series], failed: dict[str, Series]) -> bool:
-    """``trial`` is at least as aggressive as ``failed`` on every layer (effective density ≤)."""
-    return all(trial.get(n, DENSE).effective_density <= s.effective_density for n, s in failed.items())
-
-
 def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
-    base = cost(ev.specs({}))
-    moves: list[tuple[float, float, int, Series]] = []
+    moves = _Moves(ev, layers, cost)
+    ranked: list[tuple[float, float, int, int, LayerSpec]] = []
     for i, ly in enumerate(layers):
-        for s in ly.candidates:
-            saving = base - cost(ev.specs({ly.name: s}))
+        for j, sp in enumerate(ly.candidates):
+            saving = moves.sigma(ly.name, sp)
             if saving > 0:
-                moves.append((ly.damage[str(s)] / saving, -saving, i, s))
-    moves.sort(key=lambda t: (t[0], t[1], t[2]))
-    remaining = [(layers[i].name, s) for _, _, i, s in moves]
-    current: dict[str, Series] = {}
+                ranked.append((ly.damage_of(sp) / saving, -saving, i, j, sp))
+    ranked.sort(key=lambda t: (t[0], t[1], t[2], t[3]))
+    remaining = [(layers[i].name, sp) for _, _, i, _, sp in ranked]
+    current: Assign = {}
     margin = max(ev.base_metric - ev.threshold, 0.0)
-    clear_misses: list[dict[str, Series]] = []  # configs that missed by more than the margin
+    clear_misses: list[Assign] = []  # configs that missed by more than the margin
     skipped = 0
     k = 1  # galloping: double after a success, halve after a failure
     while remaining:
         k = min(k, len(remaining))
         trial = dict(current)
-        for name, s in remaining[:k]:
-            if s.effective_density < trial.get(name, DENSE).effective_density:
-                trial[name] = s
-        if any(_dominates(trial, f) for f in clear_misses):
-            # At least as aggressive on every layer as a config that clearly missed: under the same
+        for name, sp in remaining[:k]:
+            if moves.sigma(name, sp) > moves.sigma(name, trial.get(name, DENSE_SPEC)):
+                trial[name] = sp
+        if any(moves.dominates(trial, f) for f in clear_misses):
+            # At least as bad on every layer as a config that clearly missed: under the same
             # monotonicity the clear-miss rule below assumes, it misses too — not worth an evaluation.
             skipped += 1
             ok, clear = False, True
@@ -387,15 +509,14 @@ def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> di
         if ok:
             current = trial
             remaining = [(n, s) for n, s in remaining[k:]
-                         if s.effective_density < current.get(n, DENSE).effective_density]
+                         if moves.sigma(n, s) > moves.sigma(n, current.get(n, DENSE_SPEC))]
             k *= 2
         elif k == 1:
-            name, s = remaining[0]
+            name, sp = remaining[0]
             remaining = remaining[1:]
             if clear:
-                # a clear miss: the layer's more aggressive candidates (more damage) would miss too
-                remaining = [(n, t) for n, t in remaining
-                             if not (n == name and t.effective_density <= s.effective_density)]
+                # a clear miss: the layer's candidates at least as bad would miss too
+                remaining = [(n, t) for n, t in remaining if not (n == name and moves.at_least_as_bad(n, t, sp))]
             # a near miss (within the constraint's own margin) may be evaluation noise: keep trying
         else:
             k //= 2
@@ -428,16 +549,40 @@ def _progress_callback(enabled: bool, description: str) -> tuple[Any, Callable[[
     return progress, update
 
 
+def _score_original(model: nn.Module, evaluate: Callable[[nn.Module], Any], prefix: PrefixCache | None
+                    ) -> tuple[float, Any, float]:
+    """The original model's metric, per-example scores (or None) and seconds; a clear error when it
+    cannot be scored (the search would have nothing to compare with)."""
+    start = time.perf_counter()
+    try:
+        value = prefix.evaluate(model, evaluate, {}) if prefix is not None else evaluate(model)
+        metric, per_example = as_scores(value)
+    except KeyboardInterrupt:
+        raise
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"the original model cannot be scored: {exc}") from None
+    except Exception as exc:
+        raise ValueError(f"the original model cannot be scored: evaluate raised {type(exc).__name__}: {exc}") from exc
+    if math.isnan(metric):
+        raise ValueError("the original model cannot be scored: evaluate returned NaN")
+    if per_example is not None and per_example.size < 2:
+        raise ValueError(f"the validation split has {per_example.size} example(s); a paired confidence bound needs "
+                         f"at least 2 (return a float to use the plain rule)")
+    if prefix is not None:
+        prefix.accept()
+    return metric, per_example, time.perf_counter() - start
+
+
 def search(
     model: nn.Module,
     target: str | os.PathLike[str] | Target,
-    evaluate: Callable[[nn.Module], float],
+    evaluate: Callable[[nn.Module], Any],
     calibration: Sequence[Any],
-    mode: Literal["W", "A"] = "W",
+    mode: SearchMode = "W",
     constraint: float | Drop = 0.99,
     method: Method = "cost-aware",
     *,
-    holdout_evaluate: Callable[[nn.Module], float] | None = None,
+    holdout_evaluate: Callable[[nn.Module], Any] | None = None,
     cost: CostFn | None = None,
     seed: int = 0,
     max_evals: int | None = None,
@@ -445,6 +590,10 @@ def search(
     statistic: Literal["mean", "p99"] = "mean",
     permute: bool = False,
     bias_correction: bool = False,
+    score: Literal["magnitude", "activation"] = "magnitude",
+    reconstruct: bool = False,
+    confidence: float = DEFAULT_CONFIDENCE,
+    stages: Sequence[str] | None = None,
     model_id: str = "",
     progress: bool = True,
 ) -> SearchResult:
@@ -453,11 +602,15 @@ def search(
     Args:
         model: the original model (never modified; each candidate is a transformed copy).
         target: a built-in target name (``"ttc-vegeta-m8"``), a target YAML path, or a Target.
-        evaluate: ``evaluate(model) -> float``, higher is better — the *validation* split; the
-            search decides on it alone.
+        evaluate: ``evaluate(model)``, higher is better, on the *validation* split; the search
+            decides on it alone. It returns the metric (a float), or the score of every example (a
+            1-D array/tensor, or :class:`tasder.scores.Scores`): then a config is accepted only when
+            a one-sided paired confidence bound on its ratio to the original (at ``confidence``)
+            meets the constraint (docs/design.md §3.4). It must score the same examples every time.
         calibration: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
             dense MACs are counted on the first, damage and activation statistics on all.
-        mode: ``"W"`` (TASD-W) or ``"A"`` (TASD-A) for every searched layer.
+        mode: ``"W"`` (TASD-W) or ``"A"`` (TASD-A) for every searched layer, or ``"auto"``: each
+            layer may take either, by the same damage/saving rule.
         constraint: a fraction of the original metric in (0, 1] (default 0.99, MLPerf's rule),
             or :class:`Drop` for an absolute drop.
         method: ``"cost-aware"`` (default), ``"paper-greedy"`` or ``"paper-threshold"`` (mode A).
@@ -474,34 +627,51 @@ def search(
             :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
         bias_correction: every candidate corrects its output's mean error on ``calibration`` (ours). The
             measured damage that orders cost-aware's moves is then the corrected error.
+        score: TASD-W candidates rank weights by ``"magnitude"`` (|W|, the paper's) or
+            ``"activation"`` (|W_ij|·‖X_j‖₂ on ``calibration``, Wanda's; ours).
+        reconstruct: TASD-W candidates refit their kept weights from ``calibration`` (ours).
+        confidence: of the paired bound, in (0, 1) (default 0.9; only with per-example scores).
+        stages: module names (globs allowed) of the model's stages in execution order — e.g.
+            ``["embeddings", "encoder.layer.*"]`` for BERT — to replay the outputs of the stages a
+            config leaves unchanged instead of recomputing them (bit for bit the same scores; see
+            :mod:`tasder.search.prefix` for what a stage list must satisfy). None: full forwards.
         model_id: recorded in the result and the YAML provenance (default: the model's class,
             parameter count and a digest of its weights).
         progress: show a progress line on stderr (only on a terminal).
 
     Raises:
-        ValueError: a bad constraint, method, mode, target, ``layers`` glob, or an original model
-            whose metric cannot be computed — all before any search work where possible.
+        ValueError: a bad constraint, confidence, method, mode, option, target, ``layers`` glob or
+            stage, or an original model whose metric cannot be computed (NaN, an empty split) — all
+            before any search work where possible; and an ``evaluate`` that returns per-example
+            scores of another length than for the original model (a broken evaluator).
     """
     constraint = check_constraint(constraint)
+    confidence = check_confidence(confidence)
     if method not in METHODS:
         raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if mode not in ("W", "A"):
-        raise InvalidParameterError(f"`mode` must be 'W' or 'A'; got {mode!r}")
+    if mode not in MODES:
+        raise InvalidParameterError(f"`mode` must be 'W', 'A' or 'auto'; got {mode!r}")
     if method == "paper-threshold" and mode != "A":
         raise ValueError("paper-threshold is the paper's TASD-A rule: use mode='A' (or paper-greedy / "
-                         "cost-aware for TASD-W)")
+                         "cost-aware for TASD-W and auto)")
     if statistic not in ("mean", "p99"):
         raise InvalidParameterError(f"`statistic` must be 'mean' or 'p99'; got {statistic!r}")
-    for option, value in (("permute", permute), ("bias_correction", bias_correction)):
+    for option, value in (("permute", permute), ("bias_correction", bias_correction), ("reconstruct", reconstruct)):
         if not isinstance(value, bool):
             raise InvalidParameterError(f"`{option}` must be True or False; got {value!r}")
+    if score not in SCORES:
+        raise InvalidParameterError(f"`score` must be one of {', '.join(SCORES)}; got {score!r}")
+    if mode == "A" and (reconstruct or score != "magnitude"):
+        raise InvalidParameterError("`score` and `reconstruct` choose TASD-W weights: use mode 'W' or 'auto'")
     if max_evals is not None and (isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1):
         raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     model_id = model_id or describe_model(model)  # the provenance names the weights searched on
     if not callable(evaluate):
-        raise TypeError("`evaluate` must be a callable model -> float")
+        raise TypeError("`evaluate` must be a callable model -> metric (a float or per-example scores)")
+    if stages is not None and (isinstance(stages, str) or not isinstance(stages, Sequence) or not stages):
+        raise InvalidParameterError(f"`stages` must be a non-empty list of module names; got {stages!r}")
     batches = list(calibration)
     if not batches:
         raise ValueError("`calibration` is empty: the search needs at least one calibration batch")
@@ -517,31 +687,43 @@ def search(
     selected = select_layers(model, None if layers is None else list(layers))
     if not selected:
         raise ValueError("the model has no nn.Linear/nn.Conv2d layer to search")
+    prefix = None if stages is None else PrefixCache.for_model(model, list(stages), [n for n, _ in selected])
     torch.manual_seed(seed)
-    options = {"permute": permute, "bias_correction": bias_correction}
-    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options)
+
+    # The original first: a broken evaluate or an empty split fails before the measurement work.
+    metric0, per0, seconds0 = _score_original(model, evaluate, prefix)
+    acceptance = Acceptance(constraint, _threshold(constraint, metric0), confidence, per0)
+    notes: list[str] = []
+    slack = acceptance.slack_examples(metric0)
+    if slack is not None and slack < SLACK_WARNING:
+        notes.append(f"the constraint leaves {slack:.1f} examples of slack on {per0.size} validation examples: "
+                     f"acceptance is decided by a handful of examples")
+
+    options = {"permute": permute, "bias_correction": bias_correction, "score": score, "reconstruct": reconstruct}
+    measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options,
+                                                       input_statistics=method == "paper-threshold")
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
     cost_fn: CostFn = cost if cost is not None else mac_cost
     prog, update = _progress_callback(progress, f"search {model_id or type(model).__name__} ({method})")
-    ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update, options=options,
-                    calibration=calibration)
+    ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update, calibration=calibration,
+                    prefix=prefix)
+    ev.acceptance = acceptance
+    ev.base_metric = metric0
+    _, bound0 = acceptance.judge(metric0, per0)
+    base = EvalPoint(0, {}, metric0, float(cost_fn(ev.specs({}))), True, "original", bound=bound0,
+                     seconds=seconds0)  # the original is the fallback config, whatever its own bound
+    ev.record(base, {})
+    ev.calls = 1  # the original counts as an evaluation (and against max_evals)
     interrupted = False
     extra: dict[str, Any] = {}
     if prog is not None:
         prog.start()
     try:
-        base = ev({}, "original")
-        if base.metric is None:
-            raise ValueError(f"the original model cannot be scored: {base.error}")
-        ev.threshold = _threshold(constraint, base.metric)
-        ev.base_metric = base.metric
-        base = dataclasses.replace(base, ok=True)  # the original is the fallback config
-        ev.history[0] = ev.cache[()] = base
         try:
             if method == "paper-greedy":
-                extra = _paper_greedy(ev, measured)
+                extra = _paper_greedy(ev, measured, cost_fn)
             elif method == "paper-threshold":
                 extra = _paper_threshold(ev, measured, statistic)
             else:
@@ -554,10 +736,22 @@ def search(
         if prog is not None:
             prog.stop()
     best = min((p for p in ev.history if p.ok), key=lambda p: (p.cost, -(p.metric or 0.0), p.index))
-    chosen = {n: next(s for s in ly.candidates if str(s) == best.layers[n])
-              for ly in measured for n in [ly.name] if n in best.layers}
+    chosen = ev.assigns[best.index]
     config = ev.config(chosen)
     seconds = time.perf_counter() - start
+    if prefix is not None:
+        extra["prefix_replayed"] = prefix.skipped_fraction
+    if per0 is None:
+        seen = {p.metric for p in ev.history if p.metric is not None}
+        n = metric_resolution(sorted(seen)) if len(seen) >= 3 else None  # too few values to tell a step
+        slack = None if n is None else (metric0 - acceptance.threshold) * n
+        if slack is not None and slack < SLACK_WARNING:
+            notes.append(f"every validation metric seen is a multiple of 1/{n} (as over {n} examples): the constraint "
+                         f"leaves {slack:.1f} examples of slack, so a handful of examples decide acceptance; return "
+                         f"per-example scores from evaluate for a confidence bound")
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    notes += ev.notes
 
     hold_orig = hold_final = None
     if holdout_evaluate is not None:
@@ -569,19 +763,24 @@ def search(
 
     rows = []
     for ly in measured:
-        s = chosen.get(ly.name, DENSE)
-        spec = ev.spec(s)
-        rows.append(LayerRow(ly.name, ly.kind, ly.k, ly.dense_macs, str(s), mode, mac_cost.fraction(ly.name, spec),
-                             None if s.is_dense else ly.damage.get(str(s)),
+        spec = chosen.get(ly.name, DENSE_SPEC)
+        row_mode = spec.mode if not spec.is_dense or mode != "auto" else "-"
+        rows.append(LayerRow(ly.name, ly.kind, ly.k, ly.dense_macs, str(spec.series), row_mode if mode == "auto"
+                             else mode, mac_cost.fraction(ly.name, spec),
+                             None if spec.is_dense else ly.damage_of(spec),
                              kernel_size=tuple(int(x) for x in ly.module.weight.shape[2:])))
-    assert base.metric is not None and best.metric is not None
+    assert best.metric is not None
     return SearchResult(
         config=config, model_id=model_id, target=tgt.name, mode=mode, method=method,
-        constraint=constraint_text(constraint), threshold=ev.threshold,
-        metric_original=base.metric, metric_final=best.metric,
+        constraint=constraint_text(constraint), threshold=acceptance.threshold,
+        metric_original=metric0, metric_final=best.metric,
         cost_before=base.cost, cost_after=best.cost, evaluations=ev.calls, cache_hits=ev.hits,
         seconds=seconds, layers=rows, history=ev.history, holdout_original=hold_orig,
         holdout_final=hold_final, interrupted=interrupted, failures=ev.failures, extra=extra,
+        confidence=confidence if acceptance.paired else None, bound_final=best.bound,
+        bound_kind=acceptance.bound_kind if acceptance.paired else None,
+        examples=None if per0 is None else int(per0.size), slack_examples=slack,
+        skipped=int(extra.get("skipped_dominated", 0)), notes=notes,
         samples=batch_size(batches[0]),
         holdout_threshold=None if hold_orig is None else _threshold(constraint, hold_orig),
     )

@@ -3,6 +3,8 @@ and metric vs cost of every evaluated config (Pareto points marked)."""
 
 from __future__ import annotations
 
+import math
+
 from tasder.search.result import SearchResult, format_cost
 
 __all__ = ["render_markdown"]
@@ -15,6 +17,29 @@ def _num(x: float | None, digits: int = 4) -> str:
 def _cost(x: float) -> str:
     # MACs are large integers; a modelled EDP is ~1e-11 J·s: print both readably.
     return format_cost(x)
+
+
+def _bound(r: SearchResult, x: float | None) -> str:
+    if x is None:
+        return "–"
+    if not math.isfinite(x):
+        return "none"
+    return f"{x:.4f}"
+
+
+def acceptance_text(r: SearchResult) -> str:
+    """One line saying how configs were accepted and the chosen one's bound."""
+    if r.confidence is None:
+        return "point estimate ≥ threshold (evaluate returned one number per model: no confidence bound)"
+    what = "metric / original" if r.bound_kind == "ratio" else "metric − original"
+    return (f"paired one-sided bound at {100 * r.confidence:g} % confidence over {r.examples} examples: "
+            f"{what} ≥ {_bound(r, r.bound_final)} for the chosen config")
+
+
+def _bound_header(r: SearchResult) -> str:
+    if r.confidence is None:
+        return "bound"
+    return f"{'ratio' if r.bound_kind == 'ratio' else 'difference'} bound ({100 * r.confidence:g} %)"
 
 
 def render_markdown(result: SearchResult, metric_name: str = "validation metric",
@@ -34,6 +59,7 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
         "|---|---|",
         f"| constraint | {r.constraint} (threshold {r.threshold:.4f} on the {metric_name}) |",
         f"| {metric_name} | {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %) |",
+        f"| acceptance | {acceptance_text(r)} |",
         f"| {holdout_name} | {_num(r.holdout_original)} → {_num(r.holdout_final)}"
         f"{'' if hold is None else f' ({100 * hold:.2f} %)'}"
         f"{' — **breaks the constraint on this split**' if r.holdout_meets_constraint is False else ''} |",
@@ -47,6 +73,11 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
     if hw is not None:
         lines.append(f"| {hw.metric} × TC | original model {hw.before_vs_tc:.3f} → chosen config "
                      f"{hw.after_vs_tc:.3f} (one inference on {hw.design}, × TC running the original model) |")
+    if r.slack_examples is not None:
+        lines.append(f"| slack | the constraint lets a config lose {r.slack_examples:.1f} examples |")
+    if r.skipped:
+        lines.append(f"| skipped | {r.skipped} configs not evaluated: at least as damaging, layer by layer, as a "
+                     f"clear miss |")
     if r.interrupted:
         lines.append("| interrupted | yes: the best valid config found so far |")
     warning = r.holdout_warning(holdout_name)
@@ -64,12 +95,14 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
     lines += ["", "## Every evaluated config", "",
               f"`*` marks the Pareto front (higher {metric_name}, lower cost); ok = meets the constraint.", "",
               f"| # | step | {metric_name} | cost{hw_unit or ' (effective MACs, calibration batch)'} | ok | "
-              f"non-dense layers |", "|---|---|---|---|---|---|"]
+              f"non-dense layers | {_bound_header(r)} |", "|---|---|---|---|---|---|---|"]
     for p in r.history:
         layers = ", ".join(f"{k}={v}" for k, v in p.layers.items()) or "(dense)"
         metric = _num(p.metric) if p.error is None else f"failed: {p.error}"
         lines.append(f"| {p.index}{'*' if p.index in pareto else ''} | {p.step} | {metric} | {_cost(p.cost)} | "
-                     f"{'yes' if p.ok else 'no'} | {layers} |")
+                     f"{'yes' if p.ok else 'no'} | {layers} | {_bound(r, p.bound)} |")
     if r.failures:
         lines += ["", "## Failed evaluations", ""] + [f"- {f}" for f in r.failures]
+    if r.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     return "\n".join(lines) + "\n"

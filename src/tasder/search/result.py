@@ -35,6 +35,9 @@ class EvalPoint:
         ok: the metric meets the constraint.
         step: what the method was doing (e.g. ``"greedy fc1 4:8"``, ``"batch k=8"``).
         error: why the evaluation failed (an exception or a NaN), else None.
+        bound: with per-example scores, the lower confidence bound of metric/original (or of
+            metric − original for a ``Drop`` constraint) the acceptance used; else None.
+        seconds: how long the evaluation took (None for a point not timed).
     """
 
     index: int
@@ -44,10 +47,13 @@ class EvalPoint:
     ok: bool
     step: str
     error: str | None = None
+    bound: float | None = None
+    seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "layers": dict(self.layers), "metric": self.metric, "cost": self.cost,
-                "ok": self.ok, "step": self.step, "error": self.error}
+                "ok": self.ok, "step": self.step, "error": self.error, "bound": _finite_or_none(self.bound),
+                "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,11 @@ class HardwareSummary:
         return dict(vars(self))
 
 
+def _finite_or_none(x: float | None) -> float | None:
+    # JSON and YAML have no −inf: an unsupported bound is written as null
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
 def describe_model(model: Any) -> str:
     """What a result records as the model when the caller named none: its class, parameter count and
     a digest of its parameters and buffers (``"DigitsCNN, 22,954 parameters, sha256 3f2a…"``), so a
@@ -150,6 +161,14 @@ class SearchResult:
     :attr:`cost_per_inference`). ``hardware`` is set by callers that model the result on a design and
     TC too (``tasder search --cost edp``); ``extra`` holds what the method reports about itself
     (e.g. paper-threshold's α). ``print(result)`` gives a summary and the per-layer table.
+
+    With per-example scores (docs/design.md §3.4): ``confidence`` of the paired bound, ``bound_final``
+    the chosen config's lower confidence bound on the validation split — of metric/original
+    (``bound_kind == "ratio"``) or of metric − original (``"difference"``, a ``Drop`` constraint) —,
+    ``examples`` the validation split's size; all None for a float-only ``evaluate``.
+    ``slack_examples``: how many examples the constraint lets a config lose (None when unknown);
+    ``skipped``: evaluations the damage/aggressiveness rule saved; ``notes``: warnings the search
+    gave (too little slack, prefix cache turned off).
     """
 
     config: TASDConfig
@@ -174,6 +193,13 @@ class SearchResult:
     failures: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareSummary | None = None
+    confidence: float | None = None
+    bound_final: float | None = None
+    bound_kind: str | None = None
+    examples: int | None = None
+    slack_examples: float | None = None
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
     samples: int = 1
     holdout_threshold: float | None = None
 
@@ -230,6 +256,9 @@ class SearchResult:
                        "holdout_original": self.holdout_original, "holdout_final": self.holdout_final,
                        "cost_before": self.cost_before, "cost_after": self.cost_after},
             "evaluations": self.evaluations, "interrupted": self.interrupted,
+            **({} if self.confidence is None else {
+                "acceptance": {"confidence": self.confidence, "bound_kind": self.bound_kind,
+                               "bound_final": _finite_or_none(self.bound_final), "examples": self.examples}}),
         }
 
     def config_with_provenance(self) -> TASDConfig:
@@ -244,6 +273,9 @@ class SearchResult:
             "history": [p.as_dict() for p in self.history], "pareto": [p.index for p in self.pareto],
             "failures": list(self.failures), "extra": dict(self.extra),
             "hardware": None if self.hardware is None else self.hardware.as_dict(),
+            "confidence": self.confidence, "bound_final": _finite_or_none(self.bound_final),
+            "bound_kind": self.bound_kind, "examples": self.examples, "slack_examples": self.slack_examples,
+            "skipped": self.skipped, "notes": list(self.notes),
             "samples": self.samples, "holdout_threshold": self.holdout_threshold,
             "holdout_meets_constraint": self.holdout_meets_constraint,
         }
@@ -252,7 +284,10 @@ class SearchResult:
         r = self
         lines = [f"TASDER search of {r.model_id or 'the model'} for {r.target}: TASD-{r.mode}, {r.method}, "
                  f"constraint {r.constraint}",
-                 f"validation metric: {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %)"]
+                 f"validation metric: {r.metric_original:.4f} → {r.metric_final:.4f} ({100 * r.metric_ratio:.2f} %"
+                 + ("" if r.confidence is None or r.bound_final is None else
+                    f"; {r.bound_kind} ≥ {r.bound_final:.4f} at {100 * r.confidence:g} % confidence over "
+                    f"{r.examples} examples") + ")"]
         if r.holdout_original is not None and r.holdout_final is not None:
             ratio = r.holdout_ratio
             lines.append(f"held-out metric: {r.holdout_original:.4f} → {r.holdout_final:.4f}"

@@ -205,12 +205,16 @@ def make_entry(
         name: what reports and the config's provenance call it.
         model: the trained network (eval mode is set here).
         calibration: a few input batches, never from the data the evaluators score.
-        evaluate_val: ``evaluate(model) -> float`` on a validation split, higher is better: the
-            search decides on it.
+        evaluate_val: ``evaluate(model)`` on a validation split, higher is better: the search
+            decides on it. Return the metric (a float) or the score of every example (a 1-D
+            array/tensor, or :class:`tasder.scores.Scores`): then a config is accepted by a
+            paired confidence bound (docs/design.md §3.4).
         evaluate_test: the same on a held-out split, scored once after the search (optional).
         metric: what the evaluators return (``"accuracy"``); reports say "test accuracy" and
             "validation accuracy".
-        description, metadata: one line, and anything else to record.
+        description, metadata: one line, and anything else to record (``metadata["stages"]``:
+            the model's stages in execution order, e.g. ``("embeddings", "encoder.layer.*")``,
+            lets ``tasder search`` replay the unchanged prefix; see :mod:`tasder.search.prefix`).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"make_entry: `name` must be a non-empty string; got {name!r}")
@@ -312,10 +316,11 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
                   recipe: Any, pruning: Any) -> ZooModel:
     from torch import nn
 
+    from tasder.scores import Scores
     from tasder.zoo.digits import (
         DEFAULT_PRUNING_RECIPE,
         DEFAULT_RECIPE,
-        evaluate_accuracy,
+        correct_per_example,
         load_digits_cnn_with_source,
         load_digits_data,
     )
@@ -326,14 +331,16 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
     model, weights_source = load_digits_cnn_with_source(sparsity, recipe=recipe, pruning=pruning, progress=progress)
     x_test, y_test = data.x_test, data.y_test
 
-    def evaluate(net: nn.Module) -> float:
-        return evaluate_accuracy(net, x_test, y_test)
+    # Both return tasder.scores.Scores: the accuracy (a float) carrying 1.0/0.0 per image, what a
+    # search's paired confidence bound needs.
+    def evaluate(net: nn.Module) -> Scores:
+        return correct_per_example(net, x_test, y_test)
 
     x_val, y_val = data.x_val, data.y_val
 
-    def evaluate_val(net: nn.Module) -> float:
+    def evaluate_val(net: nn.Module) -> Scores:
         # Searches (tasder.search) decide on this split so that the test split stays untouched.
-        return evaluate_accuracy(net, x_val, y_val)
+        return correct_per_example(net, x_val, y_val)
 
     weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     n_weights = sum(w.numel() for w in weights)
@@ -357,7 +364,7 @@ def _digits_entry(name: str, description: str, sparsity: float | None, progress:
             "recipe": {**vars(recipe), "optimizer": "Adam"},
             **({"pruning_recipe": {**vars(pruning), "method": "gradual magnitude pruning (global, cubic)",
                                    "optimizer": "Adam"}} if sparsity else {}),
-            "test_accuracy": evaluate(model),
+            "test_accuracy": float(evaluate(model)),
             "evaluate_val": evaluate_val,
             "val_metric": "validation accuracy",
         },
@@ -387,43 +394,67 @@ for _percent in (50, 80, 90, 95):
 
 
 @register("minilm", kind="pretrained", metric="recall@1",
-          description="all-MiniLM-L6-v2 (real weights, BERT 6×384) on stdlib-docstring retrieval")
-def _load_minilm(n: int | None = None, batch_size: int = 64, val_n: int = 512) -> ZooModel:
-    """``n``: task size (queries = candidates; default :data:`tasder.zoo.retrieval.DEFAULT_TASK_SIZE`);
-    tests use a few dozen. ``val_n``: size of the
-    validation task (``metadata["evaluate_val"]``), drawn from pairs disjoint from the scored
-    ``n`` and from the calibration text, so a search can decide without touching the test pairs
-    (with the default ``n`` the pool has 511 such pairs on CPython 3.11; fewer are used if fewer remain)."""
+          description="all-MiniLM-L6-v2 (real weights, BERT 6×384) on docstring retrieval, recall@1 among 20")
+def _load_minilm(n: int | None = None, batch_size: int = 64, val_n: int | None = None,
+                 candidates: int | None = None) -> ZooModel:
+    """The splits of the shuffled docstring pool (:mod:`tasder.zoo.retrieval`), disjoint: the first
+    64 pairs are the calibration text (their queries and targets, 8 batches of 16), the next
+    ``val_n`` (default :data:`DEFAULT_VAL_SIZE`) the validation split a search decides on
+    (``metadata["evaluate_val"]``), the last ``n`` (default ``DEFAULT_TASK_SIZE``, 2,000) the test
+    split ``evaluate`` scores. ``candidates``: targets each query is ranked among (default 20;
+    None: every target of its split). Both evaluators return :class:`tasder.scores.Scores` (hit@1
+    per query). Tests use a few dozen pairs."""
+    from tasder.scores import Scores
     from tasder.zoo.minilm import load_minilm_model
-    from tasder.zoo.retrieval import DEFAULT_TASK_SIZE, RetrievalTask, load_docstring_pairs
+    from tasder.zoo.retrieval import (
+        DEFAULT_CANDIDATES,
+        DEFAULT_TASK_SIZE,
+        QUERY_MAX_TOKENS,
+        TARGET_MAX_TOKENS,
+        RetrievalTask,
+        load_docstring_pairs,
+    )
 
     n = DEFAULT_TASK_SIZE if n is None else n
+    val_n = DEFAULT_VAL_SIZE if val_n is None else val_n
+    candidates = DEFAULT_CANDIDATES if candidates is None else candidates
     pairs, task_meta = load_docstring_pairs()
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pairs):
-        raise ValueError(f"n must be an integer in [1, {len(pairs)}] (the pool size on this Python), got {n!r}")
+    room = len(pairs) - _MINILM_CALIBRATION_PAIRS
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= room:
+        raise ValueError(f"n must be an integer in [1, {room}] (the pool size here, less the calibration pairs), "
+                         f"got {n!r}")
+    if isinstance(val_n, bool) or not isinstance(val_n, int) or not 0 <= val_n <= room - n:
+        raise ValueError(f"val_n must be an integer in [0, {room - n}] (the pool left beside a test split of {n}), "
+                         f"got {val_n!r}")
     model, tokenizer = load_minilm_model()
-    task = RetrievalTask.build(tokenizer, pairs[:n], batch_size=batch_size)
-    # Calibration text comes from outside the scored pairs when the pool allows it.
-    # 4 batches of 16 texts (32 pairs' queries and targets, interleaved).
-    spare = pairs[n : n + 32] if len(pairs) - n >= 32 else pairs[:32]
-    texts = [t for p in spare for t in (p.query, p.target)]
-    calibration: list[Batch] = [
-        dict(tokenizer(texts[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-        for i in range(0, len(texts), 16)
-    ]
+    test_pairs = pairs[len(pairs) - n:]
+    task = RetrievalTask.build(tokenizer, test_pairs, batch_size=batch_size, candidates=candidates)
+    spare = pairs[:_MINILM_CALIBRATION_PAIRS]
+    calibration: list[Batch] = []
+    for i in range(0, len(spare), 8):  # 8 pairs → 16 texts per batch, truncated as the task truncates them
+        chunk = spare[i : i + 8]
+        queries = tokenizer([p.query for p in chunk], truncation=True, max_length=QUERY_MAX_TOKENS)["input_ids"]
+        targets = tokenizer([p.target for p in chunk], truncation=True, max_length=TARGET_MAX_TOKENS)["input_ids"]
+        texts = [t for q, tg in zip(queries, targets, strict=True) for t in (q, tg)]
+        calibration.append(dict(tokenizer.pad({"input_ids": texts}, return_tensors="pt")))
 
-    def evaluate(net: nn.Module) -> float:
-        return task.evaluate(net).recall_at_1
+    def evaluate(net: nn.Module) -> Scores:
+        scores = task.evaluate(net)
+        assert scores.hits is not None
+        return Scores(scores.hits)
 
     extra: dict[str, Any] = {}
-    val_pairs = pairs[n + 32 : n + 32 + val_n] if len(pairs) - n >= 32 else []
-    if val_n > 0 and val_pairs:
-        val_task = RetrievalTask.build(tokenizer, val_pairs, batch_size=batch_size)
+    val_pairs = pairs[_MINILM_CALIBRATION_PAIRS : _MINILM_CALIBRATION_PAIRS + val_n]
+    if val_pairs:
+        val_task = RetrievalTask.build(tokenizer, val_pairs, batch_size=batch_size, candidates=candidates)
 
-        def evaluate_val(net: nn.Module) -> float:
-            return val_task.evaluate(net).recall_at_1
+        def evaluate_val(net: nn.Module) -> Scores:
+            scores = val_task.evaluate(net)
+            assert scores.hits is not None
+            return Scores(scores.hits)
 
-        extra = {"evaluate_val": evaluate_val, "val_metric": "validation recall@1", "val_size": len(val_pairs)}
+        extra = {"evaluate_val": evaluate_val, "val_metric": "validation recall@1", "val_size": len(val_pairs),
+                 "val_task": val_task}
 
     return ZooModel(
         name="minilm",
@@ -440,13 +471,23 @@ def _load_minilm(n: int | None = None, batch_size: int = 64, val_n: int = 512) -
             "task": task,
             "tokenizer": tokenizer,
             "task_size": n,
+            "candidates": candidates,
             "task_pool_size": task_meta["pool_size"],
             "python": task_meta["python"],
+            "packages": task_meta["packages"],
             "missing_modules": task_meta["missing_modules"],
             "embedding": "mean pooling over the attention mask, L2-normalised",
+            # The model is a chain of these (tasder.search.prefix): a search replays the unchanged ones.
+            "stages": ("embeddings", "encoder.layer.*"),
             **extra,
         },
     )
+
+
+#: Pairs at the head of the shuffled pool kept for calibration text (never scored).
+_MINILM_CALIBRATION_PAIRS = 64
+#: Default size of the MiniLM validation split (what a search decides on).
+DEFAULT_VAL_SIZE = 1500
 
 
 def _shape_entry(name: str, layers: list[LayerShape], paper: str, **sizes: Any) -> ZooModel:

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from tasder._threads import single_thread
+from tasder.scores import Scores
 
 __all__ = [
     "DEFAULT_PRUNING_RECIPE",
@@ -62,6 +63,7 @@ __all__ = [
     "DigitsData",
     "DigitsRecipe",
     "PruningRecipe",
+    "correct_per_example",
     "evaluate_accuracy",
     "gradual_prune",
     "load_digits_cnn",
@@ -200,17 +202,26 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     Runs on one torch thread: batches of 8×8 images are too small for threads to help, and a
     fixed thread count keeps every reduction in one order on every machine.
     """
+    return float(_correct(model, x, y, batch_size).mean()) if len(x) else 0.0
+
+
+def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> Scores:
+    """Top-1 accuracy as :class:`tasder.scores.Scores`: 1.0/0.0 per image (what a search's paired
+    confidence bound needs), a float equal to :func:`evaluate_accuracy` (one torch thread too)."""
+    return Scores(_correct(model, x, y, batch_size))
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    correct = 0
     try:
         with single_thread():
-            for start in range(0, len(x), batch_size):
-                logits = model(x[start : start + batch_size])
-                correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+            out = [(model(x[s : s + batch_size]).argmax(dim=1) == y[s : s + batch_size]).double()
+                   for s in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return correct / len(x) if len(x) else 0.0
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------
