@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tasder.hw import load_network
 from tasder.hw.executor import (
     LayerTask,
     ProcessExecutor,
@@ -44,6 +43,7 @@ from tasder.hw.executor import (
     model_version,
 )
 from tasder.hw.sweep import load_sweep, run_sweep
+from tasder.workloads import load_network
 
 T = TypeVar("T")
 
