@@ -139,7 +139,7 @@ def test_provenance_names_the_model_when_no_id_is_given() -> None:
 @pytest.mark.slow
 def test_readme_training_snippet_is_the_tasder_train_run(capsys: pytest.CaptureFixture[str]) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```python\n(from tasder\.train import .*?)```", readme, re.S)
+    block = re.search(r"```python\n((?:import torch\n)?from tasder\.train import .*?)```", readme, re.S)
     assert block is not None
     code = block.group(1).replace("print(", "_seen.append(")
     scope: dict[str, object] = {"_seen": []}
