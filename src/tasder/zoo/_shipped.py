@@ -24,8 +24,8 @@ import torch
 from tasder.io import atomic_write_bytes, atomic_write_text
 from tasder.zoo.cache import sha256_hex, verify_sha256
 
-__all__ = ["SUMS_FILE", "WEIGHTS_DIR", "ShippedFileError", "read_shipped", "shipped_sums", "write_shipped",
-           "write_sums"]
+__all__ = ["SUMS_FILE", "WEIGHTS_DIR", "ShippedFileError", "canonical_header", "read_shipped", "shipped_sums",
+           "write_shipped", "write_sums"]
 
 #: Where the shipped files live (package data; see pyproject.toml).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -98,6 +98,26 @@ def read_shipped(name: str, folder: Path | None = None) -> tuple[dict[str, torch
     return tensors, meta
 
 
+def canonical_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its ``__metadata__`` keys in sorted order.
+
+    safetensors writes the metadata from a Rust hash map, whose order changes from one process to the
+    next: the same tensors and metadata gave other bytes (and another SHA-256) on every other run.
+    The header is re-written in the same compact JSON, padded with spaces to its old length (the
+    format's own padding), so the tensors' offsets and bytes stay as they are.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict):
+        return data
+    ordered = {"__metadata__": dict(sorted(meta.items())), **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > n:  # cannot happen for the same keys and values; never write a longer header
+        raise ValueError(f"canonical safetensors header is longer than the original ({len(text)} > {n} bytes)")
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
+
+
 def write_shipped(name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
                   folder: Path | None = None) -> str:
     """Write ``tensors`` (+ ``metadata``) as ``folder/name`` atomically; return its SHA-256.
@@ -107,7 +127,7 @@ def write_shipped(name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapp
     """
     from safetensors.torch import save
 
-    data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+    data = canonical_header(save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata)))
     folder = WEIGHTS_DIR if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / name, data)
