@@ -348,16 +348,21 @@ class TASDLayer:
                              f"calibration data: build it with tasder.nn.apply_tasd(model, config, calibration=...)")
         w = self.weight.detach()
         score = self._weight_score(w)
-        if self.permute and self.permutation is None:
-            self.permutation = find_permutation(flatten_k(w), self.series, 1,
-                                                score=None if score is None else flatten_k(score)).to(w.device)
-            self._perm_cache = None
+        self._choose_permutation(w, score)
         terms, _ = self._decompose_weight(w, score=score)
         approx = terms[0].clone()
         for t in terms[1:]:
             approx += t  # exact: each element lives in one term (TASDResult.approximation does the same)
         self.weight.copy_(approx)
         self._remember_terms(terms)
+
+    def _choose_permutation(self, w: torch.Tensor, score: torch.Tensor | None) -> None:
+        """With ``permute`` and none chosen yet, choose the reduction-dim permutation for ``w`` (by
+        ``score`` when given, else |W|) and drop the cached permuted view."""
+        if self.permute and self.permutation is None:
+            self.permutation = find_permutation(flatten_k(w), self.series, 1,
+                                                score=None if score is None else flatten_k(score)).to(w.device)
+            self._perm_cache = None
 
     def _weight_score(self, w: torch.Tensor) -> torch.Tensor | None:
         """The weight's selection score (weight-shaped): |W_ij|·‖X_j‖₂, or None for |W|."""
@@ -401,10 +406,7 @@ class TASDLayer:
         if self.score == "activation":
             self.input_norm = sumsq.detach().to(torch.float64).clamp_min(0).sqrt().to(w.device)
         score = self._weight_score(w)
-        if self.permute and self.permutation is None:
-            self.permutation = find_permutation(flatten_k(w), self.series, 1,
-                                                score=None if score is None else flatten_k(score)).to(w.device)
-            self._perm_cache = None
+        self._choose_permutation(w, score)
         terms, _ = self._decompose_weight(w, score=score)
         index = torch.zeros(w.shape, dtype=torch.uint8, device=w.device)
         for t, term in enumerate(terms):
