@@ -11,6 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from search_helpers import tiny_calibration as _calib
+from search_helpers import tiny_mlp as _model
 from tasder.nn import tasd_layers
 from tasder.scores import Scores, as_scores
 from tasder.search import Drop, search
@@ -21,17 +23,6 @@ from tasder.search.acceptance import (
     metric_resolution,
     ratio_lower_bound,
 )
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
-
-
-def _calib() -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(8, 16, generator=g) for _ in range(2)]
-
 
 # -- the bound ------------------------------------------------------------------------------------
 

@@ -12,18 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from search_helpers import tiny_calibration as _calib
+from search_helpers import tiny_mlp as _model
 from tasder.nn import TASDConfig, tasd_layers
 from tasder.search import Drop, candidate_series, pareto_front, search
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
-
-
-def _calib() -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(8, 16, generator=g) for _ in range(2)]
 
 
 def synthetic(weights: dict[str, float]):

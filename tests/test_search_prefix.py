@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from search_helpers import tiny_calibration as _calib
+from search_helpers import tiny_mlp as _mlp
 from tasder.nn import apply_tasd, tasd_layers
 from tasder.scores import Scores
 from tasder.search import search
@@ -111,16 +113,6 @@ def test_an_evaluate_that_feeds_other_batches_turns_the_cache_off_and_stays_exac
 
 
 # -- mode auto ------------------------------------------------------------------------------------
-
-
-def _mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
-
-
-def _calib() -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(8, 16, generator=g) for _ in range(2)]
 
 
 def test_auto_picks_the_operand_each_layer_tolerates():
