@@ -299,3 +299,20 @@ def test_a_series_is_one_stream_on_designs_without_term_reuse(tc_mapping):
     series = ev("dstc", tc_mapping, "4:8+1:8")
     assert series.counts.macs[0] == pytest.approx(0.625 * ev("tc", tc_mapping).counts.macs[0])
     assert series.cycles < ev("tc", tc_mapping).cycles
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 64])
+def test_occupancy_pmfs_equal_scipy_stats_value_for_value(n: int) -> None:
+    # The density models read the pmfs from scipy.special's ufuncs (scipy.stats costs 1.2-1.9 s to
+    # import); they must be exactly what scipy.stats.binom/hypergeom give, support edges included.
+    from scipy import stats
+
+    from tasder.hw.density import _binom_pmf, _hypergeom_pmf
+
+    x = np.arange(n + 1)
+    for p in (0.0, 1e-9, 0.37, 0.5, 0.999999, 1.0):
+        assert np.array_equal(_binom_pmf(x, n, p), stats.binom.pmf(x, n, p), equal_nan=True)
+    for total in (0, 1, 5, 64, 100):
+        for successes in sorted({0, 1, total // 2, total}):
+            expected = stats.hypergeom.pmf(x, total, successes, n)
+            assert np.array_equal(_hypergeom_pmf(x, total, successes, n), expected, equal_nan=True), (total, successes)

@@ -46,11 +46,34 @@ def _special() -> ModuleType:
     return special
 
 
-def _stats() -> ModuleType:
-    """``scipy.stats``, imported on first use (1.6 s on the development machine)."""
-    from scipy import stats
+def _binom_pmf(x: np.ndarray, n: int, p: float) -> np.ndarray:
+    """``scipy.stats.binom.pmf(x, n, p)`` for ``x`` in ``0..n``, value for value.
 
-    return stats
+    scipy.stats evaluates it with the ufunc used here (Boost's binomial pdf); importing
+    ``scipy.stats`` itself costs 1.2-1.9 s of start-up (its distributions build their docstrings),
+    a tenth of a warm ``tasder demo``. Older SciPy without the ufunc falls back to scipy.stats.
+    """
+    ufunc = getattr(_special(), "_ufuncs", None)
+    if ufunc is None or not hasattr(ufunc, "_binom_pmf"):  # pragma: no cover - SciPy < 1.9
+        from scipy import stats
+
+        return stats.binom.pmf(x, n, p)
+    return ufunc._binom_pmf(x, n, p)
+
+
+def _hypergeom_pmf(x: np.ndarray, total: int, successes: int, draws: int) -> np.ndarray:
+    """``scipy.stats.hypergeom.pmf(x, total, successes, draws)``, value for value (see
+    :func:`_binom_pmf`): zero outside the support, NaN for draws the population cannot give."""
+    ufunc = getattr(_special(), "_ufuncs", None)
+    if ufunc is None or not hasattr(ufunc, "_hypergeom_pmf"):  # pragma: no cover - SciPy < 1.9
+        from scipy import stats
+
+        return stats.hypergeom.pmf(x, total, successes, draws)
+    if not (total > 0 and 0 <= successes <= total and 0 <= draws <= total):
+        return np.full(np.shape(x), np.nan)
+    lo, hi = max(0, draws - (total - successes)), min(successes, draws)
+    inside = (x >= lo) & (x <= hi)
+    return np.where(inside, ufunc._hypergeom_pmf(np.clip(x, lo, hi), successes, draws, total), 0.0)
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -96,7 +119,7 @@ class DensityModel:
         per row, independent along K-structured rules too, so binomial at the model's density."""
         if k == 1 and rows > 1 and not isinstance(self, (DenseModel, UniformModel, ActualModel)):
             x = np.arange(rows + 1)
-            return x, _stats().binom.pmf(x, rows, self.density)
+            return x, _binom_pmf(x, rows, self.density)
         return self.occupancy_distribution(rows, k)
 
     def expected_steps(self, rows: Any, k: Any, lanes: Any) -> np.ndarray:
@@ -191,15 +214,15 @@ class UniformModel(DensityModel):
 
     def occupancy_quantile(self, rows: Any, k: Any, q: float = 0.99) -> np.ndarray:
         n = _arr(rows) * _arr(k)
-        z = float(_stats().norm.ppf(q))
+        z = float(_special().ndtri(q))  # the standard normal's quantile (scipy.stats.norm.ppf)
         return np.clip(np.ceil(n * self.density + z * np.sqrt(self._variance(n))), 0.0, n)
 
     def occupancy_distribution(self, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = rows * k
         x = np.arange(n + 1)
         if self.size is None:
-            return x, _stats().binom.pmf(x, n, self.density)
-        return x, _stats().hypergeom.pmf(x, self.size, round(self.density * self.size), n)
+            return x, _binom_pmf(x, n, self.density)
+        return x, _hypergeom_pmf(x, self.size, round(self.density * self.size), n)
 
 
 @dataclass(frozen=True)
