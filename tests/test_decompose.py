@@ -552,6 +552,7 @@ _CACHE_PROBE = """
 import torch
 from tasder.sparsity import _kernel
 from tasder.tasd import approximate, decompose
+torch.set_num_threads(2)                               # one torch thread would keep numba serial too
 decompose(torch.randn(8, 64), "4:8+1:8")               # small: the serial kernel compiles first
 approximate(torch.randn(256, 1024).relu(), "4:8+1:8")  # large: the parallel one
 print(sum(_kernel._same_h_parallel.stats.cache_hits.values()),
@@ -576,3 +577,25 @@ def test_the_parallel_kernel_never_loads_the_serial_one_from_the_disk_cache(tmp_
     again = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
                            timeout=600, check=True)
     assert tuple(int(v) for v in again.stdout.split()) == (1, 0)  # ... and later loads its own entry
+
+
+def test_one_torch_thread_keeps_the_kernels_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    # single_thread() (the demo, permutation searches) asks to stay on one core; a threaded kernel
+    # beside busy work waits on its slowest thread. Same bits either way.
+    from tasder._threads import single_thread
+    from tasder.sparsity import _kernel
+
+    if not _kernel.AVAILABLE:
+        pytest.skip("numba is not installed")
+    x = torch.randn(256, 1024).relu()  # above PARALLEL_MIN_ELEMENTS
+    threaded = approximate(x, "4:8+1:8") if torch.get_num_threads() > 1 else None
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the threaded kernel ran inside single_thread()")
+
+    monkeypatch.setattr(_kernel, "_same_h_parallel", refuse)
+    monkeypatch.setattr(_kernel, "_general_parallel", refuse)
+    with single_thread():
+        serial = approximate(x, "4:8+1:8")
+        decompose(x, "K1(2:4)->K0(2:4)")
+    assert threaded is None or torch.equal(bits(serial), bits(threaded))

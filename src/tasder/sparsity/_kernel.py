@@ -425,12 +425,24 @@ if AVAILABLE:
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
+def _threaded(numel: int) -> bool:
+    """Whether a kernel over ``numel`` elements runs on numba's threads.
+
+    Not when the caller asked torch for one thread (:func:`tasder._threads.single_thread`: the
+    demo, permutation searches): that is a request to stay on one core, and a threaded kernel
+    beside other busy work (the demo's figure workers, another job) waits on its slowest thread —
+    measured 36-48 ms vs 8-11 ms serial for a 147k-element 4:8+1:8 at load 5. The outputs are the
+    same either way (each row is ranked on its own).
+    """
+    return numel >= PARALLEL_MIN_ELEMENTS and torch.get_num_threads() > 1
+
+
 def _same_h_kernel(numel: int):  # type: ignore[no-untyped-def]
-    return _same_h_parallel if numel >= PARALLEL_MIN_ELEMENTS else _same_h_serial
+    return _same_h_parallel if _threaded(numel) else _same_h_serial
 
 
 def _general_kernel(numel: int):  # type: ignore[no-untyped-def]
-    return _general_parallel if numel >= PARALLEL_MIN_ELEMENTS else _general_serial
+    return _general_parallel if _threaded(numel) else _general_serial
 
 
 def supports_fast_approximation(series: Series) -> bool:
