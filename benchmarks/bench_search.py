@@ -134,6 +134,20 @@ def _w_only(variant: str) -> bool:
     return any(OPTIONS[p] and set(OPTIONS[p]) <= set(W_ONLY) for p in variant.split("+") if p in OPTIONS)
 
 
+def distinct_sets(variants: str, mode: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, options)`` of the comma-separated option sets ``variants`` that differ in ``mode``: a set
+    whose options equal an earlier one's there (``ours`` after ``perm+bc`` for TASD-A), or that
+    only adds TASD-W options to a TASD-A run, would repeat a run. An unknown name: SystemExit."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for variant in filter(None, variants.split(",")):
+        options = option_set(variant, mode)
+        if options is None:
+            raise SystemExit(f"unknown option set {variant!r}; choose from {', '.join(OPTIONS)} (join with +)")
+        if not (mode == "A" and _w_only(variant)) and all(options != o for _, o in out):
+            out.append((variant, options))
+    return out
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -182,12 +196,7 @@ def main() -> None:
                                          budget=2000)
         variants = args.minilm_options if minilm else args.options
         layers = None if minilm else default_layers(name, mode)
-        for variant in filter(None, variants.split(",")):
-            options = option_set(variant, mode)
-            if options is None:
-                parser.error(f"unknown option set {variant!r}; choose from {', '.join(OPTIONS)} (join with +)")
-            if mode == "A" and _w_only(variant):
-                continue  # TASD-W options alone: nothing to do for TASD-A
+        for variant, options in distinct_sets(variants, mode):
             paper_evals = None
             runs: list[tuple[str, int | None]] = [(m, None) for m in methods if not wanted or m in wanted]
             if args.equal_budget:
@@ -231,10 +240,7 @@ def main() -> None:
         if args.optimum and not minilm:
             _, s_orig = as_scores(original_test)
             assert s_orig is not None
-            for variant in filter(None, variants.split(",")):
-                options = option_set(variant, mode)
-                if options is None or (mode == "A" and _w_only(variant)):
-                    continue
+            for variant, options in distinct_sets(variants, mode):
                 found, seconds = optimum(entry, mode, args.constraint, args.confidence, options)
                 for rule, (config, evals) in found.items():
                     model = apply_tasd(entry.model, config, calibration=entry.calibration) if config.layers \
