@@ -261,5 +261,6 @@ def main() -> None:
                           f"config={','.join(f'{n}={sp.series}' for n, sp in sorted(config.layers.items()))}",
                           flush=True)
 
+
 if __name__ == "__main__":
     main()
