@@ -568,3 +568,20 @@ def test_a_held_out_break_is_said_at_the_top() -> None:
         md = render_markdown_report(doc)
     note = md[: md.index("## ")]
     assert "breaks the constraint (≥ 0.99 × original) on the test split: 0.9250 → 0.9200, below 0.9300" in note
+
+
+def test_the_search_text_lists_every_option_once() -> None:
+    """Three options read "a, b and c", each in words (the activation-aware score too), in both reports."""
+    from tasder.report._content import OPTION_TEXT
+    from tasder.report.html import render_html
+    from tasder.report.markdown import render_markdown_report
+
+    doc = copy.deepcopy(make_doc())
+    doc["models"][0]["options"] = ["permute", "bias_correction", "activation_score"]
+    expected = (f"method with {OPTION_TEXT['permute']}, {OPTION_TEXT['bias_correction']} and "
+                f"{OPTION_TEXT['activation_score']}, target")
+    for out in (render_html(doc, []), render_markdown_report(doc, [])):
+        flat = re.sub(r"\s+", " ", out.replace("\\", "")).replace("&#x27;", "'")
+        assert expected.replace("|", "") in flat.replace("|", "")
+    doc["models"][0]["options"] = ["permute"]
+    assert f"method with {OPTION_TEXT['permute']}, target" in render_markdown_report(doc, [])

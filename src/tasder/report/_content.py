@@ -279,7 +279,14 @@ OPTION_TEXT = {
     "permute": "a permuted reduction dim (ours: the layout in which each series drops least)",
     "bias_correction": "bias correction (ours: each output channel's mean error on the calibration data "
                        "added back)",
+    "activation_score": "activation-aware weight scores (ours: TASD-W keeps the weights with the largest "
+                        "|W_ij|·‖X_j‖₂ on the calibration data)",
 }
+
+
+def _and_list(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: how a sentence lists the options."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _search_text(model: Mapping[str, Any]) -> str:
@@ -288,7 +295,7 @@ def _search_text(model: Mapping[str, Any]) -> str:
     seconds = finite(search["seconds"])
     chosen = search["chosen"]
     options = list(model.get("options") or [])
-    method = model["method"] + (f" method with {' and '.join(OPTION_TEXT.get(o, o) for o in options)}" if options
+    method = model["method"] + (f" method with {_and_list([OPTION_TEXT.get(o, o) for o in options])}" if options
                                 else " method")
     text = (
         f"Search: {method}, target {model['target']}, minimising modelled {cost} on "
