@@ -386,3 +386,21 @@ def test_decomposition_sums_of_one_result_reproduce_its_metrics():
 )
 def test_human_bytes_uses_binary_units_and_three_digits(n, text):
     assert human_bytes(n) == text
+
+
+def test_exit_skips_teardown_but_runs_atexit_and_flushes() -> None:
+    # After torch is loaded the console entry point leaves with os._exit (the interpreter's teardown
+    # took 1.1-1.3 s per command); what the teardown would do that matters must still happen.
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys, torch\n"
+            "from tasder.cli.app import _exit_now\n"
+            "atexit.register(lambda: print('handler ran'))\n"
+            "print('buffered', end=' ')\n"
+            "sys.stderr.write('err')\n"
+            "_exit_now(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered handler ran\n"
+    assert proc.stderr == "err"
