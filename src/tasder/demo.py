@@ -194,7 +194,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
     curve = _error_curve(curve_prof, [curve_layer], case.mode) if curve_prof is not None and curve_layer else None
     if curve is not None and case.permute:
         curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calibration,
-                                                    [p["series"] for p in curve["points"]])
+                                                    [p["series"] for p in curve["points"]], case.score)
     val_name = str(entry.metadata.get("val_metric", "validation metric"))
     return {
         "model": case.model_id, "description": entry.description, "mode": case.mode, "target": DEMO_TARGET,
@@ -262,11 +262,13 @@ def _error_curve(prof: Any, searched: Sequence[str], mode: str) -> dict[str, Any
     return {"layer": layer.name, "tensor": tensor, "points": points}
 
 
-def _permuted_points(model: Any, name: str, mode: str, calibration: Sequence[Any], series: Sequence[str]
-                     ) -> list[dict[str, Any]]:
+def _permuted_points(model: Any, name: str, mode: str, calibration: Sequence[Any], series: Sequence[str],
+                     score: str = "magnitude") -> list[dict[str, Any]]:
     """The error curve's points in the layout the search's ``permute`` option used: the weight's
     flattened K permuted from the weight (W); the input channels permuted by the same calibration
-    the search ran (A, one pass for every series), measured on every calibration input."""
+    the search ran (A, one pass for every series), measured on every calibration input. A TASD-W
+    ``score`` other than magnitude selects as the search did (calibrated on the same data), and the
+    points are what the calibrated layer's weight drops."""
     import torch
 
     from tasder._batch import call_with_batch
@@ -274,16 +276,19 @@ def _permuted_points(model: Any, name: str, mode: str, calibration: Sequence[Any
     from tasder.nn.calibration import calibrate_probes
     from tasder.nn.layers import make_tasd_layer
     from tasder.tasd import decompose
+    from tasder.tasd.metrics import tensor_sums
 
     module = model.get_submodule(name)
     probes = {}
     for text in series:
         try:
-            probes[text] = make_tasd_layer(module, LayerSpec(text, mode, permute=True))  # type: ignore[arg-type]
+            w_opts = {"score": score} if mode == "W" else {}
+            probes[text] = make_tasd_layer(module, LayerSpec(text, mode, permute=True, **w_opts))  # type: ignore[arg-type]
         except ValueError:
             continue  # a series a permutation does not apply to (mixed block sizes)
     inputs: list[torch.Tensor] = []
-    if mode == "A" and probes:
+    scored = mode == "W" and score != "magnitude"
+    if (mode == "A" or scored) and probes:
         calibrate_probes(model, {name: list(probes.values())}, calibration)
         handle = module.register_forward_hook(lambda m, a, o: inputs.append(a[0].detach()))
         try:
@@ -295,6 +300,15 @@ def _permuted_points(model: Any, name: str, mode: str, calibration: Sequence[Any
     dim = -3 if isinstance(module, torch.nn.Conv2d) else -1  # the input channels TASD-A groups along
     points = []
     for text, probe in probes.items():
+        if scored:  # the calibrated layer's own selection: what it drops from W is the residual
+            w = module.weight.detach()
+            nonzeros, magnitude, square = tensor_sums(w)
+            dropped, dropped_mag, dropped_sq = tensor_sums(w - probe.weight.detach())
+            points.append({"series": text, "effective_density": _series_density(text),
+                           "dropped_nonzeros": dropped / nonzeros if nonzeros else 0.0,
+                           "dropped_magnitude": dropped_mag / magnitude if magnitude else 0.0,
+                           "rel_error": _finite(math.sqrt(dropped_sq / square) if square else 0.0)})
+            continue
         if mode == "W":
             view, gdim = probe.grouped_view(module.weight.detach())
         else:

@@ -520,9 +520,11 @@ def _error_curve_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str
         f"What each TASD series drops from the {curve['tensor']} of {curve['layer']}: share of the nonzeros and "
         "of the L1 magnitude not represented, and the relative error, all as fractions of the original tensor, "
         "against the series' effective density (1 = dense). Points are labelled with their series."
-        + (" The red line is the share of nonzeros dropped in the permuted layout our permute option chooses "
-           "(the search used it); the other lines are for the original layout." if curve.get("permuted_points")
-           else "")
+        + (" The red line is the share of nonzeros dropped in the permuted layout our permute option chooses"
+           + (", keeping the weights with the largest activation-aware scores |W|·‖X‖"
+              if "activation_score" in model.get("options", ()) else "")
+           + " (as the search did); the other lines are for the original layout, by magnitude."
+           if curve.get("permuted_points") else "")
     )
     return fig, title, alt, caption
 
