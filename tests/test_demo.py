@@ -152,3 +152,26 @@ def test_activation_scores_lower_the_sparse_cnns_layer_error() -> None:
                                       bias_correction=True, score=score)
         damage[score] = layers[0].damage[("W", "1:8")]
     assert 0 < damage["activation"] < 0.9 * damage["magnitude"], damage
+
+
+@pytest.mark.slow  # 6 s: three calibrations with a permutation search each
+def test_error_curve_permuted_points_drop_what_the_applied_layer_drops() -> None:
+    """The curve's red line for a scored TASD-W case is what the config the search saves drops: the
+    share of conv2's nonzeros that apply_tasd's layer (same spec, same calibration) sets to zero —
+    not magnitude's selection, which drops a different share."""
+    from tasder import zoo
+    from tasder.demo import _permuted_points
+    from tasder.nn import LayerSpec, apply_tasd
+
+    entry = zoo.load("digits-cnn-sparse-95", progress=False)
+    assert entry.model is not None
+    model = entry.model.eval()
+    calibration = list(entry.calibration)
+    scored = _permuted_points(model, "conv2", "W", calibration, ["1:8"], "activation")
+    plain = _permuted_points(model, "conv2", "W", calibration, ["1:8"])
+    spec = LayerSpec("1:8", "W", permute=True, score="activation")
+    applied = apply_tasd(model, {"conv2": spec}, calibration=calibration).get_submodule("conv2")
+    w = model.get_submodule("conv2").weight.detach()
+    lost = int(((w != 0) & (applied.weight.detach() == 0)).sum()) / int((w != 0).sum())
+    assert scored[0]["dropped_nonzeros"] == pytest.approx(lost, abs=1e-12)
+    assert scored[0]["dropped_nonzeros"] != plain[0]["dropped_nonzeros"]
