@@ -397,10 +397,12 @@ def test_exit_skips_teardown_but_runs_atexit_and_flushes() -> None:
     code = ("import atexit, sys, torch\n"
             "from tasder.cli.app import _exit_now\n"
             "atexit.register(lambda: print('handler ran'))\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "pool = ProcessPoolExecutor(1); pool.submit(print, 'worker ran').result()\n"
             "print('buffered', end=' ')\n"
             "sys.stderr.write('err')\n"
             "_exit_now(3)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
-    assert proc.stdout == "buffered handler ran\n"
+    assert proc.stdout == "worker ran\nbuffered handler ran\n"  # the pool was shut down, not orphaned
     assert proc.stderr == "err"

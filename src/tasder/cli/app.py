@@ -170,9 +170,15 @@ def _exit_now(code: int) -> NoReturn:
     torch exits the ordinary way (its teardown is quick).
     """
     import atexit
+    import threading
 
     if "torch" not in sys.modules:
         sys.exit(code)
+    # In the order the interpreter's own exit uses: wait for non-daemon threads and run the
+    # threading-level exit hooks (concurrent.futures shuts its process pools down there), then atexit.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
