@@ -630,7 +630,7 @@ def _cli(capsys, *args: object) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _one_line_error(code: int, out: str, err: str, *fragments: str, expected: int = 2) -> None:
+def assert_one_line_error(code: int, out: str, err: str, *fragments: str, expected: int = 2) -> None:
     assert code == expected, err
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert "Traceback" not in err and ".tmp" not in err  # never the hidden temp file
@@ -647,7 +647,7 @@ def weights(tmp_path) -> Path:
 
 def test_cli_output_to_dev_full_says_no_space_and_keeps_the_node(capsys, weights):
     before = os.lstat("/dev/full")
-    _one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", "/dev/full"),
+    assert_one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", "/dev/full"),
                     "no space left on device, /dev/full")
     assert _same_node(Path("/dev/full"), before)
     before = os.lstat("/dev/null")
@@ -665,7 +665,7 @@ def test_cli_output_through_a_symlink_keeps_the_link(capsys, weights, tmp_path):
 def test_cli_full_disk_is_exit_2_naming_the_file(capsys, weights, tmp_path):
     with _tiny_tmpfs(tmp_path / "mnt") as mnt:
         _fill(mnt)
-        _one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", mnt / "report.txt"),
+        assert_one_line_error(*_cli(capsys, "decompose", weights, "-s", "2:4", "-o", mnt / "report.txt"),
                         f"no space left on device, {mnt / 'report.txt'}")
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
 
@@ -675,7 +675,7 @@ def test_cli_train_on_a_full_disk_is_exit_2_naming_the_checkpoint(capsys, tmp_pa
     """torch's own writer reported the ENOSPC as `RuntimeError: [enforce fail ...]` (exit 1) before."""
     with _tiny_tmpfs(tmp_path / "mnt") as mnt:
         _fill(mnt)
-        _one_line_error(*_cli(capsys, "train", "digits-cnn", "--epochs", "1", "-o", mnt / "ckpt.pt"),
+        assert_one_line_error(*_cli(capsys, "train", "digits-cnn", "--epochs", "1", "-o", mnt / "ckpt.pt"),
                         f"no space left on device, {mnt / 'ckpt.pt'}")
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
 
@@ -693,7 +693,7 @@ def test_cli_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tasder.demo, "run_demo", interrupted)
-    _one_line_error(*_cli(capsys, "demo", "--quick", "-o", tmp_path / "r"), "interrupted", expected=130)
+    assert_one_line_error(*_cli(capsys, "demo", "--quick", "-o", tmp_path / "r"), "interrupted", expected=130)
 
 
 def test_cli_yaml_bomb_and_huge_budget_fail_at_once(capsys, tmp_path):
@@ -701,7 +701,7 @@ def test_cli_yaml_bomb_and_huge_budget_fail_at_once(capsys, tmp_path):
     bomb.write_text("version: 0.1\n" + _laughs("architecture"))
     workload = tmp_path / "w.yaml"
     workload.write_text("version: 0.1\nworkload:\n  layers:\n    - {name: fc, M: 64, K: 64, N: 64}\n")
-    _one_line_error(*_cli(capsys, "hw", "eval", "--arch", bomb, "--workload", workload),
+    assert_one_line_error(*_cli(capsys, "hw", "eval", "--arch", bomb, "--workload", workload),
                     f"{bomb}:4: YAML aliases (*l0) are not accepted")
-    _one_line_error(*_cli(capsys, "hw", "compare", "--designs", "tc", "--workload", "gemm:64x64x64",
+    assert_one_line_error(*_cli(capsys, "hw", "compare", "--designs", "tc", "--workload", "gemm:64x64x64",
                           "--mapper-budget", 10**9), "above the limit of 1,000,000")
