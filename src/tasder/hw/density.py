@@ -46,26 +46,29 @@ def _special() -> ModuleType:
     return special
 
 
-def _binom_pmf(x: np.ndarray, n: int, p: float) -> np.ndarray:
-    """``scipy.stats.binom.pmf(x, n, p)`` for ``x`` in ``0..n``, value for value.
+def _pmf_ufunc(name: str) -> Any:
+    """scipy.special's private ufunc ``name`` (``_binom_pmf``, ``_hypergeom_pmf``): what scipy.stats'
+    binom/hypergeom evaluate with (Boost's pdfs). Importing ``scipy.stats`` itself costs 1.2-1.9 s
+    of start-up (its distributions build their docstrings), a tenth of a warm ``tasder demo``.
+    None on a SciPy without it (< 1.9): the callers then use scipy.stats."""
+    return getattr(getattr(_special(), "_ufuncs", None), name, None)
 
-    scipy.stats evaluates it with the ufunc used here (Boost's binomial pdf); importing
-    ``scipy.stats`` itself costs 1.2-1.9 s of start-up (its distributions build their docstrings),
-    a tenth of a warm ``tasder demo``. Older SciPy without the ufunc falls back to scipy.stats.
-    """
-    ufunc = getattr(_special(), "_ufuncs", None)
-    if ufunc is None or not hasattr(ufunc, "_binom_pmf"):  # pragma: no cover - SciPy < 1.9
+
+def _binom_pmf(x: np.ndarray, n: int, p: float) -> np.ndarray:
+    """``scipy.stats.binom.pmf(x, n, p)`` for ``x`` in ``0..n``, value for value."""
+    ufunc = _pmf_ufunc("_binom_pmf")
+    if ufunc is None:  # pragma: no cover - SciPy < 1.9
         from scipy import stats
 
         return stats.binom.pmf(x, n, p)
-    return ufunc._binom_pmf(x, n, p)
+    return ufunc(x, n, p)
 
 
 def _hypergeom_pmf(x: np.ndarray, total: int, successes: int, draws: int) -> np.ndarray:
-    """``scipy.stats.hypergeom.pmf(x, total, successes, draws)``, value for value (see
-    :func:`_binom_pmf`): zero outside the support, NaN for draws the population cannot give."""
-    ufunc = getattr(_special(), "_ufuncs", None)
-    if ufunc is None or not hasattr(ufunc, "_hypergeom_pmf"):  # pragma: no cover - SciPy < 1.9
+    """``scipy.stats.hypergeom.pmf(x, total, successes, draws)``, value for value: zero outside the
+    support, NaN for draws the population cannot give."""
+    ufunc = _pmf_ufunc("_hypergeom_pmf")
+    if ufunc is None:  # pragma: no cover - SciPy < 1.9
         from scipy import stats
 
         return stats.hypergeom.pmf(x, total, successes, draws)
@@ -73,7 +76,7 @@ def _hypergeom_pmf(x: np.ndarray, total: int, successes: int, draws: int) -> np.
         return np.full(np.shape(x), np.nan)
     lo, hi = max(0, draws - (total - successes)), min(successes, draws)
     inside = (x >= lo) & (x <= hi)
-    return np.where(inside, ufunc._hypergeom_pmf(np.clip(x, lo, hi), successes, draws, total), 0.0)
+    return np.where(inside, ufunc(np.clip(x, lo, hi), successes, draws, total), 0.0)
 
 
 def _arr(x: Any) -> np.ndarray:
