@@ -243,3 +243,52 @@ def test_config_yaml_round_trips_the_options() -> None:
 def test_bad_options_are_rejected_with_the_reason(value: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TASDConfig.from_mapping({"fc": value})
+
+
+# -- calibration is the same on every CPU ----------------------------------------------------------
+
+_CALIBRATE_SHIPPED_CNN = """
+import sys, torch
+from tasder import zoo
+from tasder.nn import calibrate
+entry = zoo.load("digits-cnn-sparse-95", progress=False)
+w = {"series": "1:8", "mode": "W", "permute": True, "bias_correction": True, "score": "activation"}
+a = {"series": "4:8+1:8", "mode": "A", "permute": True, "bias_correction": True}
+cfg = {"conv2": w, "conv3": w, "fc1": {**w, "reconstruct": True}, "fc2": a}
+cal = calibrate(entry.model, cfg, list(entry.calibration))
+torch.save({f"{name} {field}": t for (name, _), entry in cal.layers.items()
+            for field, t in vars(entry).items() if t is not None}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_calibration_chooses_the_same_under_every_cpu_kernel_set(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With torch's AVX-512, AVX2 and plain kernels (``ATEN_CPU_CAPABILITY``, oneDNN's ISA capped to
+    match), as on machines that have only those, calibrating the shipped sparse CNN makes the same
+    choices bit for bit — permutations, which weights each term keeps, the activation norms they
+    were ranked by — and the continuous parts (bias corrections, refit weights) agree to float32
+    rounding. Before calibration ran in float64 the norms differed in their last bits between
+    kernel sets and the kept weights with them (issue 20: the README's numbers did not reproduce
+    on an AVX-512 machine)."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for capability, onednn in (("avx512", "ALL"), ("avx2", "AVX2"), ("default", "SSE41")):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "ONEDNN_MAX_CPU_ISA": onednn}
+        path = tmp_path / f"{capability}.pt"
+        proc = subprocess.run([sys.executable, "-c", _CALIBRATE_SHIPPED_CNN, str(path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[capability] = torch.load(path)
+    first = runs["avx512"]
+    assert {k.split()[1] for k in first} == {"permutation", "term_index", "input_norm", "output_correction",
+                                             "reconstructed"}
+    for capability, got in runs.items():
+        assert got.keys() == first.keys()
+        for key, t in got.items():
+            if key.split()[1] in ("permutation", "term_index", "input_norm"):
+                assert torch.equal(t, first[key]), f"{key} differs between avx512 and {capability}"
+            else:
+                torch.testing.assert_close(t, first[key], rtol=1e-5, atol=1e-6, msg=f"{key}: {capability}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Batch", "batch_size", "call_with_batch"]
+__all__ = ["Batch", "batch_size", "call_with_batch", "floating_to"]
 
 #: A calibration batch: a tensor (``model(batch)``), a mapping (``model(**batch)``) or a tuple/list
 #: of positional arguments (``model(*batch)``). A string, so that importing this costs no torch.
@@ -43,3 +43,20 @@ def batch_size(batch: Any) -> int:
         if isinstance(v, torch.Tensor) and v.dim():
             return int(v.shape[0])
     return 1
+
+
+def floating_to(batch: Any, dtype: torch.dtype) -> Any:
+    """``batch`` with every floating-point tensor in it (at any depth of mappings, tuples and lists)
+    converted to ``dtype``; integer tensors (token ids, masks) and other values are kept as they are."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dtype) if batch.is_floating_point() else batch
+    if isinstance(batch, Mapping):
+        return {k: floating_to(v, dtype) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        items = [floating_to(v, dtype) for v in batch]
+        if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple takes its fields apart
+            return type(batch)(*items)
+        return type(batch)(items) if type(batch) in (tuple, list) else items
+    return batch

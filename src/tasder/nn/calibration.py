@@ -20,6 +20,17 @@ the same measurement the search ranks its moves by):
   |W_ij|·‖X_j‖₂ and refits them (:mod:`tasder.nn.reconstruct`). One Cholesky factor per layer is
   shared by all its probes.
 
+**Every statistic comes from a float64 run of the model** (a float64 copy; the user's model is not
+touched). A float32 convolution or matrix product is summed in an order that depends on the CPU's
+vector width (AVX2, AVX-512, ...), so its last bits differ between machines, and the choices made
+from these statistics are discrete (which weights a series keeps, which permutation wins): a 1e-7
+change in the layer inputs moved the shipped 95 %-sparse CNN's validation accuracy under one
+config by five images. From a float64 run the inputs each layer sees agree to about 1e-16 between
+machines, so the permutations, kept weights and corrections come out the same on every one of them
+(tests/test_calibration.py runs the same calibration under AVX-512, AVX2 and plain kernels). The
+TASD layers themselves still run in the model's dtype: their error is measured on the float64
+layer input rounded to it.
+
 :func:`calibrate_probes` is the mechanism (shared with :mod:`tasder.search`, which measures the
 error of many candidate layers in the same pass); :func:`tasder.nn.calibrate` and
 ``apply_tasd(..., calibration=batches)`` are the user-facing entry points.
@@ -27,6 +38,7 @@ error of many candidate layers in the same pass); :func:`tasder.nn.calibrate` an
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the universal spelling
 
-from tasder._batch import call_with_batch
+from tasder._batch import call_with_batch, floating_to
 from tasder.nn.config import LayerSpec
 from tasder.nn.layers import TASDLayer
 from tasder.nn.reconstruct import damped_inverse_factor
@@ -135,14 +147,14 @@ def calibrate_probes(
 
     Sets each probe's missing TASD-A permutation (one pass collecting input rows) and output
     correction (one pass measuring the error); the second pass also runs when ``measure`` is set.
-    ``model`` is run in eval mode under ``no_grad`` and restored; it is not modified.
+    A float64 copy of ``model`` is run in eval mode under ``no_grad``; ``model`` is not touched.
 
     Returns ``(errors, inputs)``: the :class:`ErrorStats` of every probe by ``id(probe)`` (empty
     when the error pass did not run) and, per layer, (nonzero, total) input elements seen.
     """
-    modules = dict(model.named_modules())
+    given = dict(model.named_modules())
     for name in probes:
-        if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d)):
+        if not isinstance(given.get(name), (nn.Linear, nn.Conv2d)):
             raise ValueError(f"calibration: the model has no nn.Linear/nn.Conv2d named {name!r}")
     need_perm = {n: [p for p in ps if p.permute and p.mode == "A" and p.permutation is None]
                  for n, ps in probes.items()}
@@ -151,129 +163,140 @@ def calibrate_probes(
     need_weight = {n: ps for n, ps in need_weight.items() if ps}
     need_gram = {n for n, ps in need_weight.items() if any(p.reconstruct for p in ps)}
     need_error = measure or any(p.bias_correction for ps in probes.values() for p in ps)
+    if not (need_perm or need_weight or need_error):
+        return {}, {}
+    # The statistics come from a float64 copy (the module doc says why); the probes run in their
+    # own dtype on its layer inputs.
+    reference = _float64_copy(model)
+    modules = dict(reference.named_modules())
 
     def run(hooks: dict[str, Any]) -> None:
         handles = [modules[n].register_forward_hook(h) for n, h in hooks.items()]
         try:
             for batch in batches:
-                call_with_batch(model, batch)
+                call_with_batch(reference, floating_to(batch, torch.float64))
         finally:
             for h in handles:
                 h.remove()
 
     errors: dict[int, ErrorStats] = {}
     inputs: dict[str, tuple[int, int]] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if need_perm or need_weight:
-                rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
-                sumsq: dict[str, torch.Tensor] = {}
-                grams: dict[str, torch.Tensor] = {}
-                per_batch = max(1, -(-max_rows // len(batches)))
+    reference.eval()
+    with torch.no_grad():
+        if need_perm or need_weight:
+            rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
+            sumsq: dict[str, torch.Tensor] = {}
+            grams: dict[str, torch.Tensor] = {}
+            per_batch = max(1, -(-max_rows // len(batches)))
 
-                def collect(name: str) -> Any:
-                    conv = isinstance(modules[name], nn.Conv2d)
+            def collect(name: str) -> Any:
+                conv = isinstance(modules[name], nn.Conv2d)
 
-                    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-                        x = args[0].detach()
-                        if name in need_perm:
-                            r = _channels_last(x, conv)
-                            if r.shape[0] > per_batch:
-                                r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
-                            rows[name].append(r.to(torch.float64))
-                        if name in need_weight:
-                            g = gemm_rows(module, x).to(torch.float32)
-                            sq = g.double().pow(2).sum(0)
-                            sumsq[name] = sq if name not in sumsq else sumsq[name] + sq
-                            if name in need_gram:  # float32 GEMM per batch, float64 sum over batches
-                                gram = (g.T @ g).double()
-                                grams[name] = gram if name not in grams else grams[name] + gram
-                    return hook
+                def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+                    x = args[0].detach()
+                    if name in need_perm:
+                        r = _channels_last(x, conv)
+                        if r.shape[0] > per_batch:
+                            r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
+                        rows[name].append(r.to(torch.float64))
+                    if name in need_weight:
+                        g = gemm_rows(module, x)
+                        sq = g.pow(2).sum(0)
+                        sumsq[name] = sq if name not in sumsq else sumsq[name] + sq
+                        if name in need_gram:
+                            gram = g.T @ g
+                            grams[name] = gram if name not in grams else grams[name] + gram
+                return hook
 
-                run({n: collect(n) for n in {**need_perm, **need_weight}})
-                for name, ps in need_weight.items():
-                    if name not in sumsq:
-                        raise ValueError(f"calibration: layer {name!r} never ran on the calibration data, so its "
-                                         f"weights cannot be chosen from activations")
-                    factor = damped_inverse_factor(grams[name]) if name in grams else None
-                    for p in ps:
-                        p.calibrate_weight_(sumsq[name], factor)
-                for name, ps in need_perm.items():
-                    sample = torch.cat(rows[name])
-                    found: dict[str, torch.Tensor] = {}  # equal series share one search
-                    for p in ps:
-                        key = str(p.series)
-                        if key not in found:
-                            found[key] = find_permutation(sample, p.series, dim=1, max_rows=None)
-                        p.set_permutation(found[key])
-            if need_error:
-                # per probe: Σy², per-channel Σe and Σe², rows
-                acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
-                                                  for ps in probes.values() for p in ps}
-                # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
-                # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
-                # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
-                # replaces them (the layers of a transformer with K = its width).
-                by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
-                by_gram = {n: ps for n, ps in by_gram.items()
-                           if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
-                gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
+            run({n: collect(n) for n in {**need_perm, **need_weight}})
+            for name, ps in need_weight.items():
+                if name not in sumsq:
+                    raise ValueError(f"calibration: layer {name!r} never ran on the calibration data, so its "
+                                     f"weights cannot be chosen from activations")
+                factor = damped_inverse_factor(grams[name]) if name in grams else None
+                for p in ps:
+                    p.calibrate_weight_(sumsq[name], factor)
+            for name, ps in need_perm.items():
+                sample = torch.cat(rows[name])
+                found: dict[str, torch.Tensor] = {}  # equal series share one search
+                for p in ps:
+                    key = str(p.series)
+                    if key not in found:
+                        found[key] = find_permutation(sample, p.series, dim=1, max_rows=None)
+                    p.set_permutation(found[key])
+        if need_error:
+            # per probe: Σy², per-channel Σe and Σe², rows
+            acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
+                                              for ps in probes.values() for p in ps}
+            # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
+            # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
+            # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
+            # replaces them (the layers of a transformer with K = its width).
+            by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
+            by_gram = {n: ps for n, ps in by_gram.items()
+                       if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
+            gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
 
-                def measure_hook(name: str) -> Any:
-                    conv = isinstance(modules[name], nn.Conv2d)
-                    gram_probes = {id(p) for p in by_gram.get(name, [])}
+            def measure_hook(name: str) -> Any:
+                conv = isinstance(modules[name], nn.Conv2d)
+                gram_probes = {id(p) for p in by_gram.get(name, [])}
 
-                    def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-                        x = args[0].detach()
-                        nz, tot = inputs.get(name, (0, 0))
-                        inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
-                        exact = out.detach().double()
-                        ref = float(exact.pow(2).sum())
-                        if gram_probes:
-                            g = gemm_rows(module, x).double()
-                            ga = gram_acc[name]
-                            ga["h"] = ga["h"] + g.T @ g
-                            ga["sum"] = ga["sum"] + g.sum(0)
-                            ga["n"] += g.shape[0]
-                            ga["ref"] += ref
-                        for p in probes[name]:
-                            if id(p) in gram_probes:
-                                continue
-                            e = _channels_last(p.forward_uncorrected(x).double() - exact, conv)
-                            a = acc[id(p)]
-                            a["ref"] += ref
-                            a["s1"] = a["s1"] + e.sum(0)
-                            a["s2"] = a["s2"] + e.pow(2).sum(0)
-                            a["n"] += e.shape[0]
-                    return hook
-
-                run({n: measure_hook(n) for n in probes})
-                for name, ps in by_gram.items():
-                    ga = gram_acc[name]
-                    if ga["n"] == 0:
-                        continue
-                    w = modules[name].weight.detach().double()
-                    for p in ps:
-                        r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
+                def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+                    x = args[0].detach()
+                    nz, tot = inputs.get(name, (0, 0))
+                    inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
+                    exact = out.detach().double()
+                    ref = float(exact.pow(2).sum())
+                    if gram_probes:
+                        g = gemm_rows(module, x).double()
+                        ga = gram_acc[name]
+                        ga["h"] = ga["h"] + g.T @ g
+                        ga["sum"] = ga["sum"] + g.sum(0)
+                        ga["n"] += g.shape[0]
+                        ga["ref"] += ref
+                    for p in probes[name]:
+                        if id(p) in gram_probes:
+                            continue
+                        e = _channels_last(p.forward_uncorrected(x.to(p.weight.dtype)).double() - exact, conv)
                         a = acc[id(p)]
-                        a["ref"], a["n"] = ga["ref"], ga["n"]
-                        a["s1"] = r @ ga["sum"]
-                        a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
-                for ps in probes.values():
-                    for p in ps:
-                        a = acc[id(p)]
-                        if a["n"] == 0:
-                            continue  # the layer never ran on the calibration data
-                        mean = a["s1"] / a["n"]
-                        corrected = (a["s2"] - a["n"] * mean.pow(2)).clamp_min(0)
-                        errors[id(p)] = ErrorStats(float(a["s2"].sum()), float(corrected.sum()), float(a["ref"]))
-                        if p.bias_correction:
-                            p.set_output_correction(-mean)
-    finally:
-        model.train(was_training)
+                        a["ref"] += ref
+                        a["s1"] = a["s1"] + e.sum(0)
+                        a["s2"] = a["s2"] + e.pow(2).sum(0)
+                        a["n"] += e.shape[0]
+                return hook
+
+            run({n: measure_hook(n) for n in probes})
+            for name, ps in by_gram.items():
+                ga = gram_acc[name]
+                if ga["n"] == 0:
+                    continue
+                w = modules[name].weight.detach().double()
+                for p in ps:
+                    r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
+                    a = acc[id(p)]
+                    a["ref"], a["n"] = ga["ref"], ga["n"]
+                    a["s1"] = r @ ga["sum"]
+                    a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
+            for ps in probes.values():
+                for p in ps:
+                    a = acc[id(p)]
+                    if a["n"] == 0:
+                        continue  # the layer never ran on the calibration data
+                    mean = a["s1"] / a["n"]
+                    corrected = (a["s2"] - a["n"] * mean.pow(2)).clamp_min(0)
+                    errors[id(p)] = ErrorStats(float(a["s2"].sum()), float(corrected.sum()), float(a["ref"]))
+                    if p.bias_correction:
+                        p.set_output_correction(-mean)
     return errors, inputs
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` (its floating-point parameters and buffers; the rest as is)."""
+    try:
+        return copy.deepcopy(model).to(torch.float64)
+    except Exception as exc:  # a module that cannot be copied: say which rule needs the copy
+        raise ValueError(f"calibration runs a float64 copy of the model (copy.deepcopy) so that its statistics "
+                         f"are the same on every CPU, and the model could not be copied: {exc}") from exc
 
 
 def calibration_of(probe: TASDLayer) -> LayerCalibration:
