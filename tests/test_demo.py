@@ -116,20 +116,21 @@ def test_summary_rows_pick_the_ttc_row_and_the_lowest_edp() -> None:
     assert row["best_design"] == "TTC+TASD" and row["best_edp_vs_tc"] == 0.3
 
 
-def test_digits_demo_gives_activation_scores_to_tasd_w_only() -> None:
-    """The sparse model's TASD-W search ranks weights by |W|·‖X‖; the dense model's TASD-A search
-    has no weights to choose (the search refuses `score` there), and every case's options make a
-    valid layer spec."""
+def test_digits_demo_gives_activation_scores_and_reconstruction_to_tasd_w_only() -> None:
+    """The sparse model's TASD-W search ranks weights by |W|·‖X‖ and refits the kept ones; the dense
+    model's TASD-A search has no weights to choose (the search refuses `score` and `reconstruct`
+    there), and every case's options make a valid layer spec."""
     from tasder.demo import DEMO_FLOWS
     from tasder.nn import LayerSpec
 
     sparse, dense = DEMO_FLOWS["digits"]
-    assert (sparse.mode, sparse.score) == ("W", "activation")
-    assert sparse.options == ["permute", "bias_correction", "activation_score"]
-    assert (dense.mode, dense.score) == ("A", "magnitude")
+    assert (sparse.mode, sparse.score, sparse.reconstruct) == ("W", "activation", True)
+    assert sparse.options == ["permute", "bias_correction", "activation_score", "reconstruct"]
+    assert (dense.mode, dense.score, dense.reconstruct) == ("A", "magnitude", False)
     assert dense.options == ["permute", "bias_correction"]
     for case in (*DEMO_FLOWS["digits"], *DEMO_FLOWS["minilm"]):
-        LayerSpec("1:8", case.mode, permute=case.permute, bias_correction=case.bias_correction, score=case.score)
+        LayerSpec("1:8", case.mode, permute=case.permute, bias_correction=case.bias_correction, score=case.score,
+                  reconstruct=case.reconstruct)
 
 
 @pytest.mark.slow  # 5 s on 2 busy cores: two calibration passes with a permutation each

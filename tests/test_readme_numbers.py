@@ -90,7 +90,8 @@ def _expected_demo_prose(doc: dict[str, Any]) -> list[str]:
 
     st, dt = sparse["scores"]["test"], dense["scores"]["test"]
     return [
-        f"keeps the test accuracy ({st['original']:.4f} → {st['transformed']:.4f})",
+        f"keeps {100 * st['transformed'] / st['original']:.2f} % of the test accuracy ({st['original']:.4f} → "
+        f"{st['transformed']:.4f})",
         f"{cut(sparse):.1f} % fewer MACs per inference, found in {sparse['search']['evaluations']} evaluations",
         f"from {edp(sparse, 'ttc-vegeta-m8'):.2f}× to {edp(sparse, 'ttc-vegeta-m8', 'tasd'):.2f}× TC",
         f"models lower still ({edp(sparse, 'dstc'):.2f}×)",

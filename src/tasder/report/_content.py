@@ -281,6 +281,8 @@ OPTION_TEXT = {
                        "added back)",
     "activation_score": "activation-aware weight scores (ours: TASD-W keeps the weights with the largest "
                         "|W_ij|·‖X_j‖₂ on the calibration data)",
+    "reconstruct": "reconstruction (ours: TASD-W refits the kept weights so that the layer's output on the "
+                   "calibration data changes least)",
 }
 
 

@@ -523,6 +523,8 @@ def _error_curve_figure(model: Mapping[str, Any]) -> tuple[Figure, str, str, str
         + (" The red line is the share of nonzeros dropped in the permuted layout our permute option chooses"
            + (", keeping the weights with the largest activation-aware scores |W|·‖X‖"
               if "activation_score" in model.get("options", ()) else "")
+           + (" (reconstruction then refits the weights kept, not which ones)"
+              if "reconstruct" in model.get("options", ()) else "")
            + " (as the search did); the other lines are for the original layout, by magnitude."
            if curve.get("permuted_points") else "")
     )
