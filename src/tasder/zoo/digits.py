@@ -21,6 +21,10 @@ moved with them. The recipe stays here and rebuilds them::
     python -m tasder.zoo.digits --rebuild     # retrain all five, rewrite the files and SHA256SUMS
     python -m tasder.zoo.digits --check       # retrain in a temporary folder; compare with the shipped bytes
 
+Both run the recipe on torch's AVX2 kernels (:data:`RECIPE_KERNELS`, set for a child process), the
+kernel set the shipped files were made with, so any x86-64 CPU with AVX2 — AVX-512 ones included —
+makes the same bytes (``--native-kernels`` uses this CPU's own set instead).
+
 A shipped file that is missing or damaged is never trusted: the model is then trained from its
 recipe on this machine (with a warning saying the numbers may differ from the README's) and kept
 in the user cache — the package keeps working where package data was stripped. Any other recipe
@@ -39,6 +43,7 @@ the dense one; GMP loses about one (97.5 %), like SparseZoo's recovered models.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -581,6 +586,14 @@ def rebuild_shipped(folder: Path | None = None, *, progress: bool = False,
     return sums
 
 
+#: The torch/oneDNN kernel set the shipped files were made with. A float32 sum's rounding depends on
+#: the vector width of the kernel that computes it (AVX-512, AVX2, plain), so the recipe gives other
+#: bytes on another kernel set; pinned to AVX2, every x86-64 CPU with AVX2 reproduces the shipped
+#: files (checked on an AVX-512 machine). Both settings are read when torch first dispatches, hence
+#: a child process.
+RECIPE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tasder.zoo.digits --rebuild | --check [--out DIR]``: exit 0 when done / identical."""
     import argparse
@@ -596,7 +609,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     what.add_argument("--check", action="store_true",
                       help="retrain into a temporary folder and compare with the shipped files (exit 1 if any differ)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of the package (with --rebuild)")
+    parser.add_argument("--native-kernels", action="store_true",
+                        help="train on this CPU's own torch kernels, not the AVX2 ones the shipped files were made "
+                             "with (other bytes wherever those differ)")
     args = parser.parse_args(argv)
+    if not args.native_kernels and any(os.environ.get(k) != v for k, v in RECIPE_KERNELS.items()):
+        import subprocess
+
+        given = list(sys.argv[1:] if argv is None else argv)
+        return subprocess.call([sys.executable, "-m", "tasder.zoo.digits", *given],
+                               env={**os.environ, **RECIPE_KERNELS})
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
