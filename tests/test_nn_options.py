@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -292,3 +293,31 @@ def test_calibration_chooses_the_same_under_every_cpu_kernel_set(tmp_path) -> No
                 assert torch.equal(t, first[key]), f"{key} differs between avx512 and {capability}"
             else:
                 torch.testing.assert_close(t, first[key], rtol=1e-5, atol=1e-6, msg=f"{key}: {capability}")
+
+
+class _Float32Only(nn.Module):
+    """A model whose forward casts its input to float32 itself: a float64 copy of it cannot run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.to(torch.float32))
+
+
+def test_calibration_of_a_model_that_cannot_run_in_float64_falls_back_with_a_warning() -> None:
+    """Such a model is calibrated as it is (float32), with a warning naming why and what it risks;
+    its training flag is restored. A batch the model itself cannot run raises the model's own error."""
+    torch.manual_seed(0)
+    model = _Float32Only().train()
+    batches = [torch.randn(8, 16) for _ in range(2)]
+    spec = {"fc": {"series": "2:8", "mode": "W", "bias_correction": True, "score": "activation"}}
+    with pytest.warns(UserWarning, match=r"float64 copy of it could not run \(RuntimeError.*differ between CPUs"):
+        cal = calibrate(model, spec, batches)
+    assert len(cal) == 1 and model.training
+    bad = pytest.raises(RuntimeError, match="shapes cannot be multiplied")
+    with warnings.catch_warnings(record=True) as caught, bad:
+        warnings.simplefilter("always")
+        calibrate(model, spec, [torch.randn(8, 5)])
+    assert not [w for w in caught if "float64" in str(w.message)]  # the model's own error, no fallback story

@@ -29,7 +29,8 @@ config by five images. From a float64 run the inputs each layer sees agree to ab
 machines, so the permutations, kept weights and corrections come out the same on every one of them
 (tests/test_calibration.py runs the same calibration under AVX-512, AVX2 and plain kernels). The
 TASD layers themselves still run in the model's dtype: their error is measured on the float64
-layer input rounded to it.
+layer input rounded to it. A model whose copy cannot run in float64 is calibrated as it is, with a
+warning.
 
 :func:`calibrate_probes` is the mechanism (shared with :mod:`tasder.search`, which measures the
 error of many candidate layers in the same pass); :func:`tasder.nn.calibrate` and
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,136 +169,155 @@ def calibrate_probes(
         return {}, {}
     # The statistics come from a float64 copy (the module doc says why); the probes run in their
     # own dtype on its layer inputs.
-    reference = _float64_copy(model)
+    reference, dtype = _reference_model(model, batches[0])
     modules = dict(reference.named_modules())
 
     def run(hooks: dict[str, Any]) -> None:
         handles = [modules[n].register_forward_hook(h) for n, h in hooks.items()]
         try:
             for batch in batches:
-                call_with_batch(reference, floating_to(batch, torch.float64))
+                call_with_batch(reference, batch if dtype is None else floating_to(batch, dtype))
         finally:
             for h in handles:
                 h.remove()
 
     errors: dict[int, ErrorStats] = {}
     inputs: dict[str, tuple[int, int]] = {}
+    was_training = reference.training
     reference.eval()
-    with torch.no_grad():
-        if need_perm or need_weight:
-            rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
-            sumsq: dict[str, torch.Tensor] = {}
-            grams: dict[str, torch.Tensor] = {}
-            per_batch = max(1, -(-max_rows // len(batches)))
+    try:
+        with torch.no_grad():
+            if need_perm or need_weight:
+                rows: dict[str, list[torch.Tensor]] = {n: [] for n in need_perm}
+                sumsq: dict[str, torch.Tensor] = {}
+                grams: dict[str, torch.Tensor] = {}
+                per_batch = max(1, -(-max_rows // len(batches)))
 
-            def collect(name: str) -> Any:
-                conv = isinstance(modules[name], nn.Conv2d)
+                def collect(name: str) -> Any:
+                    conv = isinstance(modules[name], nn.Conv2d)
 
-                def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-                    x = args[0].detach()
-                    if name in need_perm:
-                        r = _channels_last(x, conv)
-                        if r.shape[0] > per_batch:
-                            r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
-                        rows[name].append(r.to(torch.float64))
-                    if name in need_weight:
-                        g = gemm_rows(module, x)
-                        sq = g.pow(2).sum(0)
-                        sumsq[name] = sq if name not in sumsq else sumsq[name] + sq
-                        if name in need_gram:
-                            gram = g.T @ g
-                            grams[name] = gram if name not in grams else grams[name] + gram
-                return hook
+                    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+                        x = args[0].detach()
+                        if name in need_perm:
+                            r = _channels_last(x, conv)
+                            if r.shape[0] > per_batch:
+                                r = r[torch.linspace(0, r.shape[0] - 1, per_batch).round().long()]
+                            rows[name].append(r.to(torch.float64))
+                        if name in need_weight:
+                            g = gemm_rows(module, x).double()
+                            sq = g.pow(2).sum(0)
+                            sumsq[name] = sq if name not in sumsq else sumsq[name] + sq
+                            if name in need_gram:
+                                gram = g.T @ g
+                                grams[name] = gram if name not in grams else grams[name] + gram
+                    return hook
 
-            run({n: collect(n) for n in {**need_perm, **need_weight}})
-            for name, ps in need_weight.items():
-                if name not in sumsq:
-                    raise ValueError(f"calibration: layer {name!r} never ran on the calibration data, so its "
-                                     f"weights cannot be chosen from activations")
-                factor = damped_inverse_factor(grams[name]) if name in grams else None
-                for p in ps:
-                    p.calibrate_weight_(sumsq[name], factor)
-            for name, ps in need_perm.items():
-                sample = torch.cat(rows[name])
-                found: dict[str, torch.Tensor] = {}  # equal series share one search
-                for p in ps:
-                    key = str(p.series)
-                    if key not in found:
-                        found[key] = find_permutation(sample, p.series, dim=1, max_rows=None)
-                    p.set_permutation(found[key])
-        if need_error:
-            # per probe: Σy², per-channel Σe and Σe², rows
-            acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
-                                              for ps in probes.values() for p in ps}
-            # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
-            # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
-            # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
-            # replaces them (the layers of a transformer with K = its width).
-            by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
-            by_gram = {n: ps for n, ps in by_gram.items()
-                       if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
-            gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
+                run({n: collect(n) for n in {**need_perm, **need_weight}})
+                for name, ps in need_weight.items():
+                    if name not in sumsq:
+                        raise ValueError(f"calibration: layer {name!r} never ran on the calibration data, so its "
+                                         f"weights cannot be chosen from activations")
+                    factor = damped_inverse_factor(grams[name]) if name in grams else None
+                    for p in ps:
+                        p.calibrate_weight_(sumsq[name], factor)
+                for name, ps in need_perm.items():
+                    sample = torch.cat(rows[name])
+                    found: dict[str, torch.Tensor] = {}  # equal series share one search
+                    for p in ps:
+                        key = str(p.series)
+                        if key not in found:
+                            found[key] = find_permutation(sample, p.series, dim=1, max_rows=None)
+                        p.set_permutation(found[key])
+            if need_error:
+                # per probe: Σy², per-channel Σe and Σe², rows
+                acc: dict[int, dict[str, Any]] = {id(p): {"ref": 0.0, "s1": 0.0, "s2": 0.0, "n": 0}
+                                                  for ps in probes.values() for p in ps}
+                # A TASD-W probe's output error is x·(Ŵ − W)ᵀ, so its sums follow from the layer's input
+                # statistics alone: Σ_rows e_o = R_o·Σx and Σ_rows e_o² = R_o·(XᵀX)·R_oᵀ (R = Ŵ − W,
+                # float64). Where the K×K Gram matrix costs less than the probes' own GEMMs it
+                # replaces them (the layers of a transformer with K = its width).
+                by_gram = {n: [p for p in ps if p.mode == "W"] for n, ps in probes.items()}
+                by_gram = {n: ps for n, ps in by_gram.items()
+                           if ps and 2 * int(modules[n].weight[0].numel()) < len(ps) * int(modules[n].weight.shape[0])}
+                gram_acc: dict[str, dict[str, Any]] = {n: {"h": 0.0, "sum": 0.0, "n": 0, "ref": 0.0} for n in by_gram}
 
-            def measure_hook(name: str) -> Any:
-                conv = isinstance(modules[name], nn.Conv2d)
-                gram_probes = {id(p) for p in by_gram.get(name, [])}
+                def measure_hook(name: str) -> Any:
+                    conv = isinstance(modules[name], nn.Conv2d)
+                    gram_probes = {id(p) for p in by_gram.get(name, [])}
 
-                def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-                    x = args[0].detach()
-                    nz, tot = inputs.get(name, (0, 0))
-                    inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
-                    exact = out.detach().double()
-                    ref = float(exact.pow(2).sum())
-                    if gram_probes:
-                        g = gemm_rows(module, x).double()
-                        ga = gram_acc[name]
-                        ga["h"] = ga["h"] + g.T @ g
-                        ga["sum"] = ga["sum"] + g.sum(0)
-                        ga["n"] += g.shape[0]
-                        ga["ref"] += ref
-                    for p in probes[name]:
-                        if id(p) in gram_probes:
-                            continue
-                        e = _channels_last(p.forward_uncorrected(x.to(p.weight.dtype)).double() - exact, conv)
+                    def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+                        x = args[0].detach()
+                        nz, tot = inputs.get(name, (0, 0))
+                        inputs[name] = (nz + int(torch.count_nonzero(x)), tot + x.numel())
+                        exact = out.detach().double()
+                        ref = float(exact.pow(2).sum())
+                        if gram_probes:
+                            g = gemm_rows(module, x).double()
+                            ga = gram_acc[name]
+                            ga["h"] = ga["h"] + g.T @ g
+                            ga["sum"] = ga["sum"] + g.sum(0)
+                            ga["n"] += g.shape[0]
+                            ga["ref"] += ref
+                        for p in probes[name]:
+                            if id(p) in gram_probes:
+                                continue
+                            e = _channels_last(p.forward_uncorrected(x.to(p.weight.dtype)).double() - exact, conv)
+                            a = acc[id(p)]
+                            a["ref"] += ref
+                            a["s1"] = a["s1"] + e.sum(0)
+                            a["s2"] = a["s2"] + e.pow(2).sum(0)
+                            a["n"] += e.shape[0]
+                    return hook
+
+                run({n: measure_hook(n) for n in probes})
+                for name, ps in by_gram.items():
+                    ga = gram_acc[name]
+                    if ga["n"] == 0:
+                        continue
+                    w = modules[name].weight.detach().double()
+                    for p in ps:
+                        r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
                         a = acc[id(p)]
-                        a["ref"] += ref
-                        a["s1"] = a["s1"] + e.sum(0)
-                        a["s2"] = a["s2"] + e.pow(2).sum(0)
-                        a["n"] += e.shape[0]
-                return hook
-
-            run({n: measure_hook(n) for n in probes})
-            for name, ps in by_gram.items():
-                ga = gram_acc[name]
-                if ga["n"] == 0:
-                    continue
-                w = modules[name].weight.detach().double()
-                for p in ps:
-                    r = (p.weight.detach().double() - w).reshape(w.shape[0], -1)
-                    a = acc[id(p)]
-                    a["ref"], a["n"] = ga["ref"], ga["n"]
-                    a["s1"] = r @ ga["sum"]
-                    a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
-            for ps in probes.values():
-                for p in ps:
-                    a = acc[id(p)]
-                    if a["n"] == 0:
-                        continue  # the layer never ran on the calibration data
-                    mean = a["s1"] / a["n"]
-                    corrected = (a["s2"] - a["n"] * mean.pow(2)).clamp_min(0)
-                    errors[id(p)] = ErrorStats(float(a["s2"].sum()), float(corrected.sum()), float(a["ref"]))
-                    if p.bias_correction:
-                        p.set_output_correction(-mean)
+                        a["ref"], a["n"] = ga["ref"], ga["n"]
+                        a["s1"] = r @ ga["sum"]
+                        a["s2"] = ((r @ ga["h"]) * r).sum(1).clamp_min(0)
+                for ps in probes.values():
+                    for p in ps:
+                        a = acc[id(p)]
+                        if a["n"] == 0:
+                            continue  # the layer never ran on the calibration data
+                        mean = a["s1"] / a["n"]
+                        corrected = (a["s2"] - a["n"] * mean.pow(2)).clamp_min(0)
+                        errors[id(p)] = ErrorStats(float(a["s2"].sum()), float(corrected.sum()), float(a["ref"]))
+                        if p.bias_correction:
+                            p.set_output_correction(-mean)
+    finally:
+        reference.train(was_training)
     return errors, inputs
 
 
-def _float64_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy of ``model`` (its floating-point parameters and buffers; the rest as is)."""
+def _reference_model(model: nn.Module, first_batch: Any) -> tuple[nn.Module, torch.dtype | None]:
+    """The model the statistics come from and the dtype its floating inputs are cast to: a float64
+    copy of ``model``, or — where the model cannot be copied or its forward does not run in float64
+    (a forward that casts to float32 itself, say) — ``model`` itself, inputs as given, with a warning
+    that its choices may then differ in their last bits between CPUs."""
     try:
-        return copy.deepcopy(model).to(torch.float64)
-    except Exception as exc:  # a module that cannot be copied: say which rule needs the copy
-        raise ValueError(f"calibration runs a float64 copy of the model (copy.deepcopy) so that its statistics "
-                         f"are the same on every CPU, and the model could not be copied: {exc}") from exc
+        reference = copy.deepcopy(model).to(torch.float64).eval()
+        with torch.no_grad():  # one batch: a model that cannot run in float64 says so here
+            call_with_batch(reference, floating_to(first_batch, torch.float64))
+        return reference, torch.float64
+    except Exception as exc:  # any failure of the copy: calibrate the model as it is (below)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    was_training = model.training
+    try:  # a batch the model itself cannot run is the caller's error: raise the model's own
+        with torch.no_grad():
+            call_with_batch(model.eval(), first_batch)
+    finally:
+        model.train(was_training)
+    warnings.warn(f"calibration runs the model in its own dtype: a float64 copy of it could not run ({reason}). "
+                  f"The permutations and kept weights chosen may then differ between CPUs whose float32 sums "
+                  f"round differently (docs/design.md §3.3)", stacklevel=3)
+    return model, None
 
 
 def calibration_of(probe: TASDLayer) -> LayerCalibration:
