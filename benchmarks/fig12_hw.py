@@ -82,6 +82,9 @@ def operands(design: str, workload: str, budget: float = DROP_BUDGET) -> tuple[s
         series = min(ok)[1]
         if series == "dense":  # no series qualifies: the TTC runs the operand as it is (gating its zeros)
             return a, b
+        # '@density': the series' slots are filled as uniform data at that density fills them, so the
+        # engine's zero gating idles the MACs of the padding zeros (hw.density.series_fills)
+        series = f"{series}@{density:g}"
         return (series, b) if side == "A" else (a, series)
     return a, b
 

@@ -225,3 +225,85 @@ def test_the_older_term_reuse_key_reads_as_a_term_loop(tmp_path):
     assert arch.sparse.term_loop == TermLoop("L2", True, None)
     with pytest.raises(SpecError, match=r"gives both term_loop and term_reuse"):
         ttc(tmp_path, term_loop="  term_loop: {level: L2}\n  term_reuse: {Z: L1}", name="both")
+
+
+# -- slots a series' data does not fill: gated, not skipped ----------------------------------------
+
+def test_series_fills_are_the_expected_share_of_each_terms_slots_holding_a_value() -> None:
+    """4:8+1:8 on uniform data at d: a block holds X ~ Bin(8, d) nonzeros; the first term keeps
+    min(X, 4), the second min(max(X − 4, 0), 1). By hand at d = 0.5 (pmf = C(8, x)/256):
+    E[min(X, 4)] = (8·1 + 28·2 + 56·3 + 163·4)/256 = 884/256 → fill 0.86328125; E[X ≥ 5] =
+    (56 + 28 + 8 + 1)/256 = 93/256 → fill 0.36328125. Full data fills every slot."""
+    from tasder.hw.density import density_model, series_fills
+
+    assert series_fills([(4, 8), (1, 8)], 0.5) == pytest.approx((884 / 256 / 4, 93 / 256))
+    assert series_fills([(4, 8), (1, 8)], 1.0) == pytest.approx((1.0, 1.0))
+    m = density_model("4:8+1:8@0.5")
+    assert str(m) == "4:8+1:8@0.5" and m.density == 0.625
+    assert m.value_density == pytest.approx((884 + 93) / 256 / 8)  # E[min(X, 5)] / 8 = 0.4771
+    assert [p.fill for p in m.terms] == pytest.approx([884 / 1024, 93 / 256])  # type: ignore[attr-defined]
+    assert density_model("2:8").value_density == density_model("2:8").density  # no '@': every slot a value
+
+
+def test_series_fills_match_what_decompose_stores_on_random_data() -> None:
+    """The uniform-data expectation against TASD's own decomposition of a random tensor at d = 0.3."""
+    import torch
+
+    from tasder.hw.density import series_fills
+    from tasder.tasd import decompose
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 64, generator=g) * (torch.rand(4096, 64, generator=g) < 0.3)
+    terms = decompose(x, "4:8+1:8").terms
+    held = [float((t != 0).sum()) / (x.numel() * gg / 8) for t, gg in zip(terms, (4, 1), strict=True)]
+    assert held == pytest.approx(series_fills([(4, 8), (1, 8)], 0.3), abs=0.01)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("4:8+1:8@1.5", "must be in (0, 1]"), ("4:8@x", "a number in (0, 1]"),
+    ("2:4+1:8@0.5", "one block size H"), ("unstructured(0.5)@0.3", "a G:H pattern or a series"),
+    ("K1(2:4)->K0(2:4)@0.5", "a G:H pattern or a series"),
+])
+def test_a_bad_data_density_after_the_at_sign_is_one_clear_error(text: str, fragment: str) -> None:
+    from tasder.hw.density import density_model
+
+    with pytest.raises(ValueError, match="density model") as info:
+        density_model(text)
+    assert fragment in str(info.value) and repr(text) in str(info.value)
+
+
+def test_zero_gating_idles_the_macs_of_a_series_padding_and_skipping_does_not(tmp_path):
+    """The same mapping, B = 2:4+1:4 with full slots vs @0.5. The tiny TTC skips Z on A's positions
+    (A is the series here); adding gating on A's values idles the padding's MACs too: executed MACs
+    = 24 · value density (E[min(X, 3)]/4 at X ~ Bin(4, 0.5) = (4·1 + 6·2 + 5·3)/16/4 = 31/64), the
+    rest of the 18 slot MACs gated; cycles stay 18. Without a gating feature @0.5 changes nothing."""
+    arch = ttc(tmp_path)
+    skip = "        - {type: skipping, target: Z, condition_on: [A]}\n"
+    yaml = TTC_YAML.format(name="tiny-ttc-gating", term_loop="  term_loop: {level: L2, innermost: true, max_terms: 2}")
+    assert skip in yaml
+    yaml = yaml.replace(skip, skip + skip.replace("skipping", "gating"))
+    (tmp_path / "gating.yaml").write_text(yaml)
+    gating = load_architecture(tmp_path / "gating.yaml")
+    filled = Problem("tiny", M=2, K=4, N=3, a_density="2:4+1:4@0.5")
+    p = term_problem(arch, SERIES)
+    m = Mapping.from_levels([{"temporal": {"N": 3}}, {"temporal": {"T": 2}},
+                             {"temporal": {"M": 2, "K": 4}, "order": "TNMK"}], p.dims)
+    plain = evaluate(arch, filled, m).counts
+    assert plain.macs[0] == pytest.approx(18) and plain.mac_gated[0] == pytest.approx(0)
+    full = evaluate(gating, SERIES, m).counts
+    assert full.macs[0] == pytest.approx(18) and full.mac_gated[0] == pytest.approx(0)
+    c = evaluate(gating, filled, m).counts
+    assert c.macs[0] == pytest.approx(24 * 31 / 64) and c.mac_gated[0] == pytest.approx(18 - 24 * 31 / 64)
+    assert c.steps[0] == pytest.approx(18) and c.mac_skipped[0] == pytest.approx(30)
+
+
+def test_with_series_gives_the_operand_its_measured_density() -> None:
+    """The search's workloads: a TASD-A series on inputs measured at 0.477 carries @0.477; dense
+    inputs and mixed block sizes carry nothing."""
+    from tasder.nn import LayerSpec
+    from tasder.workloads import with_series
+
+    p = Problem("x", M=8, K=64, N=4, a_density="unstructured(0.3)", b_density="unstructured(0.477)")
+    assert str(with_series(p, LayerSpec("4:8+1:8", "A")).b_density) == "4:8+1:8@0.477"
+    assert str(with_series(p, LayerSpec("1:8", "W")).a_density) == "1:8@0.3"
+    assert str(with_series(Problem("x", M=8, K=64, N=4), LayerSpec("4:8+1:8", "A")).b_density) == "4:8+1:8"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tasder.hw import workload as hw_workload
 from tasder.hw.workload import Network, Problem, from_conv2d, from_layer_shapes, from_linear
+from tasder.sparsity.patterns import GH
 
 if TYPE_CHECKING:
     import torch
@@ -109,11 +110,20 @@ def density_text(density: float) -> str:
 def with_series(problem: Problem, spec: LayerSpec | None, mode: Literal["W", "A"] = "W") -> Problem:
     """``problem`` with its searched operand running ``spec``'s series: A (the weights) for TASD-W,
     B (the inputs) for TASD-A — ``spec.mode`` when set, else ``mode``. A dense or missing spec
-    leaves ``problem`` as it is."""
+    leaves ``problem`` as it is.
+
+    Where the operand's measured density is below 1 and the series is G:H terms of one block size,
+    the series carries it (``4:8+1:8@0.477``): the slots the data does not fill hold zeros, which a
+    design's zero gating idles (:func:`tasder.hw.density.series_fills`)."""
     if spec is None or spec.is_dense:
         return problem
     operand = "a_density" if (spec.mode or mode) == "W" else "b_density"
-    return replace(problem, **{operand: str(spec.series)})
+    text = str(spec.series)
+    data = float(getattr(problem, operand).density)
+    terms = spec.series.terms
+    if data < 1.0 and terms and all(isinstance(t, GH) for t in terms) and len({t.h for t in terms}) == 1:
+        text = f"{text}@{data:.6g}"
+    return replace(problem, **{operand: text})
 
 
 def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Mapping[str, Any] | None = None, *,

@@ -25,7 +25,8 @@ notation (``dense``, ``2:4``, ``K1(2:4)->K0(2:4)``, ``4:8+1:8``, ``unstructured(
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 __all__ = ["ActualModel", "DenseModel", "DensityModel", "SeriesModel", "StructuredModel", "UniformModel",
-           "density_model"]
+           "density_model", "series_fills"]
 
 
 def _special() -> ModuleType:
@@ -103,6 +104,13 @@ class DensityModel:
     def terms(self) -> tuple[DensityModel, ...]:
         """The streams a term-by-term engine executes (a TASD series has one per term)."""
         return (self,)
+
+    @property
+    def value_density(self) -> float:
+        """Expected fraction of elements whose *value* is nonzero. Below :attr:`density` for a
+        structured pattern whose slots the data does not always fill (a 4:8 block of data with three
+        nonzeros stores one zero): a zero detector gates those, position-based skipping does not."""
+        return self.density
 
     def prob_empty(self, rows: Any, k: Any) -> np.ndarray:
         raise NotImplementedError
@@ -241,10 +249,22 @@ class StructuredModel(DensityModel):
     ranks: tuple[tuple[int, int], ...] = ((2, 4),)
     text: str = ""
     structured: bool = field(default=True, init=False)
+    #: Expected share of the pattern's slots that hold a nonzero value (1: the data fills every slot;
+    #: see :func:`series_fills`). Positions, occupancy and formats count slots; only
+    #: :attr:`value_density` (what a zero detector sees) uses it.
+    fill: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fill <= 1.0:
+            raise ValueError(f"structured model {self.label}: fill must be in [0, 1]; got {self.fill}")
 
     @property
     def density(self) -> float:  # type: ignore[override]
         return math.prod(g / h for g, h in self.ranks)
+
+    @property
+    def value_density(self) -> float:
+        return self.density * self.fill
 
     @property
     def label(self) -> str:
@@ -318,6 +338,10 @@ class SeriesModel(DensityModel):
     @property
     def density(self) -> float:  # type: ignore[override]
         return float(sum(t.density for t in self.parts))
+
+    @property
+    def value_density(self) -> float:
+        return float(sum(t.value_density for t in self.parts))
 
     @property
     def structured(self) -> bool:  # type: ignore[override]
@@ -400,17 +424,48 @@ class ActualModel(DensityModel):
         return vals, counts / counts.sum()
 
 
+def series_fills(ranks: Sequence[tuple[int, int]], data_density: float) -> tuple[float, ...]:
+    """Per term of a TASD series of G_t:H patterns (``ranks`` = ((G_1, H), (G_2, H), ...), terms in
+    order) on data whose nonzeros are uniformly random at ``data_density``: the expected share of
+    each term's slots that hold a nonzero.
+
+    A block of H elements holds X ~ Binomial(H, d) nonzeros; term t keeps the next largest
+    min(max(X − C, 0), G_t) of them, C = G_1 + … + G_{t−1} (TASD's greedy order), and pads its other
+    slots with zeros. So fill_t = E[min(max(X − C, 0), G_t)] / G_t. Example: 4:8+1:8 at d = 0.5 →
+    (0.863, 0.363): the series stores 0.625 of the positions but 0.477 of them hold values.
+    """
+    if not 0.0 < data_density <= 1.0:
+        raise ValueError(f"data density must be in (0, 1]; got {data_density}")
+    hs = {h for _, h in ranks}
+    if len(hs) != 1:
+        raise ValueError(f"a fill needs one block size H for every term; got {sorted(hs)}")
+    h = hs.pop()
+    x = np.arange(h + 1)
+    pmf = _binom_pmf(x, h, data_density)
+    fills, before = [], 0
+    for g, _ in ranks:
+        held = float(np.dot(np.clip(x - before, 0, g), pmf))
+        fills.append(min(1.0, held / g))
+        before += g
+    return tuple(fills)
+
+
 def density_model(spec: str | DensityModel | None, size: int | None = None) -> DensityModel:
     """A density model from the pattern notation (or a model, passed through; ``None`` = dense).
 
     ``dense``; ``unstructured(0.1)`` or a bare ``0.1`` (uniform); ``2:4``; ``K1(2:4)->K0(2:4)``
     (HSS); ``4:8+1:8`` (TASD series). ``size`` (tensor elements) makes uniform models hypergeometric.
+    A G:H pattern or series of them may name the density of the data it was made from after an
+    ``@`` (``4:8+1:8@0.5``): its slots are then filled as :func:`series_fills` says, which is what a
+    zero-gating engine sees (:attr:`DensityModel.value_density`); without it every slot holds a value.
     """
     if spec is None:
         return DenseModel()
     if isinstance(spec, DensityModel):
         return spec
     text = str(spec).strip()
+    if "@" in text:
+        return _filled(text, size)
     try:
         value = float(text)
     except ValueError:
@@ -437,3 +492,29 @@ def density_model(spec: str | DensityModel | None, size: int | None = None) -> D
     if not all(isinstance(m, StructuredModel) for m in models):
         raise ValueError(f"density model {text!r}: every term of a TASD series must be structured (G:H or HSS)")
     return SeriesModel(tuple(models), text)  # type: ignore[arg-type]
+
+
+def _filled(text: str, size: int | None) -> DensityModel:
+    """``pattern@d``: the pattern's model with each term's slot fill on data of density d."""
+    pattern, _, value = text.partition("@")
+    try:
+        data = float(value)
+    except ValueError:
+        raise ValueError(f"density model {text!r}: after '@' comes the data's density, a number in (0, 1]; "
+                         f"got {value!r}") from None
+    if not 0.0 < data <= 1.0:
+        raise ValueError(f"density model {text!r}: the data's density after '@' must be in (0, 1]; got {value!r}")
+    base = density_model(pattern.strip(), size)
+    parts = base.parts if isinstance(base, SeriesModel) else (base,)
+    if not all(isinstance(m, StructuredModel) and len(m.ranks) == 1 for m in parts):
+        raise ValueError(f"density model {text!r}: '@density' applies to a G:H pattern or a series of them; "
+                         f"got {pattern.strip()!r}")
+    try:
+        fills = series_fills([m.ranks[0] for m in parts], data)  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise ValueError(f"density model {text!r}: {exc}") from None
+    filled = tuple(replace(m, fill=f, text=m.label) for m, f in zip(parts, fills, strict=True))  # type: ignore[arg-type]
+    label = f"{base.label}@{data:g}"
+    if isinstance(base, SeriesModel):
+        return SeriesModel(filled, label)  # type: ignore[arg-type]
+    return replace(filled[0], text=label)

@@ -299,7 +299,10 @@ def _executed(spec: SparseSpec, t: str, model: DensityModel) -> tuple[DensityMod
         if q is None:
             return model, False
         assert isinstance(m, StructuredModel)
-        terms.append(m if q == ranks else StructuredModel(q, str(_pattern(q))))
+        if q != ranks:  # run on a wider native pattern: the same values, in more slots
+            wider = StructuredModel(q, str(_pattern(q)))
+            m = StructuredModel(q, str(_pattern(q)), fill=min(1.0, m.value_density / wider.density))
+        terms.append(m)
     if isinstance(model, SeriesModel):
         same = all(a is b for a, b in zip(terms, model.parts, strict=True))
         return (model if same else SeriesModel(tuple(terms))), True
@@ -531,11 +534,14 @@ def _one_pass(arch: Architecture, problem: Problem, spec: SparseSpec, counts: Ac
         if saf.level == arch.compute.name:
             lead[saf.kind] |= {s for s in saf.condition_on if active[s] or saf.kind == "gating"}
 
-    def ineffectual(leaders: set[str]) -> float:
-        return 1.0 - math.prod(1.0 - float(models[s].prob_empty(1, 1)) for s in leaders)
+    def ineffectual(leaders: set[str], gating: set[str]) -> float:
+        # Skipping works on positions (a structured slot always runs); gating detects zero values,
+        # so it also idles the MACs of the zeros padding a pattern's slots (value_density).
+        return 1.0 - math.prod((models[s].value_density if s in gating else 1.0 - float(models[s].prob_empty(1, 1)))
+                               for s in leaders)
 
-    mac_skip = np.full(nb, ineffectual(lead["skipping"]))
-    mac_gate = np.full(nb, ineffectual(lead["skipping"] | lead["gating"])) - mac_skip
+    mac_skip = np.full(nb, ineffectual(lead["skipping"], set()))
+    mac_gate = np.full(nb, ineffectual(lead["skipping"] | lead["gating"], lead["gating"])) - mac_skip
     steps = counts.steps * (1.0 - mac_skip) * _imbalance(problem, spec, counts, models, lead["skipping"])
     drains = counts.drains if counts.drains is not None else np.zeros(counts.reads.shape)
     return {"actual": actual, "gated": gated, "skipped": skipped, "metadata": meta, "drains": drains.copy(),
