@@ -67,7 +67,7 @@ def main() -> None:
             for kind, net in nets.items():
                 net = Network(net.name, tuple(replace(p, a_density=a, b_density=b) for p in net.layers))
                 res = map_network(arch, net, budget=args.budget, seed=0)
-                rows[kind] = (res.cycles, res.energy_pj / 1e6, res.edp(arch.clock_hz), *_b_traffic(res))
+                rows[kind] = (res.cycles, res.energy_pj / 1e6, res.edp, *_b_traffic(res))
             for kind in ("native", "im2col"):
                 print(f"{name:11s} {design:14s} {kind:7s} " + " ".join(
                     f"{v:12,.0f}" if i in (0, 3, 4) else f"{v:10.2f}" if i == 1 else f"{v:10.3e}"

@@ -19,7 +19,9 @@ else TASD-A to B. The series is chosen with TASDER's criterion (dropped nonzeros
 ``DROP_BUDGET`` = 5 % of the operand's nonzeros in expectation, for nonzeros placed uniformly at
 the operand's density (a G:H term keeps min(G, nonzeros) of each block; a series of terms with the
 same H keeps min(ΣG, ·)); when none qualifies the operand is not approximated and keeps its own
-model, like the other operand (a TTC gates zero activations it cannot skip).
+model, like the other operand (a TTC gates zero activations it cannot skip). A series carries the
+density of the operand's data (``4:8+1:8@0.5``): the slots its zeros leave empty are padded with
+zeros, which a TTC's activation gating idles at the MACs.
 TASDER's layer-wise, accuracy-driven choices are not reproduced.
 
 The mapper samples ``--budget`` mappings per layer, so the numbers move with the budget (most for
@@ -39,7 +41,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from tasder.hw import Problem, load_architecture
+from tasder.hw import Problem, density_model, load_architecture
 from tasder.hw.executor import EXECUTORS, MapperSettings, ResultCache, make_executor, run_problems
 from tasder.targets import candidate_series
 
@@ -82,9 +84,11 @@ def operands(design: str, workload: str, budget: float = DROP_BUDGET) -> tuple[s
         series = min(ok)[1]
         if series == "dense":  # no series qualifies: the TTC runs the operand as it is (gating its zeros)
             return a, b
-        # '@density': the series' slots are filled as uniform data at that density fills them, so the
-        # engine's zero gating idles the MACs of the padding zeros (hw.density.series_fills)
-        series = f"{series}@{density:g}"
+        # '@d': the series' slots hold the operand's exact zeros where its data (d nonzero) does not
+        # fill them, and the engine's zero gating idles their MACs (hw.density.series_fills). Dense
+        # BERT's GELU activations have no exact zeros: every slot holds a value there.
+        data = density_model(a if side == "A" else b).density
+        series = f"{series}@{data:g}" if data < 1.0 else series
         return (series, b) if side == "A" else (a, series)
     return a, b
 

@@ -766,6 +766,8 @@ def workload_layers(w: SweepWorkload, point: DesignPoint) -> list[Problem]:
         if series is None:
             out.append(p)
             continue
+        if model.density < 1.0:  # the data's own zeros pad the slots: zero gating idles them
+            series = f"{series}@{float(model.density):g}"
         out.append(replace(p, a_density=series if rule.operand == "A" else p.a_density,
                            b_density=series if rule.operand == "B" else p.b_density))
     return out
