@@ -259,7 +259,7 @@ def test_a_sweep_finds_fronts_and_the_ttc_runs_tasd(spec_file):
                 assert any(f["area_mm2"] <= r["area_mm2"] and f["edp_js"] <= r["edp_js"]
                            for f in rows if f["design"] in front)
     ttc = next(r for r in result.rows if r["workload"] == "sparse" and r["params"]["sparse"] == "ttc-vegeta-m8")
-    assert ttc["operands"] == ["2:8+1:8 / dense"]  # 10 % dense A → the sparsest series dropping ≤ 5 %
+    assert ttc["operands"] == ["2:8+1:8@0.1 / dense"]  # 10 % dense A → the sparsest series dropping ≤ 5 %
     tc = next(r for r in result.rows if r["workload"] == "sparse" and r["params"]["sparse"] == "none")
     assert tc["operands"] == ["unstructured(0.1) / dense"]
 
@@ -297,9 +297,9 @@ sweep:
 
     by_terms = {x.params["tasd.max_terms"]: _label(workload_layers(spec.workloads[0], x)[0].a_density)
                 for x in designs if x.params["structured_support.A"] == "m8"}
-    assert by_terms == {"1": "4:8", "2": "2:8+1:8"}  # the series order: one term must keep more
+    assert by_terms == {"1": "4:8@0.1", "2": "2:8+1:8@0.1"}  # the series order: one term must keep more
     m4 = next(x for x in designs if x.params["structured_support.A"] == "m4")
-    assert _label(workload_layers(spec.workloads[0], m4)[0].a_density) == "2:4"
+    assert _label(workload_layers(spec.workloads[0], m4)[0].a_density) == "2:4@0.1"
 
 
 def test_filtered_combinations_are_counted_with_their_reason(tmp_path):

@@ -145,10 +145,13 @@ def test_workload_from_model_puts_each_mode_on_its_operand() -> None:
     assert [p.name for p in plain.layers] == ["0", "2"] and [p.N for p in plain.layers] == [1, 1]
     assert str(plain.layers[0].a_density).startswith("unstructured(0.5")  # measured weight density
     w = workload_from_model(net, x, {"0": {"series": "2:8", "mode": "W"}, "2": {"series": "4:8", "mode": "A"}})
-    assert (str(w.layers[0].a_density), str(w.layers[0].b_density)) == ("2:8", "dense")
-    assert str(w.layers[1].b_density) == "4:8" and str(w.layers[1].a_density) == "dense"
+    # the series carries the weight's measured density: the slots its zeros leave empty are padding
+    assert str(w.layers[0].a_density) == f"2:8@{plain.layers[0].a_density.density:.6g}"
+    assert str(w.layers[0].b_density) == "dense"
+    relu_out = f"4:8@{plain.layers[1].b_density.density:.6g}"  # the ReLU output's measured density
+    assert str(w.layers[1].b_density) == relu_out and str(w.layers[1].a_density) == "dense"
     a = workload_from_model(net, x, {"2": "4:8"}, mode="A")  # a bare series takes `mode`
-    assert str(a.layers[1].b_density) == "4:8" and str(a.layers[1].a_density) == "dense"
+    assert str(a.layers[1].b_density) == relu_out and str(a.layers[1].a_density) == "dense"
     with pytest.raises(ValueError, match="no layer named 'fc'"):
         workload_from_model(net, x, {"fc": "4:8"})
 
