@@ -19,7 +19,7 @@ Fig. 12 normalisation), one inference, measured operand densities.
 
     python benchmarks/bench_search.py [--only digits|minilm] [--minilm-val-n 1500] [--minilm-n 2000]
         [--options paper,ours] [--minilm-options paper,act,recon] [--confidence 0.9] [--no-stages]
-        [--greedy-evals 40] [--equal-budget] [--optimum]
+        [--greedy-evals 40] [--equal-budget] [--optimum] [--progress]
 
 Workloads and option sets:
 
@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import time
 from typing import Any
 
@@ -67,6 +68,25 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 #: Options that choose or refit TASD-W weights: a TASD-A search runs an option set without them.
 W_ONLY = ("score", "reconstruct")
+
+
+def _logged(evaluate: Any, label: str) -> Any:
+    """``evaluate`` that prints one stderr line per call: a long search (MiniLM, all layers) shows
+    where it is while it runs instead of one line at its end."""
+    start = time.perf_counter()
+    calls = 0
+
+    def run(model: Any) -> Any:
+        nonlocal calls
+        t0 = time.perf_counter()
+        out = evaluate(model)
+        calls += 1
+        now = time.perf_counter()
+        print(f"  [{label}] evaluation {calls}: metric {float(out):.4f} in {now - t0:.1f} s "
+              f"({now - start:.0f} s since the search began)", file=sys.stderr, flush=True)
+        return out
+
+    return run
 
 
 def option_set(variant: str, mode: str) -> dict[str, Any] | None:
@@ -171,6 +191,8 @@ def main() -> None:
                              "(activation-aware + reconstruction), bc (bias correction)")
     parser.add_argument("--greedy-evals", type=int, default=40, help="cap of paper-greedy on minilm")
     parser.add_argument("--no-stages", action="store_true", help="evaluate MiniLM configs with full forwards")
+    parser.add_argument("--progress", action="store_true",
+                        help="print a line per evaluation to stderr (its metric, seconds, time since start)")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
@@ -207,7 +229,10 @@ def main() -> None:
                     continue
                 if minilm and method == "paper-greedy":
                     max_evals = args.greedy_evals
-                r = search(entry.model, "ttc-vegeta-m8", entry.metadata["evaluate_val"], entry.calibration, mode,  # type: ignore[arg-type]
+                evaluate_val = entry.metadata["evaluate_val"]
+                if args.progress:
+                    evaluate_val = _logged(evaluate_val, f"{name} {mode} {method}+{variant}")
+                r = search(entry.model, "ttc-vegeta-m8", evaluate_val, entry.calibration, mode,  # type: ignore[arg-type]
                            args.constraint, method, layers=layers, model_id=name, max_evals=max_evals,  # type: ignore[arg-type]
                            progress=False, confidence=args.confidence,
                            stages=None if args.no_stages else entry.metadata.get("stages"), **options)
