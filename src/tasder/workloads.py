@@ -161,8 +161,9 @@ def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Map
     >>> w = workload_from_model(net, torch.randn(4, 16), {"2": "4:8"}, mode="A")
     >>> [(p.name, p.M, p.K, p.N, str(p.b_density)) for p in w.layers][1][:4]
     ('2', 8, 32, 1)
-    >>> str(w.layers[1].b_density), str(w.layers[1].a_density)
-    ('4:8', 'dense')
+    >>> series, _, data = str(w.layers[1].b_density).partition("@")  # 4:8 on inputs of measured density
+    >>> series, 0 < float(data) < 1, str(w.layers[1].a_density)
+    ('4:8', True, 'dense')
     """
     from tasder.nn.trace import trace_gemms
 
