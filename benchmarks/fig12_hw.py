@@ -42,6 +42,7 @@ import numpy as np
 from scipy import stats
 
 from tasder.hw import Problem, density_model, load_architecture
+from tasder.hw.density import with_data_density
 from tasder.hw.executor import EXECUTORS, MapperSettings, ResultCache, make_executor, run_problems
 from tasder.targets import candidate_series
 
@@ -87,8 +88,7 @@ def operands(design: str, workload: str, budget: float = DROP_BUDGET) -> tuple[s
         # '@d': the series' slots hold the operand's exact zeros where its data (d nonzero) does not
         # fill them, and the engine's zero gating idles their MACs (hw.density.series_fills). Dense
         # BERT's GELU activations have no exact zeros: every slot holds a value there.
-        data = density_model(a if side == "A" else b).density
-        series = f"{series}@{data:g}" if data < 1.0 else series
+        series = with_data_density(series, density_model(a if side == "A" else b).density)
         return (series, b) if side == "A" else (a, series)
     return a, b
 

@@ -307,3 +307,5 @@ def test_with_series_gives_the_operand_its_measured_density() -> None:
     assert str(with_series(p, LayerSpec("4:8+1:8", "A")).b_density) == "4:8+1:8@0.477"
     assert str(with_series(p, LayerSpec("1:8", "W")).a_density) == "1:8@0.3"
     assert str(with_series(Problem("x", M=8, K=64, N=4), LayerSpec("4:8+1:8", "A")).b_density) == "4:8+1:8"
+    assert str(with_series(p, LayerSpec("2:4+1:8", "A")).b_density) == "2:4+1:8"  # two block sizes: no fill
+    assert str(with_series(p, LayerSpec("K1(2:4)->K0(2:4)", "W")).a_density) == "K1(2:4)->K0(2:4)"  # HSS: none

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tasder.hw import workload as hw_workload
+from tasder.hw.density import with_data_density
 from tasder.hw.workload import Network, Problem, from_conv2d, from_layer_shapes, from_linear
-from tasder.sparsity.patterns import GH
 
 if TYPE_CHECKING:
     import torch
@@ -118,12 +118,7 @@ def with_series(problem: Problem, spec: LayerSpec | None, mode: Literal["W", "A"
     if spec is None or spec.is_dense:
         return problem
     operand = "a_density" if (spec.mode or mode) == "W" else "b_density"
-    text = str(spec.series)
-    data = float(getattr(problem, operand).density)
-    terms = spec.series.terms
-    if data < 1.0 and terms and all(isinstance(t, GH) for t in terms) and len({t.h for t in terms}) == 1:
-        text = f"{text}@{data:.6g}"
-    return replace(problem, **{operand: text})
+    return replace(problem, **{operand: with_data_density(spec.series, float(getattr(problem, operand).density))})
 
 
 def workload_from_model(model: nn.Module, example: Any, config: TASDConfig | Mapping[str, Any] | None = None, *,

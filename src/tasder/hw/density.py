@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 __all__ = ["ActualModel", "DenseModel", "DensityModel", "SeriesModel", "StructuredModel", "UniformModel",
-           "density_model", "series_fills"]
+           "density_model", "series_fills", "with_data_density"]
 
 
 def _special() -> ModuleType:
@@ -448,6 +448,22 @@ def series_fills(ranks: Sequence[tuple[int, int]], data_density: float) -> tuple
         fills.append(min(1.0, held / g))
         before += g
     return tuple(fills)
+
+
+def with_data_density(series: Any, density: float) -> str:
+    """``series`` (text or a parsed series) in the notation, carrying the density of the data it was
+    made from (``4:8+1:8@0.477``) where that changes what a zero-gating engine sees: the density is
+    below 1 and every term is a G:H of one block size H (what :func:`series_fills` is defined for).
+    Otherwise the series as it is. The one rule for every place that puts a TASD series on an
+    operand of measured or stated density (the search's workloads, sweeps, the paper's figures)."""
+    from tasder.sparsity.notation import parse_series
+    from tasder.sparsity.patterns import GH
+
+    text = str(series)
+    terms = parse_series(series).terms
+    if density < 1.0 and all(isinstance(t, GH) for t in terms) and len({t.h for t in terms}) == 1:
+        return f"{text}@{density:g}"
+    return text
 
 
 def density_model(spec: str | DensityModel | None, size: int | None = None) -> DensityModel:

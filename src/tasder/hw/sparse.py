@@ -301,7 +301,7 @@ def _executed(spec: SparseSpec, t: str, model: DensityModel) -> tuple[DensityMod
         assert isinstance(m, StructuredModel)
         if q != ranks:  # run on a wider native pattern: the same values, in more slots
             wider = StructuredModel(q, str(_pattern(q)))
-            m = StructuredModel(q, str(_pattern(q)), fill=min(1.0, m.value_density / wider.density))
+            m = replace(wider, fill=min(1.0, m.value_density / wider.density))
         terms.append(m)
     if isinstance(model, SeriesModel):
         same = all(a is b for a, b in zip(terms, model.parts, strict=True))

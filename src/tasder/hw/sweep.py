@@ -34,7 +34,7 @@ from typing import Any
 
 from tasder.hw.architecture import Architecture, architecture_from_doc, list_designs
 from tasder.hw.area import AreaBreakdown, area_breakdown
-from tasder.hw.density import SeriesModel, StructuredModel, density_model
+from tasder.hw.density import SeriesModel, StructuredModel, density_model, with_data_density
 from tasder.hw.executor import (
     Executor,
     LayerTask,
@@ -766,8 +766,7 @@ def workload_layers(w: SweepWorkload, point: DesignPoint) -> list[Problem]:
         if series is None:
             out.append(p)
             continue
-        if model.density < 1.0:  # the data's own zeros pad the slots: zero gating idles them
-            series = f"{series}@{float(model.density):g}"
+        series = with_data_density(series, float(model.density))  # its zeros pad the slots: gating idles them
         out.append(replace(p, a_density=series if rule.operand == "A" else p.a_density,
                            b_density=series if rule.operand == "B" else p.b_density))
     return out

@@ -27,7 +27,7 @@ from these statistics are discrete (which weights a series keeps, which permutat
 change in the layer inputs moved the shipped 95 %-sparse CNN's validation accuracy under one
 config by five images. From a float64 run the inputs each layer sees agree to about 1e-16 between
 machines, so the permutations, kept weights and corrections come out the same on every one of them
-(tests/test_calibration.py runs the same calibration under AVX-512, AVX2 and plain kernels). The
+(tests/test_nn_options.py runs the same calibration under AVX-512, AVX2 and plain kernels). The
 TASD layers themselves still run in the model's dtype: their error is measured on the float64
 layer input rounded to it. A model whose copy cannot run in float64 is calibrated as it is, with a
 warning.
