@@ -105,7 +105,6 @@ def host_clock_hz() -> tuple[float, str]:
     return (float(m.group(1)) * 1e6, "/proc/cpuinfo") if m else (3.0e9, "assumed")
 
 
-
 def best_rate(arch: Architecture, problem: Problem) -> float:
     """Valid mappings per second of a 40,000-mapping search, best of three after a warm-up."""
     map_layer(arch, problem, budget=2000, seed=1)  # warm-up (imports, caches)
@@ -115,6 +114,7 @@ def best_rate(arch: Architecture, problem: Problem) -> float:
         r = map_layer(arch, problem, budget=40_000, seed=0)
         best = max(best, r.valid / (time.perf_counter() - t0))
     return best
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
