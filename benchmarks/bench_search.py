@@ -19,7 +19,7 @@ Fig. 12 normalisation), one inference, measured operand densities.
 
     python benchmarks/bench_search.py [--only digits|minilm] [--minilm-val-n 1500] [--minilm-n 2000]
         [--options paper,ours] [--minilm-options paper,act,recon] [--confidence 0.9] [--no-stages]
-        [--greedy-evals 40] [--equal-budget] [--optimum] [--progress]
+        [--greedy-evals 40] [--equal-budget] [--optimum] [--progress] [--max-seconds S] [--save DIR]
 
 Workloads and option sets:
 
@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tasder import zoo
+from tasder.io import atomic_write_text
 from tasder.nn import apply_tasd, count_macs
 from tasder.nn.config import TASDConfig
 from tasder.scores import as_scores
@@ -193,6 +196,10 @@ def main() -> None:
     parser.add_argument("--no-stages", action="store_true", help="evaluate MiniLM configs with full forwards")
     parser.add_argument("--progress", action="store_true",
                         help="print a line per evaluation to stderr (its metric, seconds, time since start)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="search(max_seconds=...): start no evaluation after this many seconds")
+    parser.add_argument("--save", metavar="DIR", default=None,
+                        help="write each search's result (config, every evaluation in order) as JSON to DIR")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
@@ -234,7 +241,7 @@ def main() -> None:
                     evaluate_val = _logged(evaluate_val, f"{name} {mode} {method}+{variant}")
                 r = search(entry.model, "ttc-vegeta-m8", evaluate_val, entry.calibration, mode,  # type: ignore[arg-type]
                            args.constraint, method, layers=layers, model_id=name, max_evals=max_evals,  # type: ignore[arg-type]
-                           progress=False, confidence=args.confidence,
+                           progress=False, confidence=args.confidence, max_seconds=args.max_seconds,
                            stages=None if args.no_stages else entry.metadata.get("stages"), **options)
                 if method not in ("cost-aware",) and paper_evals is None:
                     paper_evals = r.evaluations
@@ -262,6 +269,12 @@ def main() -> None:
                 timed = [p.seconds for p in r.history if p.seconds is not None]
                 print(f"  time: setup={r.seconds - sum(timed):.1f}s original={timed[0]:.1f}s "
                       f"evals={','.join(f'{t:.0f}' for t in timed[1:])}s", flush=True)
+                if args.save:
+                    record = {**r.as_dict(), "test_ratio": float(test) / float(original_test),
+                              "test_bound": test_bound, "mac_cut": 1 - macs.density, "edp_cut": edp_cut / 100}
+                    path = Path(args.save) / f"{name}-{mode}-{label}.json".replace("/", "_")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(path, json.dumps(record, indent=1, default=str))
         if args.optimum and not minilm:
             _, s_orig = as_scores(original_test)
             assert s_orig is not None
