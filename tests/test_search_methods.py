@@ -205,10 +205,59 @@ def test_max_evals_stops_the_search_with_a_valid_config():
     assert r.metric_final >= r.threshold and not r.interrupted
 
 
+def test_max_seconds_starts_no_evaluation_after_the_deadline():
+    """The original alone outlasts the budget: no other config is evaluated, the original is the
+    result, and the result says why the search stopped."""
+    import time
+
+    calls = []
+
+    def slow(model: nn.Module) -> float:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.3)
+        return 1.0
+
+    r = search(_model(), "ttc-vegeta-m8", slow, _calib(), "W", 0.99, "cost-aware", max_seconds=0.2, progress=False)
+    assert len(calls) == 1 and r.evaluations == 1 and not r.config.layers
+    assert r.extra["stopped"] == "max_seconds=0.2 reached" and not r.interrupted
+    r = search(_model(), "ttc-vegeta-m8", synthetic({}), _calib(), "W", 0.99, "cost-aware", max_seconds=600,
+               progress=False)
+    assert "stopped" not in r.extra and r.config.layers
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), math.inf, True, "5"])
+def test_a_bad_max_seconds_is_refused_before_any_work(bad):
+    ev = synthetic({})
+    with pytest.raises(ValueError, match="max_seconds"):
+        search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, max_seconds=bad, progress=False)
+    assert ev.calls == 0
+
+
+def test_cost_aware_bisects_the_ranked_chain_first():
+    """Under a monotone metric the longest passing prefix of the ranked moves is found by bisection
+    in ⌈log2(moves + 1)⌉ evaluations before any single move is tried: the first evaluations are
+    bisection steps."""
+    ev = synthetic({"0": 0.05, "2": 0.02, "4": 0.01})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.98, "cost-aware", progress=False)
+    steps = [p.step for p in r.history[1:]]
+    bisect = [s for s in steps if s.startswith("bisect")]
+    assert bisect and steps[: len(bisect)] == bisect
+    moves = int(bisect[0].split("/")[1])
+    assert moves == 3 * 6  # three layers, six non-dense series each
+    # (a prefix whose config equals an earlier one is a cache hit, not a new evaluation)
+    assert len(bisect) <= math.ceil(math.log2(moves + 1))
+    points = r.history[1: 1 + len(bisect)]
+    passed = [int(p.step.split()[1].split("/")[0]) for p in points if p.ok]
+    failed = [int(p.step.split()[1].split("/")[0]) for p in points if not p.ok]
+    assert passed and failed and max(passed) < min(failed)  # monotone: every pass below every miss
+
+
 def test_cost_aware_does_not_evaluate_configs_dominating_a_clear_miss():
-    # Layer "4" is expensive to touch; batches that include its aggressive moves miss clearly, and
-    # any later batch at least as aggressive on every layer is counted as a miss without an evaluation.
-    ev = synthetic({"0": 0.0, "2": 0.0, "4": 0.1})
+    # Layers "2" and "4" are expensive to touch; batches that include their aggressive moves miss
+    # clearly, and any later batch at least as aggressive on every layer is counted as a miss without
+    # an evaluation.
+    ev = synthetic({"0": 0.0, "2": 0.05, "4": 0.1})
     r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "cost-aware", progress=False)
     assert r.extra["skipped_dominated"] > 0
     assert r.evaluations == ev.calls
@@ -227,9 +276,11 @@ def test_cost_aware_drops_a_layers_harsher_candidates_after_a_near_miss_too():
     at least as aggressive: trying them one by one was most of a 36-layer MiniLM search's 397
     evaluations, and a harsher candidate that passes after a near miss has mostly passed by chance
     (the bound then no longer holds on unseen data). Layer "0" passes at 4:8+1:8, near-misses at 4:8
-    (metric 0.9875) and 2:8+1:8 (0.9805), and misses clearly below."""
-    ev = synthetic({"0": 0.05, "2": 0.0, "4": 0.0})
-    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "cost-aware", progress=False)
+    (metric 0.9875) and 2:8+1:8 (0.9805), and misses clearly below. Only layer "0" is searched, so
+    its moves are tried one at a time (in a batch with other layers' moves a near miss is a batch
+    miss, and its single-move retry a cache hit the history does not show)."""
+    ev = synthetic({"0": 0.05})
+    r = search(_model(), "ttc-vegeta-m8", ev, _calib(), "W", 0.99, "cost-aware", progress=False, layers=["0"])
     density = {str(s): s.effective_density for s in candidate_series("ttc-vegeta-m8")}
     margin = r.metric_original - r.threshold
     current: dict[str, str] = {}

@@ -106,6 +106,9 @@ def search_cmd(
     statistic: Annotated[str, typer.Option("--statistic", help="paper-threshold's S(L): mean or p99.")] = "mean",
     max_evals: Annotated[int | None, typer.Option("--max-evals", min=1, show_default=False,
                                                    help="Stop after this many evaluations.")] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", min=0.001, show_default=False,
+                                                       help="Start no evaluation after this many seconds; the "
+                                                       "best config found by then is the result.")] = None,
     cost: Annotated[str, typer.Option("--cost", help="What to minimise: macs (effective MACs), or the modelled "
                                       "edp, energy or cycles on --design.")] = "macs",
     design: Annotated[str | None, typer.Option("--design", help="Accelerator design for a modelled cost (default: "
@@ -165,7 +168,8 @@ def search_cmd(
         warnings.simplefilter("ignore", RuntimeWarning)
         result = search(entry.model, target, evaluate, entry.calibration, mode_u, limit,  # type: ignore[arg-type]
                         method,  # type: ignore[arg-type]
-                        holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, layers=chosen_layers,
+                        holdout_evaluate=entry.evaluate, seed=seed, max_evals=max_evals, max_seconds=max_seconds,
+                        layers=chosen_layers,
                         statistic=statistic, model_id=name, progress=interactive(),
                         cost=cost_fn,  # type: ignore[arg-type]
                         permute=permute, bias_correction=bias_correction, score=score,  # type: ignore[arg-type]

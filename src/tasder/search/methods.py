@@ -12,13 +12,15 @@ Three methods (docs/design.md §3.4), one entry point :func:`search`:
   detected as < 5 % exact zeros). The config only changes at the finitely many α where some
   candidate becomes eligible, so the largest α meeting the constraint is found by bisection over
   those breakpoints (exact under monotonicity, log2 of their count evaluations).
-* ``cost-aware`` (ours, default): moves ordered by measured damage per unit of modelled saving —
-  damage is the layer output's relative error on the calibration data, measured per (layer,
-  candidate) without any model evaluation; saving comes from the pluggable ``cost``. Moves are
-  applied in batches (the next k at once; k starts at 1, doubles after a success and halves
-  after a failure, so few evaluations go to large batches bound to fail). A single move that
+* ``cost-aware`` (ours, default): moves ordered by measured effect per unit of modelled saving —
+  the effect is the relative change of the *model's* output on calibration data with only that
+  layer replaced (:mod:`tasder.search.effect`), measured per (layer, candidate) without any
+  evaluation; saving comes from the pluggable ``cost``. First the longest passing prefix of the
+  ranked moves is found by bisection (log2 of their count evaluations); then the rest are applied
+  in batches (the next k at once; k starts at 1, doubles after a success and halves after a
+  failure, so few evaluations go to large batches bound to fail). A single move that
   fails is rejected together with the candidates of its layer that are at least as bad (same mode
-  and no denser, or more damage: damage grows with aggressiveness) — after a near miss (within the
+  and no denser, or more effect: it grows with aggressiveness) — after a near miss (within the
   constraint's own margin) too: trying those one by one was most of a 36-layer search's
   evaluations, and one that passes after its milder sibling missed has mostly passed by chance. A
   batch at least as bad on every layer as a config that already missed clearly is counted as a
@@ -48,7 +50,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -70,6 +72,7 @@ from tasder.search.acceptance import (
     metric_resolution,
 )
 from tasder.search.cost import CostFn, MACCost
+from tasder.search.effect import measure_model_effect
 from tasder.search.prefix import PrefixCache, PrefixMismatchError
 from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
@@ -170,6 +173,7 @@ class MeasuredLayer:
     dropped: dict[tuple[str, str], float]  # move_key -> dropped nonzeros % (weights for W, activations for A)
     damage: dict[tuple[str, str], float]  # move_key -> relative output error on calibration data
     kept: dict[str, float]  # TASD-A series -> measured kept fraction
+    effect: dict[tuple[str, str], float] = field(default_factory=dict)  # move_key -> model output's change
     sparsity_mean: float = 0.0
     sparsity_p99: float = 0.0
     pseudo_density: float = 1.0
@@ -177,6 +181,13 @@ class MeasuredLayer:
     def damage_of(self, spec: LayerSpec) -> float:
         """The measured damage of ``spec`` (0 for dense)."""
         return 0.0 if spec.is_dense else self.damage.get(move_key(spec), 0.0)
+
+    def rank_damage(self, spec: LayerSpec) -> float:
+        """What cost-aware orders ``spec`` by: its end-to-end effect where measured, else its damage."""
+        if spec.is_dense:
+            return 0.0
+        key = move_key(spec)
+        return self.effect[key] if key in self.effect else self.damage.get(key, 0.0)
 
 
 def _permutable(series: Series) -> bool:
@@ -222,11 +233,15 @@ def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[
                    cands: list[Series], mode: str, permute: bool = False,
                    bias_correction: bool = False, score: str = "magnitude",
                    reconstruct: bool = False, input_statistics: bool = True,
+                   effect: bool = False, stages: Sequence[str] | None = None,
                    ) -> tuple[list[MeasuredLayer], int, TASDCalibration]:
     """Per layer and candidate: the relative output error on the calibration data, the kept
     fraction (A) and the dropped nonzeros; dense MACs of the first batch; and the calibration of
     every (layer, candidate) whose options learn from data (one pass of each kind for all).
-    ``input_statistics``: also profile the TASD-A inputs' sparsity (what paper-threshold needs)."""
+    ``input_statistics``: also profile the TASD-A inputs' sparsity (what paper-threshold needs).
+    ``effect``: also the model output's relative change per candidate
+    (:func:`~tasder.search.effect.measure_model_effect`; ``model`` is modified while it runs and
+    restored), replaying the unchanged ``stages``."""
     macs = {r.name: r.dense_macs for r in count_macs(model, calibration[0]).layers}
     total = sum(macs.values())
     specs = candidate_specs(cands, mode, permute=permute, bias_correction=bias_correction, score=score,
@@ -271,6 +286,12 @@ def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[
             ly.pseudo_density = p.pseudo_density if p.pseudo_density is not None else 1.0
         order = {"W": 0, "A": 1}
         ly.candidates.sort(key=lambda sp: (sp.series.effective_density, order[sp.mode]))
+    if effect:
+        measured = measure_model_effect(
+            model, {ly.name: {move_key(sp): probes[ly.name][sp] for sp in ly.candidates} for ly in layers},
+            calibration, stages)
+        for ly in layers:
+            ly.effect = {key: measured[(ly.name, key)] for key in map(move_key, ly.candidates)}
     return layers, total, TASDCalibration(entries)
 
 
@@ -280,7 +301,7 @@ def measure_layers(model: nn.Module, calibration: Sequence[Any], selected: list[
 
 
 class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """The evaluation budget (max_evals) is spent."""
+    """The evaluation budget (max_evals or max_seconds) is spent; the message says which."""
 
 
 Assign = dict[str, LayerSpec]
@@ -291,12 +312,14 @@ class _Evaluator:
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], Any], layers: list[MeasuredLayer],
                  mode: str, cost: CostFn, max_evals: int | None, progress: Any, *,
-                 calibration: TASDCalibration | None = None, prefix: PrefixCache | None = None) -> None:
+                 calibration: TASDCalibration | None = None, prefix: PrefixCache | None = None,
+                 deadline: float | None = None) -> None:
         self.model, self.evaluate, self.mode, self.cost = model, evaluate, mode, cost
         self.calibration = calibration
         self.layers = {ly.name: ly for ly in layers}
         self.names = [ly.name for ly in layers]
         self.max_evals = max_evals
+        self.deadline = deadline  # time.perf_counter() after which no evaluation starts
         self.cache: dict[tuple[tuple[str, str], ...], EvalPoint] = {}
         self.assigns: dict[int, Assign] = {}  # history index -> the assignment it scored
         self.history: list[EvalPoint] = []
@@ -353,7 +376,9 @@ class _Evaluator:
             self.hits += 1
             return self.cache[key]
         if self.max_evals is not None and self.calls >= self.max_evals:
-            raise _Stop
+            raise _Stop(f"max_evals={self.max_evals} reached")
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            raise _Stop("max_seconds reached")
         assert self.acceptance is not None, "score the original model first"
         self.calls += 1
         cost = float(self.cost(self.specs(assign)))
@@ -400,7 +425,8 @@ class _Evaluator:
 
 class _Moves:
     """Per layer and spec: the modelled saving σ (cost(dense) − cost(that layer alone)), the
-    measured damage, and the order relations the methods use."""
+    measured damage (its effect on the model's output where measured), and the order relations the
+    methods use."""
 
     def __init__(self, ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> None:
         self.layers = {ly.name: ly for ly in layers}
@@ -415,11 +441,11 @@ class _Moves:
         return 0.0 if spec.is_dense else self.saving[(name, spec)]
 
     def damage(self, name: str, spec: LayerSpec) -> float:
-        return self.layers[name].damage_of(spec)
+        return self.layers[name].rank_damage(spec)
 
     def at_least_as_bad(self, name: str, a: LayerSpec, b: LayerSpec) -> bool:
         """``a`` should hurt the metric at least as much as ``b`` on layer ``name``: the same mode and no
-        denser, or at least as much measured damage (damage grows with aggressiveness)."""
+        denser, or at least as much measured effect (it grows with aggressiveness)."""
         if b.is_dense:
             return True
         if a.is_dense:
@@ -482,12 +508,43 @@ def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> di
         for j, sp in enumerate(ly.candidates):
             saving = moves.sigma(ly.name, sp)
             if saving > 0:
-                ranked.append((ly.damage_of(sp) / saving, -saving, i, j, sp))
+                ranked.append((ly.rank_damage(sp) / saving, -saving, i, j, sp))
     ranked.sort(key=lambda t: (t[0], t[1], t[2], t[3]))
     remaining = [(layers[i].name, sp) for _, _, i, _, sp in ranked]
     current: Assign = {}
     margin = max(ev.base_metric - ev.threshold, 0.0)
     clear_misses: list[Assign] = []  # configs that missed by more than the margin
+
+    def chain(prefix: Sequence[tuple[str, LayerSpec]], base: Assign) -> Assign:
+        """``base`` with the moves ``prefix`` applied in order, each only where it is more aggressive."""
+        out = dict(base)
+        for name, sp in prefix:
+            if moves.sigma(name, sp) > moves.sigma(name, out.get(name, DENSE_SPEC)):
+                out[name] = sp
+        return out
+
+    # Phase 1, bisection: the ranked moves applied in order make a chain of ever more aggressive
+    # configs; under monotonicity the longest passing prefix takes log2(moves) evaluations (the
+    # galloping below needs about twice that from k = 1, and on a noisy metric its halvings after
+    # chance misses keep k small: a 36-layer MiniLM search spent 90 evaluations climbing to 30 %).
+    lo, hi = 0, len(remaining) + 1  # the chain's prefix lo passes (nothing applied); hi: assumed to miss
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        trial = chain(remaining[:mid], {})
+        point = ev(trial, f"bisect {mid}/{len(remaining)}")
+        if point.ok:
+            lo, current = mid, trial
+        else:
+            hi = mid
+            if point.metric is None or point.metric < ev.threshold - margin:
+                clear_misses.append(trial)
+    if lo < len(remaining):
+        # the move after the passing prefix broke the chain: it and its layer's harsher candidates go
+        name, sp = remaining[lo]
+        remaining = [(n, t) for n, t in remaining[lo + 1:] if not (n == name and moves.at_least_as_bad(n, t, sp))]
+    else:
+        remaining = []
+    remaining = [(n, s) for n, s in remaining if moves.sigma(n, s) > moves.sigma(n, current.get(n, DENSE_SPEC))]
     skipped = 0
     k = 1  # galloping: double after a success, halve after a failure
     while remaining:
@@ -585,6 +642,7 @@ def search(
     cost: CostFn | None = None,
     seed: int = 0,
     max_evals: int | None = None,
+    max_seconds: float | None = None,
     layers: Iterable[str] | None = None,
     statistic: Literal["mean", "p99"] = "mean",
     permute: bool = False,
@@ -607,9 +665,10 @@ def search(
             a one-sided paired confidence bound on its ratio to the original (at ``confidence``)
             meets the constraint (docs/design.md §3.4). It must score the same examples every time.
         calibration: calibration batches (tensors, dicts of keyword arguments, or argument tuples):
-            dense MACs are counted on the first, damage and activation statistics on all.
+            dense MACs are counted on the first, damage and activation statistics on all, cost-aware's
+            end-to-end effects on the first (:mod:`tasder.search.effect`).
         mode: ``"W"`` (TASD-W) or ``"A"`` (TASD-A) for every searched layer, or ``"auto"``: each
-            layer may take either, by the same damage/saving rule.
+            layer may take either, by the same effect/saving rule.
         constraint: a fraction of the original metric in (0, 1] (default 0.99, MLPerf's rule),
             or :class:`Drop` for an absolute drop.
         method: ``"cost-aware"`` (default), ``"paper-greedy"`` or ``"paper-threshold"`` (mode A).
@@ -619,13 +678,16 @@ def search(
             :class:`~tasder.search.cost.MACCost` (effective MACs).
         seed: seeds torch before the search, so evaluate functions that sample are repeatable.
         max_evals: stop after this many (uncached) evaluations.
+        max_seconds: start no evaluation once this many seconds have passed since the call (the
+            measurements before the first evaluation count; the one running then finishes); the
+            cheapest accepted config so far is returned, as after ``max_evals``.
         layers: globs of the layers to search (default all ``nn.Linear``/``nn.Conv2d``); the
             rest stay dense.
         statistic: ``paper-threshold``'s S(L): ``"mean"`` or ``"p99"`` of the input sparsity.
         permute: every candidate decomposes in a permuted order of the reduction dim (ours; see
             :class:`~tasder.nn.LayerSpec`); candidates whose series mixes block sizes are left out.
         bias_correction: every candidate corrects its output's mean error on ``calibration`` (ours). The
-            measured damage that orders cost-aware's moves is then the corrected error.
+            damage and effect cost-aware orders its moves by are then those of the corrected layer.
         score: TASD-W candidates rank weights by ``"magnitude"`` (|W|, the paper's) or
             ``"activation"`` (|W_ij|·‖X_j‖₂ on ``calibration``, Wanda's; ours).
         reconstruct: TASD-W candidates refit their kept weights from ``calibration`` (ours).
@@ -664,6 +726,9 @@ def search(
         raise InvalidParameterError("`score` and `reconstruct` choose TASD-W weights: use mode 'W' or 'auto'")
     if max_evals is not None and (isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1):
         raise InvalidParameterError(f"`max_evals` must be a positive integer or None; got {max_evals!r}")
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not max_seconds > 0 or not math.isfinite(max_seconds)):
+        raise InvalidParameterError(f"`max_seconds` must be a positive number of seconds or None; got {max_seconds!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     model_id = model_id or describe_model(model)  # the provenance names the weights searched on
@@ -700,14 +765,15 @@ def search(
 
     options = {"permute": permute, "bias_correction": bias_correction, "score": score, "reconstruct": reconstruct}
     measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options,
-                                                       input_statistics=method == "paper-threshold")
+                                                       input_statistics=method == "paper-threshold",
+                                                       effect=method == "cost-aware", stages=stages)
     mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
                        other_macs=total_macs - sum(ly.dense_macs for ly in measured),
                        kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
     cost_fn: CostFn = cost if cost is not None else mac_cost
     prog, update = _progress_callback(progress, f"search {model_id or type(model).__name__} ({method})")
     ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update, calibration=calibration,
-                    prefix=prefix)
+                    prefix=prefix, deadline=None if max_seconds is None else start + max_seconds)
     ev.acceptance = acceptance
     ev.base_metric = metric0
     _, bound0 = acceptance.judge(metric0, per0)
@@ -727,8 +793,9 @@ def search(
                 extra = _paper_threshold(ev, measured, statistic)
             else:
                 extra = _cost_aware(ev, measured, cost_fn)
-        except _Stop:
-            extra = {"stopped": f"max_evals={max_evals} reached"}
+        except _Stop as stop:
+            extra = {"stopped": str(stop) if max_seconds is None else str(stop).replace(
+                "max_seconds", f"max_seconds={max_seconds:g}")}
         except KeyboardInterrupt:
             interrupted = True
     finally:
