@@ -74,9 +74,9 @@ def test_a_factory_file_goes_through_profile_search_and_apply(tiny_file: Path, t
 
 def test_search_takes_a_time_budget(tiny_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = f"{tiny_file}:make"
-    code, out, err = _run(capsys, "search", spec, "--mode", "W", "-o", tmp_path / "c.yaml", "--max-seconds", "600")
+    code, _, err = _run(capsys, "search", spec, "--mode", "W", "-o", tmp_path / "c.yaml", "--max-seconds", "600")
     assert code == 0, err
-    code, out, err = _run(capsys, "search", spec, "--mode", "W", "--max-seconds", "0")
+    code, _, err = _run(capsys, "search", spec, "--mode", "W", "--max-seconds", "0")
     assert code != 0 and "--max-seconds" in err
 
 
