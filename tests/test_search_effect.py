@@ -46,6 +46,32 @@ def test_effect_is_the_models_relative_output_change_with_that_layer_alone_repla
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+class _Shared(nn.Module):
+    """One Linear registered under two names and called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(16, 16)
+        self.again = self.first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.again(torch.relu(self.first(x)))
+
+
+def test_a_shared_layer_is_replaced_at_every_alias_as_apply_tasd_does():
+    model = _Shared().eval()
+    spec = LayerSpec(parse_series("2:8"))
+    effects = measure_model_effect(model, {"first": {move_key(spec): make_tasd_layer(model.first, spec).eval()}},
+                                   _calib())
+    with torch.no_grad():
+        x = _calib()[0]
+        ref = model(x).double()
+        out = apply_tasd(model, TASDConfig({"first": spec}))(x).double()
+    assert effects[("first", move_key(spec))] == pytest.approx(float((out - ref).norm() / ref.norm()), rel=1e-9)
+    assert model.first is model.again and type(model.first) is nn.Linear
+
+
 def test_the_model_is_restored_when_a_move_fails():
     model = _mlp()
     original = model[2]

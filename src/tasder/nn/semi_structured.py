@@ -78,6 +78,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the universal spelling
 
 from tasder.nn.layers import TASDConv2d, TASDLayer, TASDLinear
+from tasder.nn.transform import swap_modules
 from tasder.sparsity.notation import parse_series
 from tasder.tasd.packing import PackedTensor, pack
 
@@ -683,9 +684,5 @@ def to_semi_structured(model: nn.Module, *, backend: Backend = "auto", activatio
         new.train(False)
         replacements[id(module)] = new
     # Nothing above changed `target`; swap every alias of each converted module.
-    for name, module in list(target.named_modules(remove_duplicate=False)):
-        new = replacements.get(id(module))
-        if name and new is not None:
-            parent_name, _, attr = name.rpartition(".")
-            setattr(target.get_submodule(parent_name) if parent_name else target, attr, new)
+    swap_modules(target, replacements)
     return target

@@ -170,8 +170,9 @@ def _parent_and_attr(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent_name) if parent_name else model), attr
 
 
-def _swap(model: nn.Module, replacements: Mapping[int, nn.Module]) -> None:
-    """Replace every occurrence (all aliases of a shared module) of each module id in ``replacements``."""
+def swap_modules(model: nn.Module, replacements: Mapping[int, nn.Module]) -> None:
+    """Replace every occurrence (all aliases of a shared module) of each module id in ``replacements``,
+    in place."""
     for name, module in list(model.named_modules(remove_duplicate=False)):
         new = replacements.get(id(module))
         if name and new is not None:
@@ -291,7 +292,7 @@ def apply_tasd(
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from None
         replacements[id(module)] = new
-    _swap(target, replacements)  # nothing above modified `target`; this cannot fail halfway
+    swap_modules(target, replacements)  # nothing above modified `target`; this cannot fail halfway
 
     report = TASDReport(
         layers={name: layer.spec for name, layer in tasd_layers(target)},
@@ -325,7 +326,7 @@ def strip_tasd(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     inplace = _check_inplace(inplace)
     target = model if inplace else copy.deepcopy(model)
     replacements = {id(layer): layer.to_plain() for _, layer in tasd_layers(target)}  # type: ignore[attr-defined]
-    _swap(target, replacements)
+    swap_modules(target, replacements)
     if REPORT_ATTR in vars(target):
         delattr(target, REPORT_ATTR)
     return target

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tasder._batch import call_with_batch
+from tasder.nn.transform import swap_modules
 from tasder.search.prefix import PrefixCache, PrefixMismatchError
 
 __all__ = ["EFFECT_BATCHES", "measure_model_effect", "output_tensors"]
@@ -47,15 +48,6 @@ def output_tensors(out: Any) -> list[torch.Tensor]:
     if isinstance(out, (tuple, list)):
         return [t for item in out for t in output_tensors(item)]
     return []
-
-
-def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
-    """Put ``module`` at ``name`` in ``model``; returns what was there."""
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, attr)
-    setattr(parent, attr, module)
-    return old
 
 
 def measure_model_effect(model: nn.Module, probes: Mapping[str, Mapping[Any, nn.Module]], batches: Sequence[Any],
@@ -96,7 +88,8 @@ def measure_model_effect(model: nn.Module, probes: Mapping[str, Mapping[Any, nn.
                                  f"no relative change can be measured")
             for name in layer_names:
                 for key, probe in probes[name].items():
-                    original = _swap(model, name, probe)
+                    original = model.get_submodule(name)
+                    swap_modules(model, {id(original): probe})  # every alias, as apply_tasd does
                     try:
                         if cache is not None and cache.enabled:
                             try:
@@ -108,7 +101,7 @@ def measure_model_effect(model: nn.Module, probes: Mapping[str, Mapping[Any, nn.
                         else:
                             outs = run(model)
                     finally:
-                        _swap(model, name, original)
+                        swap_modules(model, {id(probe): original})
                     if [a.shape for a in outs] != [b.shape for b in reference]:
                         raise ValueError(f"layer {name!r}: the model's output changed shape with the layer replaced")
                     diff2 = sum(float((a - b).square().sum()) for a, b in zip(outs, reference, strict=True))
