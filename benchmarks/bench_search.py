@@ -20,6 +20,7 @@ Fig. 12 normalisation), one inference, measured operand densities.
     python benchmarks/bench_search.py [--only digits|minilm] [--minilm-val-n 1500] [--minilm-n 2000]
         [--options paper,ours] [--minilm-options paper,act,recon] [--confidence 0.9] [--no-stages]
         [--greedy-evals 40] [--equal-budget] [--optimum] [--progress] [--max-seconds S] [--save DIR]
+        [--chain FIRST:LAST]
 
 Workloads and option sets:
 
@@ -38,6 +39,12 @@ the same workload used. ``--optimum`` adds two ``optimum`` lines per digits work
 per-layer combination scored cheapest first, until one meets the constraint on validation by the
 point rule (``optimum(point)``) and by the paired bound at ``--confidence`` (``optimum(bound0.9)``):
 they tell a search that missed a target from a target no config reaches.
+
+``--chain FIRST:LAST`` runs no search: it scores the configs at positions FIRST..LAST of
+cost-aware's ranked chain (its moves applied in order, what phase 1 bisects) on the validation split
+and prints a line each: MAC cut, validation ratio, paired bound, how many examples got worse and
+better, pass or miss. It shows whether the metric is monotone along the order, or noise near the
+constraint decides.
 """
 
 from __future__ import annotations
@@ -58,8 +65,8 @@ from tasder.nn.config import TASDConfig
 from tasder.scores import as_scores
 from tasder.search import search
 from tasder.search.acceptance import Acceptance, ratio_lower_bound
-from tasder.search.cost import HardwareCost, MACCost
-from tasder.search.methods import default_layers, measure_layers, select_layers
+from tasder.search.cost import HardwareCost
+from tasder.search.methods import default_layers, layer_mac_cost, measure_layers, ranked_chain, select_layers
 from tasder.targets import candidate_series
 
 #: The option sets ``--options`` (digits) and ``--minilm-options`` choose from; ``a+b`` joins sets
@@ -124,8 +131,7 @@ def optimum(entry: zoo.ZooModel, mode: str, constraint: float, confidence: float
     evaluate = entry.metadata["evaluate_val"]
     layers, total, calibration = measure_layers(model, entry.calibration, select_layers(model, None),
                                                 candidate_series("ttc-vegeta-m8"), mode, **options)
-    cost = MACCost({ly.name: ly.dense_macs for ly in layers}, total - sum(ly.dense_macs for ly in layers),
-                   {(ly.name, k): v for ly in layers for k, v in ly.kept.items()})
+    cost = layer_mac_cost(layers, total)
     metric0, s0 = as_scores(evaluate(model))
     assert s0 is not None, "the zoo's evaluators return per-example scores"
     bound_rule = Acceptance(constraint, constraint * metric0, confidence, s0)
@@ -149,6 +155,39 @@ def optimum(entry: zoo.ZooModel, mode: str, constraint: float, confidence: float
         if len(found) == 2:
             break
     return found, time.perf_counter() - start
+
+
+def chain_curve(entry: zoo.ZooModel, name: str, mode: str, label: str, constraint: float, confidence: float,
+                options: dict[str, Any], span: tuple[int, int], layers: tuple[str, ...] | None) -> None:
+    """Score every distinct config of cost-aware's ranked chain at positions span[0]..span[1] on the
+    validation split (full forwards, no search): how the metric, the paired bound and the examples
+    that got worse / better behave along the order cost-aware's bisection assumes monotone."""
+    assert entry.model is not None
+    model = entry.model.eval()
+    evaluate = entry.metadata["evaluate_val"]
+    measured, total, calibration = measure_layers(
+        model, entry.calibration, select_layers(model, None if layers is None else list(layers)),
+        candidate_series("ttc-vegeta-m8"), mode, **options, input_statistics=False, effect=True,
+        stages=entry.metadata.get("stages"))
+    cost = layer_mac_cost(measured, total)
+    chain = ranked_chain(measured, cost)
+    metric0, s0 = as_scores(evaluate(model))
+    assert s0 is not None, "the zoo's evaluators return per-example scores"
+    rule = Acceptance(constraint, constraint * metric0, confidence, s0)
+    dense = cost({})
+    previous: dict[str, Any] | None = None
+    for k in range(max(span[0], 1), min(span[1], len(chain)) + 1):
+        config = chain[k - 1]
+        if config == previous:  # the move at k changed nothing (its layer already had a harsher spec)
+            continue
+        previous = config
+        metric, per = as_scores(evaluate(apply_tasd(model, TASDConfig(config), calibration=calibration)))
+        ok, bound = rule.judge(metric, per)
+        worse, better = rule.changes(per) or (0, 0)
+        print(f"chain {name} {mode} cost-aware{label} k={k}/{len(chain)}: "
+              f"mac_cut={100 * (1 - cost(config) / dense):.1f}% "
+              f"val_ratio={metric / metric0:.4f} bound={_fmt(bound)} worse={worse} better={better} "
+              f"{'pass' if ok else 'miss'}", flush=True)
 
 
 def _w_only(variant: str) -> bool:
@@ -200,9 +239,21 @@ def main() -> None:
                         help="search(max_seconds=...): start no evaluation after this many seconds")
     parser.add_argument("--save", metavar="DIR", default=None,
                         help="write each search's result (config, every evaluation in order) as JSON to DIR")
+    parser.add_argument("--chain", metavar="FIRST:LAST", default=None,
+                        help="instead of searching, score the configs at positions FIRST..LAST of cost-aware's "
+                             "ranked chain on the validation split (a line each)")
     parser.add_argument("--optimum", action="store_true",
                         help="also find the best existing config on the digits workloads (slow: minutes)")
     args = parser.parse_args()
+    span = None
+    if args.chain is not None:
+        try:
+            first, last = (int(x) for x in args.chain.split(":"))
+        except ValueError:
+            parser.error(f"--chain: expected FIRST:LAST (two positions, e.g. 20:80); got {args.chain!r}")
+        if not 1 <= first <= last:
+            parser.error(f"--chain: expected 1 <= FIRST <= LAST; got {args.chain!r}")
+        span = (first, last)
     wanted = set(filter(None, args.methods.split(",")))
     modes = set(filter(None, args.modes.split(",")))
     loaded: dict[str, Any] = {}
@@ -217,14 +268,20 @@ def main() -> None:
             loaded[name] = zoo.load(name, **kwargs)
         entry = loaded[name]
         assert entry.model is not None and entry.evaluate is not None
+        variants = args.minilm_options if minilm else args.options
+        layers = None if minilm else default_layers(name, mode)
+        if span is not None:  # the chain alone: no search, no test split, no hardware model
+            if not wanted or "cost-aware" in wanted:
+                for variant, options in distinct_sets(variants, mode):
+                    chain_curve(entry, name, mode, "" if variant == "paper" else f"+{variant}", args.constraint,
+                                args.confidence, options, span, layers)
+            continue
         original_test = entry.evaluate(entry.model)
         # The README's table was made with a mapper budget of 2000 per layer: kept so it reproduces.
         hw_mode = "W" if mode == "auto" else mode
         edp_tc = HardwareCost.for_model(entry.model, entry.calibration[0], "tc", hw_mode, budget=2000)({})  # type: ignore[arg-type]
         edp_ttc = HardwareCost.for_model(entry.model, entry.calibration[0], "ttc-vegeta-m8", hw_mode,  # type: ignore[arg-type]
                                          budget=2000)
-        variants = args.minilm_options if minilm else args.options
-        layers = None if minilm else default_layers(name, mode)
         for variant, options in distinct_sets(variants, mode):
             paper_evals = None
             runs: list[tuple[str, int | None]] = [(m, None) for m in methods if not wanted or m in wanted]

@@ -512,6 +512,11 @@ def test_the_paired_bound_is_reported_next_to_the_ratio() -> None:
     for out in (page, text):
         assert "(≥ 99.31 % at 90 % confidence)" in out
         assert "90 % confidence over the 1500 validation examples" in out
+        assert "score worse" not in out  # the history has no per-example counts: no sentence about them
+    chosen = doc["models"][0]["search"]["chosen"]
+    doc["models"][0]["search"]["history"][chosen].update(worse=41, better=37)
+    for out in (report_html.render_html(doc, []), render_markdown_report(doc, [])):
+        assert "41 validation examples score worse than under the original model and 37 better" in out
 
 
 def test_headline_table_opens_both_reports(written: tuple[dict[str, Any], dict[str, Any]]) -> None:

@@ -89,6 +89,17 @@ def test_acceptance_judges_and_checks_lengths():
     assert Acceptance(0.99, 0.5, 0.9, None).judge(0.6, None) == (True, None)
 
 
+def test_acceptance_counts_the_examples_that_got_worse_and_better():
+    s0 = np.array([1.0, 1.0, 0.0, 0.0, 0.5])
+    a = Acceptance(0.99, 0.99, 0.9, s0)
+    assert a.changes(np.array([0.0, 1.0, 1.0, 0.0, 0.5])) == (1, 1)
+    assert a.changes(np.array([0.0, 0.0, 0.0, 0.0, 0.25])) == (3, 0)
+    assert a.changes(s0.copy()) == (0, 0)
+    with pytest.raises(ValueError, match="5 for the original"):
+        a.changes(np.ones(4))
+    assert Acceptance(0.99, 0.5, 0.9, None).changes(None) is None
+
+
 def test_metric_resolution():
     assert metric_resolution([236 / 511, 230 / 511, 1.0]) == 511
     assert metric_resolution([0.5, 0.25]) == 4
@@ -234,3 +245,31 @@ def test_result_reports_the_bound_in_every_output(tmp_path):
     assert doc["confidence"] == 0.9 and doc["bound_final"] == pytest.approx(r.bound_final)
     back = TASDConfig.load(r.config_with_provenance().save(tmp_path / "c.yaml"))
     assert back.provenance["acceptance"]["confidence"] == 0.9
+
+
+def test_every_evaluation_records_how_many_examples_got_worse_and_better():
+    """Layer "0" in TASD turns 3 hits into misses and 5 misses into hits; nothing else changes any
+    example: every history point says so, and the markdown history shows it beside the bound."""
+    from tasder.search import render_markdown
+
+    base = np.zeros(400)
+    base[:300] = 1.0
+
+    def evaluate(model: nn.Module) -> Scores:
+        s = base.copy()
+        if any(name == "0" for name, _ in tasd_layers(model)):
+            s[:3], s[350:355] = 0.0, 1.0
+        return Scores(s)
+
+    r = search(_model(), "ttc-vegeta-m8", evaluate, _calib(), "W", 0.99, "paper-greedy", progress=False)
+    assert any("0" in p.layers for p in r.history)
+    for p in r.history:
+        assert (p.worse, p.better) == ((3, 5) if "0" in p.layers else (0, 0)), p
+    assert r.as_dict()["history"][0]["worse"] == 0
+    text = render_markdown(r, "validation accuracy", "test accuracy")
+    assert "worse / better |" in text and "| 3 / 5 |" in text
+
+    plain = search(_model(), "ttc-vegeta-m8", lambda m: float(evaluate(m)), _calib(), "W", 0.99, "paper-greedy",
+                   progress=False)
+    assert all(p.worse is None and p.better is None for p in plain.history)
+    assert "worse / better" not in render_markdown(plain, "validation accuracy", "test accuracy")

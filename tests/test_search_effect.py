@@ -163,3 +163,31 @@ def test_cost_aware_ranks_moves_by_their_effect_on_the_model_output():
     assert set(r.history[1].layers) == {"small"} and r.history[1].ok
     assert str(r.config.resolve("small").series) == "1:8"
     assert math.isfinite(r.metric_final)
+
+
+def test_the_ranked_chain_is_what_cost_aware_bisects():
+    """ranked_chain gives cost-aware's phase-1 configs: each adds moves (never a milder spec), costs
+    fall along it, and the configs the search's bisection evaluated are chain configs at the
+    positions its steps name."""
+    from tasder.search.methods import layer_mac_cost, ranked_chain
+
+    model = _mlp()
+    layers, total, _ = measure_layers(model, _calib(), select_layers(model, None),
+                                      candidate_series("ttc-vegeta-m8"), "W", effect=True)
+    cost = layer_mac_cost(layers, total)
+    chain = ranked_chain(layers, cost)
+    density = {str(s): s.effective_density for s in candidate_series("ttc-vegeta-m8")}
+    assert len(chain) == sum(len(ly.candidates) for ly in layers)  # every W move saves MACs here
+    for before, after in zip(chain, chain[1:]):
+        assert all(density[str(after[n].series)] <= density[str(s.series)] for n, s in before.items())
+        assert cost(after) <= cost(before)
+
+    def metric(net: nn.Module) -> float:
+        return 1.0 - 0.002 * sum(1 for n, m in net.named_modules() if hasattr(m, "series"))
+
+    r = search(model, "ttc-vegeta-m8", metric, _calib(), "W", 0.995, "cost-aware", progress=False)
+    steps = [p for p in r.history if p.step.startswith("bisect")]
+    assert steps
+    for p in steps:
+        k = int(p.step.split()[1].split("/")[0])
+        assert p.layers == {n: str(s.series) for n, s in chain[k - 1].items()}

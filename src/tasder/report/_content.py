@@ -317,6 +317,10 @@ def _search_text(model: Mapping[str, Any]) -> str:
                  f"{100 * acceptance['confidence']:g} % confidence over the {acceptance['examples']} validation "
                  f"examples, met the constraint; the chosen one's bound is "
                  f"{DASH if bound is None else f'{bound:.4f}'}.")
+        picked = next((h for i, h in enumerate(search["history"]) if h.get("index", i) == chosen), None)
+        if picked is not None and picked.get("worse") is not None and picked.get("better") is not None:
+            text += (f" Under it {picked['worse']} validation examples score worse than under the original model "
+                     f"and {picked['better']} better (the bound is set by both counts, not only by their difference).")
     if model.get("config_file"):
         text += f" The chosen configuration is saved as {model['config_file']}."
     return text

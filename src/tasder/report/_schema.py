@@ -64,6 +64,8 @@ _HISTORY_ITEM: dict[str, Spec] = {
     "step": _Opt(_Null("str")),
     "layers": _Opt(_Null(_Map("str"))),
     "bound": _Opt(_Null(_NUMBER)),
+    "worse": _Opt(_Null("int")),
+    "better": _Opt(_Null("int")),
 }
 
 _LAYER: dict[str, Spec] = {

@@ -178,6 +178,15 @@ class Acceptance:
         ok = mean_lower_bound(s - s0 + a, self.confidence) >= 0
         return ok, difference_lower_bound(s, s0, self.confidence)
 
+    def changes(self, per_example: np.ndarray | None) -> tuple[int, int] | None:
+        """``(worse, better)``: how many examples score below / above the original's score for them
+        (None for float-only evaluators). Near the constraint these two, not their difference, set the
+        bound: a config whose examples flip both ways misses with no net loss."""
+        if self.original is None or per_example is None:
+            return None
+        self.check(per_example)
+        return int(np.count_nonzero(per_example < self.original)), int(np.count_nonzero(per_example > self.original))
+
     def slack_examples(self, metric0: float) -> float | None:
         """How many examples the constraint lets the config lose: n·(metric₀ − threshold) over the
         scores' range (for 0/1 scores: hits). None for float-only evaluators."""

@@ -394,6 +394,7 @@ class _Evaluator:
         except Exception as exc:  # a failing step is reported and rejected; the search goes on
             metric, error = None, f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
+        changes = None
         if error is not None:
             self.failures.append(f"{step}: {error}")
             ok, bound = False, None
@@ -401,9 +402,12 @@ class _Evaluator:
             assert metric is not None
             self.acceptance.check(per_example)  # another length than the original's: a broken evaluate
             ok, bound = self.acceptance.judge(metric, per_example)
+            changes = self.acceptance.changes(per_example)
         if self.prefix is not None:
             (self.prefix.accept if ok else self.prefix.reject)()
-        point = EvalPoint(len(self.history), dict(key), metric, cost, ok, step, error, bound=bound, seconds=seconds)
+        worse, better = changes if changes is not None else (None, None)
+        point = EvalPoint(len(self.history), dict(key), metric, cost, ok, step, error, bound=bound, seconds=seconds,
+                          worse=worse, better=better)
         self.record(point, dict(assign))
         if self.progress is not None:
             best = min((p.cost for p in self.history if p.ok), default=cost)
@@ -426,13 +430,14 @@ class _Moves:
     measured damage (its effect on the model's output where measured), and the order relations the
     methods use."""
 
-    def __init__(self, ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> None:
+    def __init__(self, layers: list[MeasuredLayer], cost: CostFn) -> None:
         self.layers = {ly.name: ly for ly in layers}
-        base = cost(ev.specs({}))
+        dense = {ly.name: DENSE_SPEC for ly in layers}
+        base = cost(dense)
         self.saving: dict[tuple[str, LayerSpec], float] = {}
         for ly in layers:
             for sp in ly.candidates:
-                self.saving[(ly.name, sp)] = base - cost(ev.specs({ly.name: sp}))
+                self.saving[(ly.name, sp)] = base - cost({**dense, ly.name: sp})
 
     def sigma(self, name: str, spec: LayerSpec) -> float:
         """The saving of ``spec`` on layer ``name`` alone (0 for dense)."""
@@ -455,9 +460,48 @@ class _Moves:
         """``trial`` is at least as bad as ``failed`` on every layer ``failed`` changes."""
         return all(self.at_least_as_bad(n, trial.get(n, DENSE_SPEC), s) for n, s in failed.items())
 
+    def ranked(self) -> list[tuple[str, LayerSpec]]:
+        """cost-aware's order of the moves that save something: effect per unit of saving, then the
+        larger saving, then layer order, then candidate order."""
+        keyed = []
+        for i, ly in enumerate(self.layers.values()):
+            for j, sp in enumerate(ly.candidates):
+                saving = self.sigma(ly.name, sp)
+                if saving > 0:
+                    keyed.append((ly.rank_damage(sp) / saving, -saving, i, j, ly.name, sp))
+        keyed.sort(key=lambda t: t[:4])
+        return [(name, sp) for *_, name, sp in keyed]
+
+    def chain(self, prefix: Sequence[tuple[str, LayerSpec]], base: Assign) -> Assign:
+        """``base`` with the moves ``prefix`` applied in order, each only where it is more aggressive."""
+        out = dict(base)
+        for name, sp in prefix:
+            if self.sigma(name, sp) > self.sigma(name, out.get(name, DENSE_SPEC)):
+                out[name] = sp
+        return out
+
+
+def layer_mac_cost(layers: list[MeasuredLayer], total_macs: int) -> MACCost:
+    """The default cost of a search over ``layers`` (:func:`measure_layers`' output): effective MACs,
+    with the layers outside the search dense and TASD-A's measured kept fractions."""
+    return MACCost({ly.name: ly.dense_macs for ly in layers},
+                   other_macs=total_macs - sum(ly.dense_macs for ly in layers),
+                   kept={(ly.name, k): v for ly in layers for k, v in ly.kept.items()})
+
+
+def ranked_chain(layers: list[MeasuredLayer], cost: CostFn) -> list[dict[str, LayerSpec]]:
+    """The configs C₁ … C_N whose longest passing prefix cost-aware's phase 1 bisects: its ranked
+    moves applied in order (:func:`measure_layers` with ``effect=True`` gives ``layers``). For
+    looking at how the metric behaves along the order (``benchmarks/bench_search.py --chain``)."""
+    moves = _Moves(layers, cost)
+    out: list[dict[str, LayerSpec]] = []
+    for move in moves.ranked():
+        out.append(moves.chain([move], out[-1] if out else {}))
+    return out
+
 
 def _paper_greedy(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
-    moves = _Moves(ev, layers, cost)
+    moves = _Moves(layers, cost)
     order = sorted(((ly.dropped[move_key(sp)], -moves.sigma(ly.name, sp), i, sp) for i, ly in enumerate(layers)
                     for sp in ly.candidates), key=lambda t: (t[0], t[1], t[2]))
     current: Assign = {}
@@ -500,26 +544,12 @@ def _paper_threshold(ev: _Evaluator, layers: list[MeasuredLayer], stat: str) -> 
 
 
 def _cost_aware(ev: _Evaluator, layers: list[MeasuredLayer], cost: CostFn) -> dict[str, Any]:
-    moves = _Moves(ev, layers, cost)
-    ranked: list[tuple[float, float, int, int, LayerSpec]] = []
-    for i, ly in enumerate(layers):
-        for j, sp in enumerate(ly.candidates):
-            saving = moves.sigma(ly.name, sp)
-            if saving > 0:
-                ranked.append((ly.rank_damage(sp) / saving, -saving, i, j, sp))
-    ranked.sort(key=lambda t: (t[0], t[1], t[2], t[3]))
-    remaining = [(layers[i].name, sp) for _, _, i, _, sp in ranked]
+    moves = _Moves(layers, cost)
+    remaining = moves.ranked()
     current: Assign = {}
     margin = max(ev.base_metric - ev.threshold, 0.0)
     clear_misses: list[Assign] = []  # configs that missed by more than the margin
-
-    def chain(prefix: Sequence[tuple[str, LayerSpec]], base: Assign) -> Assign:
-        """``base`` with the moves ``prefix`` applied in order, each only where it is more aggressive."""
-        out = dict(base)
-        for name, sp in prefix:
-            if moves.sigma(name, sp) > moves.sigma(name, out.get(name, DENSE_SPEC)):
-                out[name] = sp
-        return out
+    chain = moves.chain
 
     def judge(trial: Assign, step: str) -> bool:
         """Evaluate ``trial``; remember it if it missed clearly (by more than the margin)."""
@@ -762,9 +792,7 @@ def search(
     measured, total_macs, calibration = measure_layers(model, batches, selected, cands, mode, **options,
                                                        input_statistics=method == "paper-threshold",
                                                        effect=method == "cost-aware", stages=stages)
-    mac_cost = MACCost({ly.name: ly.dense_macs for ly in measured},
-                       other_macs=total_macs - sum(ly.dense_macs for ly in measured),
-                       kept={(ly.name, k): v for ly in measured for k, v in ly.kept.items()})
+    mac_cost = layer_mac_cost(measured, total_macs)
     cost_fn: CostFn = cost if cost is not None else mac_cost
     prog, update = _progress_callback(progress, f"search {model_id or type(model).__name__} ({method})")
     ev = _Evaluator(model, evaluate, measured, mode, cost_fn, max_evals, update, calibration=calibration,
@@ -772,8 +800,10 @@ def search(
     ev.acceptance = acceptance
     ev.base_metric = metric0
     _, bound0 = acceptance.judge(metric0, per0)
+    unchanged = 0 if acceptance.paired else None
+    # the original is the fallback config, whatever its own bound
     base = EvalPoint(0, {}, metric0, float(cost_fn(ev.specs({}))), True, "original", bound=bound0,
-                     seconds=seconds0)  # the original is the fallback config, whatever its own bound
+                     seconds=seconds0, worse=unchanged, better=unchanged)
     ev.record(base, {})
     ev.calls = 1  # the original counts as an evaluation (and against max_evals)
     interrupted = False

@@ -92,15 +92,21 @@ def render_markdown(result: SearchResult, metric_name: str = "validation metric"
         lines.append(f"| `{row.name}` | {row.kind} | {row.k_text} | {r.cost_per_inference(row.dense_macs):,.0f} | "
                      f"{row.series} | {row.mode} | {row.fraction:.3f} | {_num(row.damage)} |")
     pareto = {p.index for p in r.pareto}
+    paired = r.confidence is not None
+    flips = ("; worse / better: examples scoring below / above the original's score for them — near the "
+             "constraint these two, more than their difference, set the bound") if paired else ""
     lines += ["", "## Every evaluated config", "",
-              f"`*` marks the Pareto front (higher {metric_name}, lower cost); ok = meets the constraint.", "",
+              f"`*` marks the Pareto front (higher {metric_name}, lower cost); ok = meets the constraint{flips}.", "",
               f"| # | step | {metric_name} | cost{hw_unit or ' (effective MACs, calibration batch)'} | ok | "
-              f"non-dense layers | {_bound_header(r)} |", "|---|---|---|---|---|---|---|"]
+              f"non-dense layers | {_bound_header(r)} |" + (" worse / better |" if paired else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if paired else "")]
     for p in r.history:
         layers = ", ".join(f"{k}={v}" for k, v in p.layers.items()) or "(dense)"
         metric = _num(p.metric) if p.error is None else f"failed: {p.error}"
+        changed = "" if not paired else \
+            f" {'–' if p.worse is None or p.better is None else f'{p.worse} / {p.better}'} |"
         lines.append(f"| {p.index}{'*' if p.index in pareto else ''} | {p.step} | {metric} | {_cost(p.cost)} | "
-                     f"{'yes' if p.ok else 'no'} | {layers} | {_bound(r, p.bound)} |")
+                     f"{'yes' if p.ok else 'no'} | {layers} | {_bound(r, p.bound)} |{changed}")
     if r.failures:
         lines += ["", "## Failed evaluations", ""] + [f"- {f}" for f in r.failures]
     if r.notes:

@@ -38,6 +38,9 @@ class EvalPoint:
         bound: with per-example scores, the lower confidence bound of metric/original (or of
             metric − original for a ``Drop`` constraint) the acceptance used; else None.
         seconds: how long the evaluation took (None for a point not timed).
+        worse, better: with per-example scores, how many examples score below / above the original's
+            score for them (the two flips that set the bound; their difference is the net change);
+            else None.
     """
 
     index: int
@@ -49,11 +52,13 @@ class EvalPoint:
     error: str | None = None
     bound: float | None = None
     seconds: float | None = None
+    worse: int | None = None
+    better: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "layers": dict(self.layers), "metric": self.metric, "cost": self.cost,
                 "ok": self.ok, "step": self.step, "error": self.error, "bound": _finite_or_none(self.bound),
-                "seconds": self.seconds}
+                "seconds": self.seconds, "worse": self.worse, "better": self.better}
 
 
 @dataclass(frozen=True)
