@@ -24,7 +24,8 @@ Fig. 12 normalisation), one inference, measured operand densities.
 
 Workloads and option sets:
 
-* ``digits-cnn-sparse-95`` (TASD-W) and ``digits-cnn`` (TASD-A): ``--options``: ``paper`` (the methods
+* ``digits-cnn-sparse-95`` (TASD-W) and ``digits-cnn`` (TASD-A; also TASD-W and ``auto``, the dense
+  weights): ``--options``: ``paper`` (the methods
   as the paper has them), ``ours`` (``permute`` + ``bias_correction``, and for TASD-W activation-aware
   scores), ``bc`` (bias correction alone), ``perm`` (permutation alone), ``act``, ``recon`` (as for
   MiniLM); ``+`` joins sets (``perm+bc``: ours with magnitude scores).
@@ -113,6 +114,8 @@ def option_set(variant: str, mode: str) -> dict[str, Any] | None:
 RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("digits-cnn-sparse-95", "W", ("paper-greedy", "cost-aware")),
     ("digits-cnn", "A", ("paper-threshold", "paper-greedy", "cost-aware")),
+    ("digits-cnn", "W", ("paper-greedy", "cost-aware")),
+    ("digits-cnn", "auto", ("cost-aware",)),
     ("minilm", "auto", ("cost-aware",)),
     ("minilm", "A", ("paper-threshold", "cost-aware", "paper-greedy")),
 ]
