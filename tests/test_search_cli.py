@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -96,6 +97,7 @@ def test_per_example_scores_print_the_bound_and_auto_mode_with_tasd_w_options(ca
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "ratio ≥" in out and "80 % confidence over 64 examples" in out
+    assert re.search(r"64 examples, \d+ worse and \d+ better than the original\)", " ".join(out.split()))
     assert plain is not None
     assert run(["search", "tiny", "--confidence", "1"]) == 2
     assert "confidence" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -178,7 +179,7 @@ def test_the_ranked_chain_is_what_cost_aware_bisects():
     chain = ranked_chain(layers, cost)
     density = {str(s): s.effective_density for s in candidate_series("ttc-vegeta-m8")}
     assert len(chain) == sum(len(ly.candidates) for ly in layers)  # every W move saves MACs here
-    for before, after in zip(chain, chain[1:]):
+    for before, after in itertools.pairwise(chain):
         assert all(density[str(after[n].series)] <= density[str(s.series)] for n, s in before.items())
         assert cost(after) <= cost(before)
 

@@ -195,7 +195,7 @@ def _run_case(case: DemoCase, settings: _Settings, out_dir: Path, progress: bool
 
     dense_total = count_macs(entry.model, calibration[0]).dense_per_inference
     saved = sum(r.dense_macs * (1.0 - r.fraction) for r in result.layers) / per
-    chosen = next((p.index for p in result.history if p.ok and p.cost == result.cost_after), 0)
+    chosen = result.chosen.index
     curve = _error_curve(curve_prof, [curve_layer], case.mode) if curve_prof is not None and curve_layer else None
     if curve is not None and case.permute:
         curve["permuted_points"] = _permuted_points(entry.model, curve["layer"], case.mode, calibration,

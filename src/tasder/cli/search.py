@@ -192,6 +192,8 @@ def search_cmd(
             what = "ratio" if r.bound_kind == "ratio" else "difference"
             bound = (f"; {what} ≥ {r.bound_final:.4f} at {100 * r.confidence:g} % confidence over "
                      f"{r.examples} examples")
+            if r.chosen.worse is not None:
+                bound += f", {r.chosen.worse} worse and {r.chosen.better} better than the original"
         console.print(f"{val_name}: {r.metric_original:.4f} → {r.metric_final:.4f} "
                       f"({100 * r.metric_ratio:.2f} %{bound})", markup=False)
         if r.holdout_original is not None and r.holdout_final is not None:

@@ -74,7 +74,7 @@ from tasder.search.acceptance import (
 from tasder.search.cost import CostFn, MACCost
 from tasder.search.effect import measure_model_effect
 from tasder.search.prefix import PrefixCache, PrefixMismatchError
-from tasder.search.result import EvalPoint, LayerRow, SearchResult, describe_model, format_cost
+from tasder.search.result import EvalPoint, LayerRow, SearchResult, cheapest_accepted, describe_model, format_cost
 from tasder.sparsity import Series, parse_series
 from tasder.targets import Target, candidate_series, load_target
 from tasder.tasd.permutation import permutable_block
@@ -825,7 +825,7 @@ def search(
     finally:
         if prog is not None:
             prog.stop()
-    best = min((p for p in ev.history if p.ok), key=lambda p: (p.cost, -(p.metric or 0.0), p.index))
+    best = cheapest_accepted(ev.history)
     chosen = ev.assigns[best.index]
     config = ev.config(chosen)
     seconds = time.perf_counter() - start

@@ -139,6 +139,12 @@ def describe_model(model: Any) -> str:
     return f"{type(model).__name__}, {n:,} parameters, sha256 {digest.hexdigest()[:12]}"
 
 
+def cheapest_accepted(points: list[EvalPoint]) -> EvalPoint:
+    """The config a search returns: the cheapest point that met the constraint (on a tie the higher
+    metric, then the earlier one). The original always meets it, so there is one."""
+    return min((p for p in points if p.ok), key=lambda p: (p.cost, -(p.metric or 0.0), p.index))
+
+
 def pareto_front(points: list[EvalPoint]) -> list[EvalPoint]:
     """The non-dominated points (higher metric, lower cost), cheapest first; failed ones excluded."""
     valid = sorted((p for p in points if p.metric is not None and math.isfinite(p.metric)),
@@ -246,6 +252,11 @@ class SearchResult:
     def cost_per_inference(self, cost: float) -> float:
         """A MAC-count cost (the default) of the whole calibration batch → per inference (one sample)."""
         return cost / max(self.samples, 1)
+
+    @property
+    def chosen(self) -> EvalPoint:
+        """The evaluated point of the returned config (:func:`cheapest_accepted` of the history)."""
+        return cheapest_accepted(self.history)
 
     @property
     def pareto(self) -> list[EvalPoint]:
