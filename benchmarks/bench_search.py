@@ -186,7 +186,9 @@ def chain_curve(entry: zoo.ZooModel, name: str, mode: str, label: str, constrain
         previous = config
         metric, per = as_scores(evaluate(apply_tasd(model, TASDConfig(config), calibration=calibration)))
         ok, bound = rule.judge(metric, per)
-        worse, better = rule.changes(per) or (0, 0)
+        changes = rule.changes(per)
+        assert changes is not None, "the zoo's evaluators return per-example scores"
+        worse, better = changes
         print(f"chain {name} {mode} cost-aware{label} k={k}/{len(chain)}: "
               f"mac_cut={100 * (1 - cost(config) / dense):.1f}% "
               f"val_ratio={metric / metric0:.4f} bound={_fmt(bound)} worse={worse} better={better} "
